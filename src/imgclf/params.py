@@ -1,0 +1,255 @@
+"""Typed, validated parameters: one frozen dataclass per section of ``params.yaml``.
+
+``params.yaml`` is parsed the way DVC parses it (ruamel.yaml, YAML 1.2, safe loader), so that
+``learning_rate: 1e-3`` is the float 0.001 for our code exactly as it is for ``dvc params diff``.
+PyYAML follows YAML 1.1 and would read it as the string "1e-3", ``042`` as octal 34 and ``no`` as
+False.
+
+Every section is checked once, when a stage starts: an unknown key, a value of the wrong type or
+an impossible value raises :class:`ParamsError` naming the key, the value given and what is
+allowed, before the stage writes anything.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+from ruamel.yaml import YAML
+from ruamel.yaml.error import YAMLError
+from imgclf.errors import PipelineError
+
+PARAMS_FILE = Path("params.yaml")
+
+SourceName = Literal["digits", "folder"]
+ResizeMode = Literal["stretch", "pad", "crop"]
+ModelName = Literal["simple_cnn", "small_convnet", "cifar_cnn"]
+OptimizerName = Literal["sgd", "adam", "rmsprop", "adadelta"]
+
+
+class ParamsError(PipelineError):
+    """A parameter in params.yaml is missing, unknown, of the wrong type or out of range."""
+
+
+def _fail(key: str, value: Any, allowed: str) -> typing.NoReturn:
+    raise ParamsError(f"params.yaml: {key} = {value!r} is not allowed: {allowed}.")
+
+
+def _require_fraction(key: str, value: float) -> None:
+    if not 0.0 < value < 1.0:
+        _fail(key, value, "use a fraction strictly between 0 and 1")
+
+
+def _require_positive(key: str, value: float) -> None:
+    if value <= 0:
+        _fail(key, value, "use a number greater than 0")
+
+
+def _require_non_negative(key: str, value: float) -> None:
+    if value < 0:
+        _fail(key, value, "use a number of 0 or more (0 turns it off)")
+
+
+@dataclass(frozen=True)
+class DataParams:
+    """Where the download stage gets its images (``data`` in params.yaml)."""
+
+    source: SourceName = "digits"
+    # Folder of class subfolders, for source: folder. Relative paths are relative to the repo.
+    path: str | None = None
+
+    def validate(self, section: str) -> None:
+        if self.source == "folder" and not self.path:
+            _fail(f"{section}.path", self.path,
+                  "data.source 'folder' needs data.path, the folder that holds one subfolder per class")
+
+
+@dataclass(frozen=True)
+class SplitParams:
+    """Stratified train/validation/test split (``split``)."""
+
+    seed: int = 42
+    # Fractions of all images; a source's own test split is kept and then `test` is unused.
+    val: float = 0.15
+    test: float = 0.15
+
+    def validate(self, section: str) -> None:
+        _require_fraction(f"{section}.val", self.val)
+        _require_fraction(f"{section}.test", self.test)
+        if self.val + self.test >= 1.0:
+            _fail(f"{section}.val + {section}.test", self.val + self.test,
+                  "the two fractions must leave images for training: keep their sum below 1")
+
+
+@dataclass(frozen=True)
+class ResizeParams:
+    """How images are brought to the training size (``resize``)."""
+
+    size: tuple[int, int] = (32, 32)  # height, width
+    mode: ResizeMode = "stretch"
+
+    def validate(self, section: str) -> None:
+        if len(self.size) != 2 or min(self.size) <= 0:
+            _fail(f"{section}.size", list(self.size),
+                  "give [height, width] as two whole numbers greater than 0, e.g. [32, 32]")
+
+
+@dataclass(frozen=True)
+class AugmentParams:
+    """Random augmentation layers inside the model, active only while training (``train.augment``).
+
+    Factors follow the Keras layers: ``rotation`` is a fraction of a full turn, ``zoom`` and
+    ``translation`` fractions of the image size, ``contrast`` a fraction of the contrast; 0 is off.
+    """
+
+    horizontal_flip: bool = False
+    vertical_flip: bool = False
+    rotation: float = 0.0
+    zoom: float = 0.0
+    translation: float = 0.0
+    contrast: float = 0.0
+
+    def validate(self, section: str) -> None:
+        for name in ("rotation", "zoom", "translation", "contrast"):
+            value = getattr(self, name)
+            if not 0.0 <= value < 1.0:
+                _fail(f"{section}.{name}", value, "use a factor from 0 (off) up to, not including, 1")
+
+
+@dataclass(frozen=True)
+class TrainParams:
+    """Model, optimiser and schedule of the train stage (``train``)."""
+
+    model: ModelName = "simple_cnn"
+    epochs: int = 20
+    batch_size: int = 32
+    optimizer: OptimizerName = "adam"
+    learning_rate: float = 0.001
+    momentum: float = 0.9  # sgd only
+    nesterov: bool = True  # sgd only
+    # None keeps the architecture's published rate (see models.DEFAULT_DROPOUT_RATES).
+    dropout_rate: float | None = None
+    seed: int = 42
+    augment: AugmentParams = field(default_factory=AugmentParams)
+
+    def validate(self, section: str) -> None:
+        _require_positive(f"{section}.epochs", self.epochs)
+        _require_positive(f"{section}.batch_size", self.batch_size)
+        _require_positive(f"{section}.learning_rate", self.learning_rate)
+        if not 0.0 <= self.momentum < 1.0:
+            _fail(f"{section}.momentum", self.momentum, "use a value from 0 up to, not including, 1")
+        if self.dropout_rate is not None and not 0.0 <= self.dropout_rate < 1.0:
+            _fail(f"{section}.dropout_rate", self.dropout_rate,
+                  "use a rate from 0 up to, not including, 1, or null for the architecture's own")
+
+
+@dataclass(frozen=True)
+class EvaluateParams:
+    """The evaluate stage (``evaluate``)."""
+
+    batch_size: int = 128
+
+    def validate(self, section: str) -> None:
+        _require_positive(f"{section}.batch_size", self.batch_size)
+
+
+SECTIONS: dict[str, type] = {
+    "data": DataParams,
+    "split": SplitParams,
+    "resize": ResizeParams,
+    "train": TrainParams,
+    "evaluate": EvaluateParams,
+}
+
+Section = TypeVar("Section")
+
+
+def read_params_file(path: Path = PARAMS_FILE) -> dict[str, Any]:
+    """Parse params.yaml exactly as DVC does (YAML 1.2; no Python object tags)."""
+    try:
+        document = YAML(typ="safe").load(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ParamsError(f"{path} not found: run the stage from the project's root folder.") from None
+    except YAMLError as error:
+        raise ParamsError(f"{path} is not valid YAML: {error}") from None
+    if document is None:
+        return {}
+    if not isinstance(document, dict):
+        raise ParamsError(f"{path} must hold a mapping of sections, got {type(document).__name__}.")
+    return document
+
+
+def load_section(section: str, path: Path = PARAMS_FILE) -> Any:
+    """Read one section of params.yaml into its typed, validated dataclass."""
+    if section not in SECTIONS:
+        raise ParamsError(f"unknown params section {section!r}; known: {', '.join(SECTIONS)}")
+    document = read_params_file(path)
+    return parse_section(SECTIONS[section], document.get(section) or {}, section)
+
+
+def parse_section(cls: type[Section], values: Any, section: str) -> Section:
+    """Build a dataclass from a mapping, checking keys, types and ranges. Missing keys get defaults."""
+    if not isinstance(values, dict):
+        _fail(section, values, f"expected a mapping with the keys {_field_names(cls)}")
+    known = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - set(known))
+    if unknown:
+        raise ParamsError(
+            f"params.yaml: unknown key {section}.{unknown[0]}; "
+            f"the keys of {section} are {_field_names(cls)}."
+        )
+    hints = typing.get_type_hints(cls)
+    kwargs = {
+        name: _coerce(hints[name], values[name], f"{section}.{name}")
+        for name in known
+        if name in values
+    }
+    instance = cls(**kwargs)
+    instance.validate(section)
+    return instance
+
+
+def _field_names(cls: type) -> str:
+    return ", ".join(f.name for f in dataclasses.fields(cls))
+
+
+def _coerce(hint: Any, value: Any, key: str) -> Any:
+    """Check ``value`` against the annotation ``hint``; return it in the dataclass's type."""
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    if dataclasses.is_dataclass(hint):
+        return parse_section(hint, value, key)
+    if origin is Literal:
+        if value not in args:
+            _fail(key, value, "choose one of " + ", ".join(map(str, args)))
+        return value
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        (inner,) = [arg for arg in args if arg is not type(None)]
+        return _coerce(inner, value, key)
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)) or len(value) != len(args):
+            _fail(key, value, f"give a list of {len(args)} values")
+        return tuple(_coerce(arg, item, key) for arg, item in zip(args, value))
+    if hint is bool:
+        if not isinstance(value, bool):
+            _fail(key, value, "use true or false")
+        return value
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            _fail(key, value, "use a whole number")
+        return value
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            _fail(key, value, "use a number (1e-3 and 0.001 both work)")
+        return float(value)
+    if hint is str:
+        if not isinstance(value, str):
+            _fail(key, value, "use a string")
+        return value
+    raise TypeError(f"no coercion for the annotation {hint!r} of {key}")  # a bug in this module

@@ -1,0 +1,60 @@
+"""Resize stage: every image to ``resize.size`` as 8-bit RGB PNG, on all cores.
+
+Reads:  data/split (from the split stage), params.yaml ``resize``
+Writes: data/resized/{train,val,test}/<class>/<file>.png;
+        metrics/skipped_resize.csv, every file that could not be used and why;
+        metrics/data.json, images per split and class, and unusable files per split
+Run:    dvc repro resize
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+from imgclf.files import atomic_directory, write_csv, write_json
+from imgclf.images import ResizeJob, output_name, resize_files
+from imgclf.params import load_section
+from imgclf.sources import SUBSETS, scan_folder
+from imgclf.split import count_by_class
+from imgclf.stage import run_stage
+
+logger = logging.getLogger(__name__)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--input", type=Path, required=True, help="the split stage's output")
+    parser.add_argument("--output", type=Path, required=True, help="folder to write resized images to")
+    parser.add_argument("--report", type=Path, required=True, help="CSV of the unusable files")
+    parser.add_argument("--counts", type=Path, required=True, help="JSON of image counts (a DVC metric)")
+    args = parser.parse_args()
+    params = load_section("resize")
+
+    files, _ = scan_folder(args.input)
+    with atomic_directory(args.output) as staging:
+        names_taken: dict[Path, set[str]] = {}
+        jobs = []
+        for item in files:
+            folder = staging / item.subset / item.label
+            jobs.append(ResizeJob(item.path, folder / output_name(Path(item.name), names_taken.setdefault(folder, set()))))
+        logger.info("resizing %d images to %dx%d (%s)", len(jobs), *params.size, params.mode)
+        unusable = resize_files(jobs, params.size, params.mode)
+
+    unusable_files = {source for source, _ in unusable}
+    kept = {subset: [item for item in files if item.subset == subset and item.path not in unusable_files]
+            for subset in SUBSETS}
+    write_json(args.counts, {
+        "images": {subset: len(kept[subset]) for subset in SUBSETS},
+        "per_class": count_by_class(kept),
+        "unusable": {subset: sum(item.subset == subset for item in files if item.path in unusable_files)
+                     for subset in SUBSETS},
+    })
+    write_csv(args.report, ["file", "reason"], [(str(source), reason) for source, reason in unusable])
+    if unusable:
+        logger.warning("%d of %d files could not be used; see %s", len(unusable), len(jobs), args.report)
+
+
+if __name__ == "__main__":
+    run_stage(main)
