@@ -16,12 +16,15 @@ DECIMALS = 6
 
 
 def class_probabilities(model_output: np.ndarray) -> np.ndarray:
-    """(count, classes) probabilities from a model's output; a single sigmoid column means 2 classes."""
+    """(count, classes) probabilities from a model's output; a single sigmoid column means 2 classes.
+
+    Rows are renormalised in float64: a float32 softmax sums to 1 only within rounding.
+    """
     model_output = np.asarray(model_output, dtype=np.float64)
     if model_output.ndim == 2 and model_output.shape[1] == 1:
         positive = model_output[:, 0]
-        return np.stack([1.0 - positive, positive], axis=1)
-    return model_output
+        model_output = np.stack([1.0 - positive, positive], axis=1)
+    return model_output / model_output.sum(axis=1, keepdims=True)
 
 
 def score_predictions(labels: np.ndarray, probabilities: np.ndarray,

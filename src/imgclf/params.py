@@ -125,7 +125,7 @@ class TrainParams:
     """Model, optimiser and schedule of the train stage (``train``)."""
 
     model: ModelName = "simple_cnn"
-    epochs: int = 20
+    epochs: int = 30
     batch_size: int = 32
     optimizer: OptimizerName = "adam"
     learning_rate: float = 0.001

@@ -1,0 +1,100 @@
+import io
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from imgclf.images import BACKGROUND, ResizeJob, fit_to_size, load_rgb, output_name, resize_files, to_rgb
+
+
+def pixels(image: Image.Image) -> np.ndarray:
+    return np.asarray(image)
+
+
+def test_grayscale_becomes_rgb():
+    image = to_rgb(Image.new("L", (4, 4), 77))
+    assert image.mode == "RGB" and pixels(image)[0, 0].tolist() == [77, 77, 77]
+
+
+def test_rgba_is_composited_on_the_background_not_dropped_to_black():
+    rgba = Image.new("RGBA", (2, 1))
+    rgba.putpixel((0, 0), (255, 0, 0, 255))  # opaque red stays red
+    rgba.putpixel((1, 0), (0, 0, 0, 0))  # transparent becomes the background
+    assert pixels(to_rgb(rgba)).tolist() == [[[255, 0, 0], list(BACKGROUND)]]
+
+
+def test_palette_with_transparency_is_composited():
+    image = Image.new("P", (2, 1))
+    image.putpalette([0, 0, 255] + [0, 0, 0] * 255)
+    image.putpixel((1, 0), 1)
+    image.info["transparency"] = 1
+    assert pixels(to_rgb(image)).tolist() == [[[0, 0, 255], list(BACKGROUND)]]
+
+
+def test_cmyk_becomes_rgb():
+    assert pixels(to_rgb(Image.new("CMYK", (1, 1), (0, 255, 255, 0))))[0, 0].tolist() == [255, 0, 0]
+
+
+def test_16_bit_is_scaled_to_8_bits_not_clipped_to_white(tmp_path):
+    values = np.array([[0, 32896, 65535]], dtype=np.uint16)
+    path = tmp_path / "deep.png"
+    Image.fromarray(values).save(path)  # a real 16-bit PNG
+    assert pixels(load_rgb(path))[0, :, 0].tolist() == [0, 128, 255]
+
+
+def test_exif_orientation_is_applied(tmp_path):
+    image = Image.new("RGB", (4, 2), (0, 0, 0))
+    image.putpixel((0, 0), (255, 255, 255))
+    exif = Image.Exif()
+    exif[0x0112] = 6  # "rotate 90° clockwise to display"
+    path = tmp_path / "rotated.jpg"
+    image.save(path, exif=exif, quality=100)
+    upright = load_rgb(path)
+    assert upright.size == (2, 4)
+    assert pixels(upright)[0, 1].mean() > 200  # the white corner moved to the top right
+
+
+@pytest.mark.parametrize("mode", ["stretch", "pad", "crop"])
+def test_every_mode_gives_the_requested_height_and_width(mode):
+    assert fit_to_size(Image.new("RGB", (300, 100)), (24, 48), mode).size == (48, 24)
+
+
+def test_pad_letterboxes_with_the_background():
+    wide = fit_to_size(Image.new("RGB", (40, 10), (0, 0, 0)), (20, 20), "pad")
+    assert pixels(wide)[0, 10].tolist() == list(BACKGROUND)  # the bar above the image
+    assert pixels(wide)[10, 10].tolist() == [0, 0, 0]
+
+
+def test_crop_keeps_the_center():
+    image = Image.new("RGB", (30, 10), (255, 0, 0))
+    image.paste((0, 255, 0), (10, 0, 20, 10))
+    assert pixels(fit_to_size(image, (10, 10), "crop"))[5, 5].tolist() == [0, 255, 0]
+
+
+def test_resize_files_writes_png_and_reports_unusable_files_with_a_reason(tmp_path):
+    good = tmp_path / "in" / "good.jpg"
+    good.parent.mkdir()
+    Image.new("RGB", (64, 48), (10, 200, 30)).save(good, quality=95)
+    buffer = io.BytesIO()
+    Image.new("RGB", (64, 64), (1, 2, 3)).save(buffer, format="JPEG")
+    truncated = tmp_path / "in" / "truncated.jpg"
+    truncated.write_bytes(buffer.getvalue()[:300])
+    text = tmp_path / "in" / "text.png"
+    text.write_text("hello")
+    jobs = [ResizeJob(path, tmp_path / "out" / f"{path.stem}.png") for path in (good, truncated, text)]
+
+    unusable = dict(resize_files(jobs, (16, 16), "stretch", workers=2))
+
+    with Image.open(tmp_path / "out" / "good.png") as result:
+        assert result.size == (16, 16) and result.mode == "RGB"
+    assert set(unusable) == {truncated, text}
+    assert "truncated" in unusable[truncated].lower()
+    assert "cannot identify image file" in unusable[text]
+    assert not (tmp_path / "out" / "truncated.png").exists()
+
+
+def test_output_names_never_collide():
+    taken: set[str] = set()
+    names = [output_name(Path(name), taken) for name in ("a.jpg", "a.png", "b.jpeg")]
+    assert names == ["a.png", "a_png.png", "b.png"]

@@ -1,0 +1,95 @@
+from pathlib import Path
+
+import pytest
+
+from imgclf.params import (
+    AugmentParams,
+    ParamsError,
+    SplitParams,
+    TrainParams,
+    load_section,
+    parse_section,
+    read_params_file,
+)
+
+PROJECT_PARAMS = Path(__file__).resolve().parents[1] / "params.yaml"
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "params.yaml"
+    path.write_text(text)
+    return path
+
+
+@pytest.mark.parametrize("section", ["data", "split", "resize", "train", "evaluate"])
+def test_project_params_are_valid(section):
+    load_section(section, PROJECT_PARAMS)
+
+
+def test_project_params_are_the_dataclass_defaults():
+    """params.yaml spells out every default, so a reader sees every setting in one place."""
+    assert load_section("split", PROJECT_PARAMS) == SplitParams()
+    assert load_section("train", PROJECT_PARAMS).augment == AugmentParams()
+
+
+def test_values_are_read_as_yaml_1_2_like_dvc(tmp_path):
+    path = write(tmp_path, "train:\n  learning_rate: 1e-3\n  epochs: 042\n")
+    params = load_section("train", path)
+    assert params.learning_rate == 0.001  # PyYAML (YAML 1.1) would give the string "1e-3"
+    assert params.epochs == 42  # not octal 34
+    # YAML 1.2 has no `no` boolean: it is the string "no", rejected for a boolean key.
+    with pytest.raises(ParamsError, match=r"train\.nesterov = 'no'.*true or false"):
+        load_section("train", write(tmp_path, "train:\n  nesterov: no\n"))
+
+
+def test_python_object_tags_are_refused(tmp_path):
+    path = write(tmp_path, "train:\n  epochs: !!python/object/apply:os.system ['echo hacked']\n")
+    with pytest.raises(ParamsError, match="not valid YAML"):
+        read_params_file(path)
+
+
+def test_missing_keys_take_defaults(tmp_path):
+    assert load_section("train", write(tmp_path, "train:\n  epochs: 3\n")) == TrainParams(epochs=3)
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("train:\n  epoch: 3\n", r"unknown key train\.epoch; the keys of train are model, epochs"),
+        ("train:\n  augment:\n    flip: true\n", r"unknown key train\.augment\.flip"),
+        ("train:\n  epochs: three\n", r"train\.epochs = 'three' .*whole number"),
+        ("train:\n  epochs: 2.5\n", r"train\.epochs = 2\.5 .*whole number"),
+        ("train:\n  epochs: 0\n", r"train\.epochs = 0 .*greater than 0"),
+        ("train:\n  batch_size: -8\n", r"train\.batch_size = -8 .*greater than 0"),
+        ("train:\n  learning_rate: '0.01'\n", r"train\.learning_rate = '0\.01' .*a number"),
+        ("train:\n  optimizer: adamx\n", r"train\.optimizer = 'adamx' .*sgd, adam, rmsprop, adadelta"),
+        ("train:\n  model: resnet\n", r"train\.model = 'resnet' .*simple_cnn, small_convnet, cifar_cnn"),
+        ("train:\n  dropout_rate: 1.5\n", r"train\.dropout_rate = 1\.5"),
+        ("train:\n  augment:\n    rotation: 2\n", r"train\.augment\.rotation = 2\.0"),
+        ("split:\n  val: 0\n", r"split\.val = 0\.0 .*strictly between 0 and 1"),
+        ("split:\n  test: 1.2\n", r"split\.test = 1\.2 .*strictly between 0 and 1"),
+        ("split:\n  val: 0.5\n  test: 0.5\n", r"split\.val \+ split\.test = 1\.0 .*below 1"),
+        ("split:\n  seed: true\n", r"split\.seed = True .*whole number"),
+        ("resize:\n  size: [0, 32]\n", r"resize\.size = \[0, 32\] .*greater than 0"),
+        ("resize:\n  size: 32\n", r"resize\.size = 32 .*list of 2"),
+        ("resize:\n  mode: squash\n", r"resize\.mode = 'squash' .*stretch, pad, crop"),
+        ("data:\n  source: imagenet\n", r"data\.source = 'imagenet' .*digits, folder"),
+        ("data:\n  source: folder\n", r"data\.path = None .*needs data\.path"),
+        ("train: [1, 2]\n", r"train = \[1, 2\] .*mapping"),
+    ],
+)
+def test_bad_values_name_the_key_the_value_and_what_is_allowed(tmp_path, text, message):
+    section = text.split(":")[0]
+    with pytest.raises(ParamsError, match=message):
+        load_section(section, write(tmp_path, text))
+
+
+def test_params_are_frozen():
+    params = parse_section(TrainParams, {"epochs": 3}, "train")
+    with pytest.raises(AttributeError):
+        params.epochs = 4
+
+
+def test_missing_params_file_says_where_to_run(tmp_path):
+    with pytest.raises(ParamsError, match="project's root folder"):
+        load_section("train", tmp_path / "params.yaml")

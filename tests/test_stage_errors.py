@@ -1,0 +1,89 @@
+"""Bad parameters stop a stage before it writes anything, with a message a person can act on."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from imgclf.files import atomic_directory, atomic_file
+from tests.helpers import make_project, run, set_params
+
+# (params to set, stage command, the output that must not appear, the message)
+BAD_PARAMS = [
+    ({"data.bogus": 1}, ["stages/download.py", "--output", "data/raw", "--report", "metrics/s.csv"],
+     "data/raw", r"unknown key data\.bogus"),
+    ({"split.val": 1.5}, ["stages/split.py", "--input", "data/raw", "--output", "data/split"],
+     "data/split", r"split\.val = 1\.5 is not allowed: use a fraction strictly between 0 and 1"),
+    ({"split.val": 0.6, "split.test": 0.5}, ["stages/split.py", "--input", "data/raw", "--output", "data/split"],
+     "data/split", r"split\.val \+ split\.test = 1\.1 is not allowed"),
+    ({"resize.size": [32, -1]}, ["stages/resize.py", "--input", "data/split", "--output", "data/resized",
+                                 "--report", "metrics/r.csv", "--counts", "metrics/data.json"],
+     "data/resized", r"resize\.size = \[32, -1\]"),
+    ({"train.epochs": 0}, ["stages/train.py", "--train", "t", "--val", "v", "--model-dir", "models",
+                           "--metrics", "metrics/train.json", "--history", "metrics/history"],
+     "models", r"train\.epochs = 0 is not allowed: use a number greater than 0"),
+    ({"train.learning_rate": "fast"}, ["stages/train.py", "--train", "t", "--val", "v", "--model-dir", "models",
+                                       "--metrics", "metrics/train.json", "--history", "metrics/history"],
+     "models", r"train\.learning_rate = 'fast'"),
+    ({"evaluate.batch_size": -1}, ["stages/evaluate.py", "--model-dir", "models", "--test", "t",
+                                   "--metrics", "metrics/evaluate.json", "--predictions", "metrics/p.csv"],
+     "metrics/evaluate.json", r"evaluate\.batch_size = -1"),
+]
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory) -> Path:
+    return make_project(tmp_path_factory.mktemp("errors") / "project")
+
+
+@pytest.mark.parametrize(("params", "command", "output", "message"), BAD_PARAMS,
+                         ids=[",".join(case[0]) for case in BAD_PARAMS])
+def test_a_bad_param_stops_the_stage_with_its_message_and_no_output(project, params, command, output, message):
+    original = (project / "params.yaml").read_text()
+    try:
+        set_params(project, **params)
+        result = run(["python", *command], project, check=False)
+    finally:
+        (project / "params.yaml").write_text(original)
+    assert result.returncode == 1
+    assert re.search(message, result.stdout), result.stdout
+    assert "Traceback" not in result.stdout  # a person's mistake gets a message, not a stack
+    assert not (project / output).exists()
+
+
+@pytest.mark.slow
+def test_dvc_repro_stops_at_the_bad_stage_and_records_nothing_for_it(tmp_path):
+    project = make_project(tmp_path / "project")
+    set_params(project, **{"split.test": 0.0})
+    result = run(["dvc", "repro"], project, check=False)
+    assert result.returncode != 0
+    assert "split.test = 0.0 is not allowed" in result.stdout
+    assert (project / "data/raw").is_dir()  # download ran and is complete
+    assert not (project / "data/split").exists()
+    assert "split:" not in (project / "dvc.lock").read_text()
+
+
+def test_a_failed_block_leaves_no_folder_and_no_staging_behind(tmp_path):
+    with pytest.raises(RuntimeError), atomic_directory(tmp_path / "out") as staging:
+        (staging / "half.png").write_bytes(b"...")
+        raise RuntimeError("killed halfway")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_completed_block_replaces_the_old_output(tmp_path):
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "stale.png").write_bytes(b"old")
+    with atomic_directory(tmp_path / "out") as staging:
+        (staging / "new.png").write_bytes(b"new")
+    assert [path.name for path in (tmp_path / "out").iterdir()] == ["new.png"]
+
+
+def test_a_failed_file_write_keeps_the_previous_file(tmp_path):
+    (tmp_path / "metrics.json").write_text("{}")
+    with pytest.raises(RuntimeError), atomic_file(tmp_path / "metrics.json") as handle:
+        handle.write('{"accuracy": ')
+        raise RuntimeError("killed halfway")
+    assert (tmp_path / "metrics.json").read_text() == "{}"
+    assert [path.name for path in tmp_path.iterdir()] == ["metrics.json"]
