@@ -38,7 +38,8 @@ def main() -> None:
         jobs = []
         for item in files:
             folder = staging / item.subset / item.label
-            jobs.append(ResizeJob(item.path, folder / output_name(Path(item.name), names_taken.setdefault(folder, set()))))
+            name = output_name(Path(item.name), names_taken.setdefault(folder, set()))
+            jobs.append(ResizeJob(item.path, folder / name))
         logger.info("resizing %d images to %dx%d (%s)", len(jobs), *params.size, params.mode)
         unusable = resize_files(jobs, params.size, params.mode)
 

@@ -36,7 +36,7 @@ def test_same_seed_same_weights():
     params = TrainParams(epochs=2, batch_size=8, seed=5)
     first, *_ = train_once(params)
     second, *_ = train_once(params)
-    for a, b in zip(first.get_weights(), second.get_weights()):
+    for a, b in zip(first.get_weights(), second.get_weights(), strict=True):
         np.testing.assert_array_equal(a, b)
 
 

@@ -54,7 +54,7 @@ def prediction_rows(files: Sequence[str], labels: np.ndarray, probabilities: np.
     """One row per test image: file, actual class, predicted class, confidence in the prediction."""
     predicted = probabilities.argmax(axis=1)
     return [(file, class_names[actual], class_names[guess], _round(probabilities[row, guess]))
-            for row, (file, actual, guess) in enumerate(zip(files, labels, predicted))]
+            for row, (file, actual, guess) in enumerate(zip(files, labels, predicted, strict=True))]
 
 
 def _round(value: float) -> float:

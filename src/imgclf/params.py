@@ -21,6 +21,7 @@ from typing import Any, Literal, TypeVar
 
 from ruamel.yaml import YAML
 from ruamel.yaml.error import YAMLError
+
 from imgclf.errors import PipelineError
 
 PARAMS_FILE = Path("params.yaml")
@@ -235,7 +236,7 @@ def _coerce(hint: Any, value: Any, key: str) -> Any:
     if origin is tuple:
         if not isinstance(value, (list, tuple)) or len(value) != len(args):
             _fail(key, value, f"give a list of {len(args)} values")
-        return tuple(_coerce(arg, item, key) for arg, item in zip(args, value))
+        return tuple(_coerce(arg, item, key) for arg, item in zip(args, value, strict=True))
     if hint is bool:
         if not isinstance(value, bool):
             _fail(key, value, "use true or false")

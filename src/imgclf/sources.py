@@ -25,8 +25,8 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 from tqdm import tqdm
 
-from imgclf.files import link_or_copy
 from imgclf.errors import PipelineError
+from imgclf.files import link_or_copy
 
 logger = logging.getLogger(__name__)
 
@@ -201,7 +201,7 @@ def digits_images() -> tuple[np.ndarray, np.ndarray]:
 def write_digits(destination: Path) -> int:
     """Write the digits as ``destination/<digit>/<index>.png``; return the number written."""
     images, labels = digits_images()
-    for index, (pixels, label) in enumerate(zip(images, labels)):
+    for index, (pixels, label) in enumerate(zip(images, labels, strict=True)):
         folder = destination / str(label)
         folder.mkdir(parents=True, exist_ok=True)
         Image.fromarray(pixels, mode="L").save(folder / f"{index:04d}.png")

@@ -16,8 +16,8 @@ from collections.abc import Sequence
 
 from sklearn.model_selection import train_test_split
 
-from imgclf.sources import SUBSETS, LabelledFile
 from imgclf.errors import PipelineError
+from imgclf.sources import SUBSETS, LabelledFile
 
 
 class SplitError(PipelineError):
