@@ -53,7 +53,7 @@ def make_project(destination: Path) -> Path:
             shutil.copy2(source, destination / name)
     run(["git", "init", "-q"], destination)
     run(["dvc", "init", "-q"], destination)
-    run(["dvc", "config", "core.analytics", "false"], destination)
+    shutil.copy2(PROJECT_ROOT / ".dvc" / "config", destination / ".dvc" / "config")  # the project's DVC settings
     run(["git", "add", "-A"], destination)
     run(["git", "commit", "-qm", "pipeline"], destination)
     return destination

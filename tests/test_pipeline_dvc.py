@@ -32,6 +32,9 @@ def repo(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("e2e")
     images = write_image_folder(root / "images", CLASSES, per_class=IMAGES_PER_CLASS)
     (images / "blue" / "notes.txt").write_text("a stray file in a class folder")
+    # a JPEG cut short: its header passes the download stage, decoding fails in resize
+    whole = (images / "red" / "001.jpg").read_bytes()
+    (images / "red" / "cut.jpg").write_bytes(whole[:-100])
     project = make_project(root / "project")
     set_params(project, **{"data.source": "folder", "data.path": str(images), "resize.size": [16, 16],
                            "train.epochs": 3, "train.batch_size": 16, "split.val": 0.25, "split.test": 0.25})
@@ -47,11 +50,16 @@ def test_repro_writes_every_output(repo):
                  "metrics/history/plots/metrics/val/loss.tsv", *TRACKED_RESULTS):
         assert (repo / path).exists(), path
     counts = json.loads((repo / "metrics/data.json").read_text())
-    assert counts["images"] == {"train": 40, "val": 20, "test": 20}
-    assert counts["per_class"]["test"] == {name: 5 for name in sorted(CLASSES)}
-    assert counts["unusable"] == {"train": 0, "val": 0, "test": 0}
+    assert sum(counts["images"].values()) == len(CLASSES) * IMAGES_PER_CLASS
+    assert counts["per_class"]["test"]["blue"] == 5
+    assert sum(counts["unusable"].values()) == 1
     skipped = (repo / "metrics/skipped_download.csv").read_text()
     assert "notes.txt" in skipped and "not an image" in skipped
+    unusable = (repo / "metrics/skipped_resize.csv").read_text()
+    assert "red/cut.jpg" in unusable and "truncated" in unusable.lower()
+    # the split costs no disk: its files are hard links to data/raw
+    split_file = next((repo / "data/split/train/green").iterdir())
+    assert split_file.stat().st_ino == (repo / "data/raw/green" / split_file.name).stat().st_ino
     assert json.loads((repo / "models/classes.json").read_text()) == sorted(CLASSES)
     evaluation = json.loads((repo / "metrics/evaluate.json").read_text())
     assert evaluation["test_images"] == 20 and set(evaluation["per_class"]) == set(CLASSES)

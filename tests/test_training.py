@@ -10,7 +10,16 @@ from dvclive import Live
 from imgclf.dataset import ImageSet
 from imgclf.models import build_model
 from imgclf.params import TrainParams
-from imgclf.training import BestWeights, EpochLogger, compile_model, fit, make_deterministic, summary_metrics
+from imgclf.training import (
+    BestWeights,
+    EpochLogger,
+    TrainingError,
+    compile_model,
+    fit,
+    make_deterministic,
+    make_optimizer,
+    summary_metrics,
+)
 
 
 def colour_set(count: int, seed: int, num_classes: int = 3) -> ImageSet:
@@ -75,3 +84,21 @@ def test_dvclive_gets_train_and_val_curves_per_epoch(tmp_path):
                 rows = list(csv.DictReader(handle, delimiter="\t"))
             assert [row["step"] for row in rows] == ["1", "2", "3"]
             assert set(rows[0]) == {"step", metric}  # no timestamps: reruns give identical files
+
+
+@pytest.mark.slow
+def test_a_diverging_run_says_to_lower_the_learning_rate():
+    params = TrainParams(epochs=1, batch_size=8, learning_rate=1e30, optimizer="sgd", seed=0)
+    with pytest.raises(TrainingError, match=r"lower train\.learning_rate \(now 1e\+30\)"):
+        train_once(params)
+
+
+@pytest.mark.parametrize(("name", "optimizer_class"), [("sgd", keras.optimizers.SGD), ("adam", keras.optimizers.Adam),
+                                                       ("rmsprop", keras.optimizers.RMSprop),
+                                                       ("adadelta", keras.optimizers.Adadelta)])
+def test_every_optimizer_gets_the_learning_rate(name, optimizer_class):
+    optimizer = make_optimizer(TrainParams(optimizer=name, learning_rate=0.02, momentum=0.5, nesterov=False))
+    assert isinstance(optimizer, optimizer_class)
+    assert float(optimizer.learning_rate) == pytest.approx(0.02)
+    if name == "sgd":
+        assert optimizer.momentum == 0.5 and optimizer.nesterov is False

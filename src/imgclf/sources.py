@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -26,7 +27,6 @@ from PIL import Image, UnidentifiedImageError
 from tqdm import tqdm
 
 from imgclf.errors import PipelineError
-from imgclf.files import link_or_copy
 
 logger = logging.getLogger(__name__)
 
@@ -164,9 +164,11 @@ def check_classes(files: list[LabelledFile], where: Path) -> Counter[str]:
 
 
 def import_folder(source_root: Path, destination: Path) -> list[SkippedFile]:
-    """Link (or copy) every image under ``source_root``'s class folders into ``destination``.
+    """Copy every image under ``source_root``'s class folders into ``destination``.
 
     Files are recognised as images by content. Returns the files that were not imported.
+    The user's files are copied, never hard-linked: DVC's cache marks linked files read-only,
+    which must not happen to the originals.
     """
     source_root = Path(source_root)
     files, skipped = scan_folder(source_root)
@@ -180,7 +182,9 @@ def import_folder(source_root: Path, destination: Path) -> list[SkippedFile]:
         images.append(item)
     counts = check_classes(images, source_root)
     for item in images:
-        link_or_copy(item.path, destination.joinpath(*filter(None, [item.subset, item.label, item.name])))
+        target = destination.joinpath(*filter(None, [item.subset, item.label, item.name]))
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(item.path, target)
     logger.info("imported %d images in %d classes from %s; %d files skipped",
                 len(images), len(counts), source_root, len(skipped))
     return skipped

@@ -16,11 +16,16 @@ import keras
 import numpy as np
 
 from imgclf.dataset import ImageSet
+from imgclf.errors import PipelineError
 from imgclf.params import TrainParams
 
 logger = logging.getLogger(__name__)
 
 HISTORY_KEYS = ("loss", "accuracy", "val_loss", "val_accuracy")
+
+
+class TrainingError(PipelineError):
+    """Training diverged or could not start with these settings."""
 
 
 def make_deterministic(seed: int) -> None:
@@ -129,7 +134,8 @@ def fit(model: keras.Model, train_set: ImageSet, val_set: ImageSet, params: Trai
         verbose=1 if sys.stdout.isatty() else 2,
     )
     if best.best_epoch is None:
-        raise FloatingPointError("validation loss was never finite: lower train.learning_rate.")
+        raise TrainingError(f"the validation loss was never finite in {params.epochs} epochs: training "
+                            f"diverged; lower train.learning_rate (now {params.learning_rate}).")
     logger.info("best epoch %d of %d (val_loss %.4f)", best.best_epoch, params.epochs, best.best_value)
     return TrainingResult(history={key: [float(v) for v in values] for key, values in history.history.items()},
                           best_epoch=best.best_epoch)
