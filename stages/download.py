@@ -1,6 +1,6 @@
 """Download stage: bring the images of ``data.source`` into one class-folder layout.
 
-Reads:  params.yaml ``data``; for ``source: folder``, the folder ``data.path``
+Reads:  params.yaml ``data``; the source (a folder, a CSV, a CIFAR archive, a Kaggle archive...)
 Writes: data/raw/<class>/<file> (or data/raw/<split>/<class>/<file> when the source has its own
         split), and metrics/skipped_download.csv listing every file not taken, with the reason
 Run:    dvc repro download
@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import argparse
 import logging
+import tempfile
 from pathlib import Path
 
-from imgclf import sources
 from imgclf.files import atomic_directory, write_csv
 from imgclf.params import load_section
+from imgclf.sources import download_source
 from imgclf.stage import run_stage
 
 logger = logging.getLogger(__name__)
@@ -27,12 +28,10 @@ def main() -> None:
     args = parser.parse_args()
     params = load_section("data")
 
-    skipped: list[sources.SkippedFile] = []
-    with atomic_directory(args.output) as staging:
-        if params.source == "digits":
-            sources.write_digits(staging)
-        elif params.source == "folder":
-            skipped = sources.import_folder(Path(params.path).expanduser(), staging)
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_directory(args.output) as staging, \
+            tempfile.TemporaryDirectory(prefix=".download-", dir=args.output.parent) as scratch:
+        skipped = download_source(params, staging, Path(scratch))
     for item in skipped:
         logger.warning("skipped %s: %s", item.path, item.reason)
     write_csv(args.report, ["file", "reason"], [(str(item.path), item.reason) for item in skipped])

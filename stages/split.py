@@ -13,8 +13,8 @@ import logging
 from pathlib import Path
 
 from imgclf.files import atomic_directory, link_or_copy
+from imgclf.layout import SUBSETS, scan_folder
 from imgclf.params import load_section
-from imgclf.sources import SUBSETS, scan_folder
 from imgclf.split import count_by_class, split_items
 from imgclf.stage import run_stage
 

@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from imgclf.sources import SourceError, digits_images, import_folder, scan_folder, write_digits
+from imgclf.layout import SourceError, scan_folder
+from imgclf.sources import digits_images, import_folder, write_digits
 
 
 def touch_image(path: Path, colour=(200, 10, 10), image_format="PNG") -> Path:

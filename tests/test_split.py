@@ -3,7 +3,7 @@ from pathlib import Path
 
 import pytest
 
-from imgclf.sources import LabelledFile
+from imgclf.layout import LabelledFile
 from imgclf.split import SplitError, count_by_class, split_items
 
 

@@ -13,6 +13,7 @@ allowed, before the stage writes anything.
 from __future__ import annotations
 
 import dataclasses
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -26,7 +27,7 @@ from imgclf.errors import PipelineError
 
 PARAMS_FILE = Path("params.yaml")
 
-SourceName = Literal["digits", "folder"]
+SourceName = Literal["digits", "folder", "csv", "cifar10", "cifar100", "kaggle"]
 ResizeMode = Literal["stretch", "pad", "crop"]
 ModelName = Literal["simple_cnn", "small_convnet", "cifar_cnn"]
 OptimizerName = Literal["sgd", "adam", "rmsprop", "adadelta"]
@@ -56,17 +57,83 @@ def _require_non_negative(key: str, value: float) -> None:
 
 
 @dataclass(frozen=True)
+class KaggleParams:
+    """Which Kaggle competition or dataset to download (``data.kaggle``); set one of the two."""
+
+    competition: str | None = None  # e.g. dogs-vs-cats
+    dataset: str | None = None  # owner/name, e.g. tongpython/cat-and-dog
+
+
+@dataclass(frozen=True)
+class CsvParams:
+    """Columns of the labels CSV of ``source: csv`` (``data.csv``)."""
+
+    file_column: str = "id"
+    label_column: str = "label"
+    # Added to file names that have no extension, as in Kaggle label files ("a3f9" -> "a3f9.tif").
+    extension: str | None = None
+
+
+@dataclass(frozen=True)
 class DataParams:
     """Where the download stage gets its images (``data`` in params.yaml)."""
 
     source: SourceName = "digits"
-    # Folder of class subfolders, for source: folder. Relative paths are relative to the repo.
+    # folder and csv: the folder of images. Relative paths are relative to the repository.
     path: str | None = None
+    # cifar10, cifar100: a mirror URL or file:// path of the official binary archive.
+    url: str | None = None
+    # The archive's expected checksum as "md5:<hex>" or "sha256:<hex>"; null: the official one.
+    checksum: str | None = None
+    # Where downloaded archives are kept and reused; null: ~/.keras/datasets.
+    cache_dir: str | None = None
+    # kaggle: an archive already on disk (no API, no credentials needed).
+    archive: str | None = None
+    label_mode: Literal["fine", "coarse"] = "fine"  # cifar100's 100 fine or 20 coarse classes
+    # kaggle: a regular expression whose first group is the label in a file name (cat.123.jpg).
+    label_pattern: str = r"^([A-Za-z]+)[._-]\d+\."
+    labels_csv: str | None = None  # csv: the CSV of file names and labels
+    timeout: float = 60.0  # seconds without a byte before a download attempt is abandoned
+    retries: int = 3  # further attempts after a failed download; each resumes the partial file
+    max_unpacked_gb: float = 20.0  # archives that unpack to more are refused (archive bombs)
+    kaggle: KaggleParams = field(default_factory=KaggleParams)
+    csv: CsvParams = field(default_factory=CsvParams)
 
     def validate(self, section: str) -> None:
         if self.source == "folder" and not self.path:
             _fail(f"{section}.path", self.path,
                   "data.source 'folder' needs data.path, the folder that holds one subfolder per class")
+        if self.source == "csv" and not (self.path and self.labels_csv):
+            _fail(f"{section}.path / {section}.labels_csv", (self.path, self.labels_csv),
+                  "data.source 'csv' needs data.path (the images) and data.labels_csv (file,label rows)")
+        if self.source == "kaggle":
+            choices = {"archive": self.archive, "kaggle.competition": self.kaggle.competition,
+                       "kaggle.dataset": self.kaggle.dataset}
+            given = [name for name, value in choices.items() if value]
+            if len(given) != 1:
+                _fail(f"{section}.archive / {section}.kaggle", given or None,
+                      "data.source 'kaggle' needs exactly one of data.archive, data.kaggle.competition, "
+                      "data.kaggle.dataset")
+        if self.kaggle.dataset is not None and self.kaggle.dataset.count("/") != 1:
+            _fail(f"{section}.kaggle.dataset", self.kaggle.dataset, "write it as owner/name")
+        if self.checksum is not None:
+            algorithm, _, digest = self.checksum.partition(":")
+            lengths = {"md5": 32, "sha256": 64}
+            if algorithm not in lengths or len(digest) != lengths[algorithm] or not _is_hex(digest):
+                _fail(f"{section}.checksum", self.checksum, "write md5:<32 hex digits> or sha256:<64 hex digits>")
+        try:
+            if re.compile(self.label_pattern).groups < 1:
+                _fail(f"{section}.label_pattern", self.label_pattern,
+                      "put the label in a group, e.g. ^([A-Za-z]+)\\.\\d+")
+        except re.error as error:
+            _fail(f"{section}.label_pattern", self.label_pattern, f"not a regular expression ({error})")
+        _require_positive(f"{section}.timeout", self.timeout)
+        _require_non_negative(f"{section}.retries", self.retries)
+        _require_positive(f"{section}.max_unpacked_gb", self.max_unpacked_gb)
+
+
+def _is_hex(text: str) -> bool:
+    return all(character in "0123456789abcdefABCDEF" for character in text)
 
 
 @dataclass(frozen=True)

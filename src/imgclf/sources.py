@@ -1,12 +1,14 @@
-"""Where images come from, and how a folder of class subfolders is read.
-
-Two sources so far:
+"""Where images come from, and how labelled files are found.
 
 - ``digits``: scikit-learn's bundled handwritten digits (1,797 real 8x8 images, 10 classes),
   written out as PNG files in class folders. Needs no network.
 - ``folder``: a folder with one subfolder per class, at any depth. Folders named like
   ``train/``, ``val/`` or ``validation/``, ``test/`` (also ``training_set/``, ``test_set/``...)
   are taken as the source's own split and kept.
+- ``csv``: a folder of images and a CSV of file names and labels.
+- ``cifar10``, ``cifar100``: the official binary archives (see :mod:`imgclf.cifar`).
+- ``kaggle``: a competition or dataset archive (see :mod:`imgclf.kaggle`), unpacked safely, with
+  class folders at any depth or labels in file names (``cat.123.jpg``).
 
 The download stage writes every source into the same layout, ``<out>/<class>/<file>`` or
 ``<out>/<split>/<class>/<file>``, which :func:`scan_folder` reads back in the split stage.
@@ -16,132 +18,31 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import shutil
 from collections import Counter
-from collections.abc import Iterable
-from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlparse
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 from tqdm import tqdm
 
-from imgclf.errors import PipelineError
+from imgclf import kaggle
+from imgclf.archives import extract_nested
+from imgclf.cifar import CIFAR, write_images
+from imgclf.downloads import Checksum, fetch
+from imgclf.layout import (
+    SUBSET_ALIASES,
+    LabelledFile,
+    SkippedFile,
+    SourceError,
+    scan_folder,
+    walk_files,
+)
+from imgclf.params import DataParams
 
 logger = logging.getLogger(__name__)
-
-SUBSETS = ("train", "val", "test")
-# Folder names that mark a source's own split, as real datasets spell them (lower-cased).
-SUBSET_ALIASES = {
-    "train": "train", "training": "train", "train_set": "train", "training_set": "train",
-    "val": "val", "valid": "val", "validation": "val", "val_set": "val", "validation_set": "val",
-    "test": "test", "testing": "test", "test_set": "test",
-}
-# Folders that archives and operating systems add and that are never a class.
-NOT_CLASS_FOLDERS = {"__MACOSX"}
-
-
-class SourceError(PipelineError):
-    """The source's files cannot form a dataset (no class folders, a single class...)."""
-
-
-@dataclass(frozen=True)
-class LabelledFile:
-    """A file found in a class folder, with the source's own split (None when it has none)."""
-
-    path: Path
-    label: str
-    subset: str | None
-    # Unique within its class: the path below the class folder, nested folders joined by "__".
-    name: str
-
-
-@dataclass(frozen=True)
-class SkippedFile:
-    """A file that will not be used, and why: reported, never silently dropped."""
-
-    path: Path
-    reason: str
-
-
-def _subdirectories(folder: Path) -> list[Path]:
-    return sorted(entry for entry in folder.iterdir() if entry.is_dir())
-
-
-def _files(folder: Path) -> list[Path]:
-    return sorted(entry for entry in folder.iterdir() if entry.is_file())
-
-
-def _skip_wrappers(folder: Path) -> Path:
-    """Descend through folders that only wrap one other folder (``dataset/dataset/cats/...``)."""
-    while True:
-        children = _subdirectories(folder)
-        if _files(folder) or len(children) != 1 or not _subdirectories(children[0]):
-            return folder
-        folder = children[0]
-
-
-def scan_folder(root: Path) -> tuple[list[LabelledFile], list[SkippedFile]]:
-    """List every file under the class folders of ``root``, with its class and its own split.
-
-    A class is a folder's name; every file at any depth under it belongs to it. Files that sit
-    outside any class folder are returned as skipped, with the reason.
-    """
-    root = Path(root)
-    if not root.is_dir():
-        raise SourceError(f"{root} is not a folder: set data.path to a folder of class subfolders.")
-    top = _skip_wrappers(root)
-    subset_folders: dict[str, Path] = {}
-    for child in _subdirectories(top):
-        subset = SUBSET_ALIASES.get(child.name.lower())
-        if subset is None:
-            continue
-        if subset in subset_folders:
-            raise SourceError(f"{top} has two folders for the {subset} split: "
-                              f"{subset_folders[subset].name}/ and {child.name}/; keep one.")
-        subset_folders[subset] = child
-
-    files: list[LabelledFile] = []
-    skipped: list[SkippedFile] = []
-    if not subset_folders:
-        _scan_classes(top, None, files, skipped)
-    else:
-        if "train" not in subset_folders:
-            raise SourceError(f"{top} has {', '.join(f.name + '/' for f in subset_folders.values())} "
-                              "but no training folder (train/ or training_set/).")
-        split_folders = set(subset_folders.values())
-        for child in _subdirectories(top):
-            if child not in split_folders:
-                skipped.extend(SkippedFile(path, f"beside the split folders, in no split: {child.name}/")
-                               for path in _walk_files(child))
-        skipped.extend(SkippedFile(path, "not inside a class folder") for path in _files(top))
-        for subset, folder in sorted(subset_folders.items()):
-            _scan_classes(_skip_wrappers(folder), subset, files, skipped)
-    return files, skipped
-
-
-def _walk_files(folder: Path) -> Iterable[Path]:
-    for directory, subdirectories, names in os.walk(folder):
-        subdirectories.sort()
-        for name in sorted(names):
-            yield Path(directory, name)
-
-
-def _scan_classes(folder: Path, subset: str | None,
-                  files: list[LabelledFile], skipped: list[SkippedFile]) -> None:
-    skipped.extend(SkippedFile(path, "not inside a class folder") for path in _files(folder))
-    for class_folder in _subdirectories(folder):
-        if class_folder.name in NOT_CLASS_FOLDERS or class_folder.name.startswith("."):
-            skipped.extend(SkippedFile(path, f"inside {class_folder.name}/, which is not a class")
-                           for path in _walk_files(class_folder))
-            continue
-        found = [LabelledFile(path, class_folder.name, subset,
-                              "__".join(path.relative_to(class_folder).parts))
-                 for path in _walk_files(class_folder)]
-        if not found:
-            logger.warning("class folder %s is empty", class_folder)
-        files.extend(found)
-
 
 def image_format(path: Path) -> str:
     """The image format Pillow recognises in the file's content (its name does not matter).
@@ -163,15 +64,14 @@ def check_classes(files: list[LabelledFile], where: Path) -> Counter[str]:
     return counts
 
 
-def import_folder(source_root: Path, destination: Path) -> list[SkippedFile]:
-    """Copy every image under ``source_root``'s class folders into ``destination``.
+def import_files(files: list[LabelledFile], skipped: list[SkippedFile], destination: Path,
+                 where: Path) -> list[SkippedFile]:
+    """Copy the files that are images (by content) into ``destination/[<split>/]<class>/``.
 
-    Files are recognised as images by content. Returns the files that were not imported.
-    The user's files are copied, never hard-linked: DVC's cache marks linked files read-only,
-    which must not happen to the originals.
+    Returns ``skipped`` plus the files that are not images. The files are copied, never
+    hard-linked: DVC's cache marks linked files read-only, which must not happen to a user's originals.
     """
-    source_root = Path(source_root)
-    files, skipped = scan_folder(source_root)
+    skipped = list(skipped)
     images: list[LabelledFile] = []
     for item in tqdm(files, desc="checking files", unit="file", disable=None):
         try:
@@ -180,14 +80,97 @@ def import_folder(source_root: Path, destination: Path) -> list[SkippedFile]:
             skipped.append(SkippedFile(item.path, f"not an image: {error}"))
             continue
         images.append(item)
-    counts = check_classes(images, source_root)
+    counts = check_classes(images, where)
     for item in images:
         target = destination.joinpath(*filter(None, [item.subset, item.label, item.name]))
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(item.path, target)
     logger.info("imported %d images in %d classes from %s; %d files skipped",
-                len(images), len(counts), source_root, len(skipped))
+                len(images), len(counts), where, len(skipped))
     return skipped
+
+
+def import_folder(source_root: Path, destination: Path) -> list[SkippedFile]:
+    """Import a folder of class subfolders (see :func:`scan_folder`)."""
+    return import_files(*scan_folder(source_root), destination, source_root)
+
+
+def _safe_label(label: str, source: str) -> str:
+    label = str(label).strip()
+    if not label or label in (".", "..") or "/" in label or "\\" in label:
+        raise SourceError(f"{label!r} from {source} cannot be a class name (it becomes a folder name).")
+    return label
+
+
+def scan_named_files(root: Path, label_pattern: str) -> tuple[list[LabelledFile], list[SkippedFile]]:
+    """Files whose names carry their label (``cat.123.jpg``): the pattern's first group is the label.
+
+    A folder named like a split (``train/``, ``test/``) gives its files that split. Files whose name
+    does not match are skipped; a folder of only such files (Kaggle's unlabelled ``test1/``) is
+    logged once.
+    """
+    pattern = re.compile(label_pattern)
+    files: list[LabelledFile] = []
+    skipped: list[SkippedFile] = []
+    unlabelled: Counter[Path] = Counter()
+    for path in walk_files(root):
+        match = pattern.match(path.name)
+        if match is None:
+            skipped.append(SkippedFile(path, f"no label in its name (data.label_pattern {label_pattern})"))
+            unlabelled[path.parent] += 1
+            continue
+        subsets = [SUBSET_ALIASES[part.lower()] for part in path.relative_to(root).parts[:-1]
+                   if part.lower() in SUBSET_ALIASES]
+        files.append(LabelledFile(path, _safe_label(match.group(1), path.name), subsets[-1] if subsets else None,
+                                  "__".join(path.relative_to(root).parts)))
+    labelled_folders = {item.path.parent for item in files}
+    for folder, count in sorted(unlabelled.items()):
+        if folder not in labelled_folders:
+            logger.info("skipping %s: %d files without a label in their names (an unlabelled test set?)",
+                        folder, count)
+    return files, skipped
+
+
+def scan_labelled_tree(root: Path, label_pattern: str) -> tuple[list[LabelledFile], list[SkippedFile]]:
+    """Class folders at any depth if there are at least two of them, else labels in file names."""
+    files, skipped = scan_folder(root)
+    if len({item.label for item in files}) >= 2:
+        return files, skipped
+    return scan_named_files(root, label_pattern)
+
+
+def scan_labels_csv(folder: Path, labels_csv: Path, file_column: str, label_column: str,
+                    extension: str | None) -> tuple[list[LabelledFile], list[SkippedFile]]:
+    """Files of ``folder`` labelled by the rows of a CSV; missing files and unlisted files are reported."""
+    import pandas as pd
+
+    if not Path(folder).is_dir():
+        raise SourceError(f"{folder} is not a folder: set data.path to the folder of images.")
+    try:
+        table = pd.read_csv(labels_csv, dtype=str, keep_default_na=False)
+    except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError) as error:
+        raise SourceError(f"cannot read data.labels_csv {labels_csv}: {error}") from None
+    missing_columns = [column for column in (file_column, label_column) if column not in table.columns]
+    if missing_columns:
+        raise SourceError(f"{labels_csv} has no column {missing_columns[0]!r}; its columns are "
+                          f"{', '.join(table.columns)}. Set data.csv.file_column and data.csv.label_column.")
+    files: list[LabelledFile] = []
+    skipped: list[SkippedFile] = []
+    listed: set[Path] = set()
+    for row_number, (name, label) in enumerate(zip(table[file_column], table[label_column], strict=True), start=2):
+        relative = Path(name)
+        if extension and not relative.suffix:
+            relative = relative.with_name(relative.name + extension)
+        path = Path(folder) / relative
+        listed.add(path)
+        if not path.is_file():
+            skipped.append(SkippedFile(path, f"listed in {labels_csv.name} (line {row_number}) but missing"))
+            continue
+        files.append(LabelledFile(path, _safe_label(label, f"{labels_csv.name} line {row_number}"), None,
+                                  "__".join(relative.parts)))
+    skipped.extend(SkippedFile(path, f"no row in {labels_csv.name}")
+                   for path in walk_files(Path(folder)) if path not in listed and path != Path(labels_csv))
+    return files, skipped
 
 
 def digits_images() -> tuple[np.ndarray, np.ndarray]:
@@ -211,3 +194,47 @@ def write_digits(destination: Path) -> int:
         Image.fromarray(pixels, mode="L").save(folder / f"{index:04d}.png")
     logger.info("wrote %d digit images in %d classes", len(labels), len(set(labels.tolist())))
     return len(labels)
+
+
+def default_cache_dir() -> Path:
+    """Where downloaded archives are kept: Keras' own dataset cache (``$KERAS_HOME/datasets``)."""
+    return Path(os.environ.get("KERAS_HOME", Path.home() / ".keras")).expanduser() / "datasets"
+
+
+def download_source(params: DataParams, destination: Path, scratch: Path) -> list[SkippedFile]:
+    """Bring the images of ``params.source`` into ``destination``; return the files not taken.
+
+    ``scratch`` is an empty temporary folder for unpacking archives, removed by the caller.
+    """
+    if params.source == "digits":
+        write_digits(destination)
+        return []
+    if params.source == "folder":
+        return import_folder(Path(params.path).expanduser(), destination)
+    if params.source == "csv":
+        folder = Path(params.path).expanduser()
+        found = scan_labels_csv(folder, Path(params.labels_csv).expanduser(), params.csv.file_column,
+                                params.csv.label_column, params.csv.extension)
+        return import_files(*found, destination, folder)
+
+    cache_dir = Path(params.cache_dir).expanduser() if params.cache_dir else default_cache_dir()
+    if params.source in CIFAR:
+        spec = CIFAR[params.source]
+        checksum = Checksum.parse(params.checksum) if params.checksum else Checksum("md5", spec.md5)
+        archive = fetch(params.url or spec.url, cache_dir / Path(urlparse(spec.url).path).name, checksum,
+                        params.timeout, params.retries)
+        write_images(archive, params.source, params.label_mode, destination)
+        return []
+
+    # kaggle: an archive on disk, or one downloaded through the Kaggle API
+    if params.archive:
+        archive = Path(params.archive).expanduser()
+        if not archive.is_file():
+            raise SourceError(f"data.archive {archive} does not exist.")
+    else:
+        archive = kaggle.download(cache_dir / "kaggle", params.kaggle.competition, params.kaggle.dataset)
+    unpacked = scratch / "unpacked"
+    extract_nested(archive, unpacked, int(params.max_unpacked_gb * 1e9))
+    skipped = import_files(*scan_labelled_tree(unpacked, params.label_pattern), destination, archive)
+    # name skipped files as "<archive>/<path inside it>": the unpacked copy is temporary
+    return [SkippedFile(Path(archive.name) / item.path.relative_to(unpacked), item.reason) for item in skipped]

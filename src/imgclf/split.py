@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from sklearn.model_selection import train_test_split
 
 from imgclf.errors import PipelineError
-from imgclf.sources import SUBSETS, LabelledFile
+from imgclf.layout import SUBSETS, LabelledFile
 
 
 class SplitError(PipelineError):
