@@ -123,3 +123,135 @@ def extract_cifar10_subset(destination: Path, train_per_class: int, test_per_cla
     with tarfile.open(archive) as tar:
         tar.extractall(destination, members=(m for m in tar if wanted(m)), filter="data")
     return destination / "cifar10"
+
+
+# --- archives in the official layouts, built by the tests --------------------------------------
+
+def cifar_pixels(index: int) -> np.ndarray:
+    """A recognisable image for record ``index``, channel-planar (3, 32, 32) as CIFAR stores it."""
+    channel, row, column = np.indices((3, 32, 32))
+    return ((channel * 80 + row * 3 + column + index) % 256).astype(np.uint8)
+
+
+def write_cifar_archive(path: Path, name: str, train_per_batch: int, test_count: int) -> Path:
+    """A tar.gz in the official binary layout of ``cifar10`` or ``cifar100``; labels cycle over classes."""
+    import io
+    import tarfile
+
+    if name == "cifar10":
+        folder, classes = "cifar-10-batches-bin", [f"class{i}" for i in range(10)]
+        batches = {f"data_batch_{i}.bin": train_per_batch for i in range(1, 6)} | {"test_batch.bin": test_count}
+        names = {"batches.meta.txt": "\n".join(classes) + "\n\n"}
+    else:
+        folder = "cifar-100-binary"
+        batches = {"train.bin": train_per_batch, "test.bin": test_count}
+        names = {"fine_label_names.txt": "\n".join(f"fine{i}" for i in range(100)) + "\n",
+                 "coarse_label_names.txt": "\n".join(f"coarse{i}" for i in range(20)) + "\n"}
+    files: dict[str, bytes] = {key: value.encode() for key, value in names.items()}
+    index = 0
+    for batch, count in batches.items():
+        records = bytearray()
+        for _ in range(count):
+            if name == "cifar10":
+                records += bytes([index % 10])
+            else:
+                records += bytes([index % 20, index % 100])  # coarse, fine
+            records += cifar_pixels(index).tobytes()
+            index += 1
+        files[batch] = bytes(records)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tarfile.open(path, "w:gz") as tar:
+        for member_name, content in files.items():
+            info = tarfile.TarInfo(f"{folder}/{member_name}")
+            info.size = len(content)
+            tar.addfile(info, io.BytesIO(content))
+    return path
+
+
+def jpeg_bytes(colour: tuple[int, int, int], size: int = 24, seed: int = 0) -> bytes:
+    import io
+
+    pixels = np.random.default_rng(seed).integers(0, 60, size=(size, size, 3), dtype=np.uint8)
+    pixels += np.array(colour, dtype=np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="JPEG", quality=90)
+    return buffer.getvalue()
+
+
+def write_dogs_vs_cats_zip(path: Path, per_class: int) -> Path:
+    """Kaggle's dogs-vs-cats layout: a zip holding train.zip (cat.N.jpg, dog.N.jpg), an unlabelled
+    test1.zip (N.jpg) and sampleSubmission.csv."""
+    import io
+    import zipfile
+
+    def zipped(entries: dict[str, bytes]) -> bytes:
+        buffer = io.BytesIO()
+        with zipfile.ZipFile(buffer, "w") as archive:
+            for name, content in entries.items():
+                archive.writestr(name, content)
+        return buffer.getvalue()
+
+    train = {f"train/{animal}.{n}.jpg": jpeg_bytes(colour, seed=n)
+             for animal, colour in (("cat", (180, 40, 40)), ("dog", (40, 40, 180))) for n in range(per_class)}
+    test1 = {f"test1/{n}.jpg": jpeg_bytes((100, 100, 100), seed=n) for n in range(1, 6)}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(zipped({"train.zip": zipped(train), "test1.zip": zipped(test1),
+                             "sampleSubmission.csv": b"id,label\n1,0\n"}))
+    return path
+
+
+# --- a local HTTP server with scripted failures --------------------------------------------------
+
+class FileServer:
+    """Serve one payload on 127.0.0.1, honouring Range requests, with scripted misbehaviour.
+
+    ``drop_first``: the first response stops halfway and the connection closes.
+    ``ignore_range``: always answer 200 with the whole file. ``status``: answer every request with it.
+    ``requests`` records each request's Range header (None when absent).
+    """
+
+    def __init__(self, payload: bytes, drop_first: bool = False, ignore_range: bool = False,
+                 status: int | None = None) -> None:
+        import http.server
+        import threading
+
+        self.payload, self.drop_first, self.ignore_range, self.status = payload, drop_first, ignore_range, status
+        self.requests: list[str | None] = []
+        server = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:  # noqa: N802 (the http.server API)
+                server.requests.append(self.headers.get("Range"))
+                if server.status is not None:
+                    self.send_error(server.status)
+                    return
+                start = 0
+                range_header = self.headers.get("Range")
+                if range_header and not server.ignore_range:
+                    start = int(range_header.removeprefix("bytes=").split("-")[0])
+                body = server.payload[start:]
+                self.send_response(206 if start else 200)
+                if start:
+                    self.send_header("Content-Range", f"bytes {start}-{len(server.payload) - 1}/{len(server.payload)}")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                if server.drop_first and len(server.requests) == 1:
+                    self.wfile.write(body[: len(body) // 2])
+                    self.wfile.flush()
+                    self.close_connection = True
+                    return
+                self.wfile.write(body)
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.thread.start()
+
+    def url(self, name: str) -> str:
+        return f"http://127.0.0.1:{self.httpd.server_address[1]}/{name}"
+
+    def close(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()

@@ -81,6 +81,11 @@ def _extract_tar(archive: Path, staging: Path, max_bytes: int) -> None:
     try:
         with tarfile.open(archive) as tar:
             members = tar.getmembers()
+            for member in members:
+                # the data filter would strip the leading "/" and extract it anyway: refuse it instead
+                if member.name.startswith(("/", "\\")) or PurePosixPath(member.name).parts[:1] == ("..",):
+                    raise ArchiveError(f"{archive}: member {member.name!r} refused: an absolute or parent path. "
+                                       "Nothing was extracted; the archive may be malicious.")
             declared = sum(member.size for member in members if member.isfile())
             if declared > max_bytes:
                 raise ArchiveError(_too_large(archive, declared, max_bytes))

@@ -61,10 +61,16 @@ def _files(folder: Path) -> list[Path]:
 
 
 def _skip_wrappers(folder: Path) -> Path:
-    """Descend through folders that only wrap one other folder (``dataset/dataset/cats/...``)."""
+    """Descend through folders that only wrap one other folder (``dataset/dataset/cats/...``).
+
+    A folder named like a split (``train/``) carries the split, so it is no mere wrapper, unless it
+    repeats the split folder it sits in (Kaggle's ``training_set/training_set/cats/``).
+    """
     while True:
         children = _subdirectories(folder)
         if _files(folder) or len(children) != 1 or not _subdirectories(children[0]):
+            return folder
+        if children[0].name.lower() in SUBSET_ALIASES and folder.name.lower() not in SUBSET_ALIASES:
             return folder
         folder = children[0]
 
