@@ -89,10 +89,11 @@ def test_a_wrong_archive_for_the_official_checksum_is_refused(tmp_path):
         download_source(params, tmp_path / "raw", tmp_path)
 
 
-@pytest.mark.parametrize("status", [404, 500])
-def test_a_failed_download_ends_the_stage_with_its_error_and_no_raw_data(tmp_path, status):
+@pytest.mark.parametrize("failure", ["404", "500", "checksum"])
+def test_a_failed_download_ends_the_stage_with_its_error_and_no_raw_data(tmp_path, failure):
     project = make_project(tmp_path / "project")
-    server = FileServer(b"", status=status)
+    archive = write_cifar_archive(tmp_path / "cifar-10-binary.tar.gz", "cifar10", train_per_batch=1, test_count=1)
+    server = FileServer(archive.read_bytes(), status=None if failure == "checksum" else int(failure))
     try:
         set_params(project, **{"data.source": "cifar10", "data.url": server.url("cifar-10-binary.tar.gz"),
                                "data.retries": 1, "data.cache_dir": str(tmp_path / "cache")})
@@ -101,17 +102,28 @@ def test_a_failed_download_ends_the_stage_with_its_error_and_no_raw_data(tmp_pat
     finally:
         server.close()
     assert result.returncode == 1
-    assert f"HTTP {status}" in result.stdout and "Traceback" not in result.stdout
+    expected = "expected c32a1d4ab5d03f1284b67883e8d87530; the file was deleted" if failure == "checksum" \
+        else f"HTTP {failure}"
+    assert expected in result.stdout and "Traceback" not in result.stdout
     assert not (project / "data" / "raw").exists()
     assert [path.name for path in (project / "data").iterdir()] == []  # no staging or scratch left
+    cache = tmp_path / "cache"
+    assert not cache.exists() or not any(cache.iterdir())  # no partial or unverified download kept
 
 
 # --- Kaggle --------------------------------------------------------------------------------------
 
 def kaggle_subprocess(tmp_path: Path, extra_env: dict[str, str]) -> subprocess.CompletedProcess:
-    """Our Kaggle download with the real kaggle package, in a clean HOME without credentials."""
-    env = {key: value for key, value in os.environ.items() if not key.startswith("KAGGLE_")}
-    env.update(HOME=str(tmp_path), **extra_env)
+    """Our Kaggle download with the real kaggle package, in a clean HOME without credentials.
+
+    Every request goes to a proxy on 127.0.0.1:9, where nothing listens: nothing leaves this machine,
+    not even a DNS lookup of kaggle.com (the proxy would resolve it).
+    """
+    env = {key: value for key, value in os.environ.items()
+           if not key.startswith("KAGGLE_") and key.lower() not in ("no_proxy", "all_proxy")}
+    proxy = "http://127.0.0.1:9"
+    env.update(HOME=str(tmp_path), HTTPS_PROXY=proxy, https_proxy=proxy, HTTP_PROXY=proxy, http_proxy=proxy,
+               **extra_env)
     code = ("import logging, sys; logging.basicConfig(level=logging.DEBUG)\n"
             "from pathlib import Path\nfrom imgclf.kaggle import download\n"
             "download(Path(sys.argv[1]), competition='dogs-vs-cats')")
@@ -129,10 +141,8 @@ def test_missing_kaggle_credentials_give_our_message(tmp_path):
 
 def test_kaggle_credentials_never_reach_the_output(tmp_path):
     secret = "s3cr3t-kaggle-key-0123456789"
-    # a legacy key authenticates locally; KAGGLE_API_ENVIRONMENT=TEST points the client at localhost:7777,
-    # where nothing listens, so the download fails without leaving this machine
-    result = kaggle_subprocess(tmp_path, {"KAGGLE_USERNAME": "someone", "KAGGLE_KEY": secret,
-                                          "KAGGLE_API_ENVIRONMENT": "TEST"})
+    # a legacy key authenticates locally; the download then fails at the local dead proxy
+    result = kaggle_subprocess(tmp_path, {"KAGGLE_USERNAME": "someone", "KAGGLE_KEY": secret})
     assert "KaggleError" in result.stderr and "cannot reach Kaggle" in result.stderr
     assert secret not in result.stdout + result.stderr
 

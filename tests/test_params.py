@@ -4,6 +4,7 @@ import pytest
 
 from imgclf.params import (
     AugmentParams,
+    DataParams,
     ParamsError,
     SplitParams,
     TrainParams,
@@ -29,6 +30,7 @@ def test_project_params_are_valid(section):
 def test_project_params_are_the_dataclass_defaults():
     """params.yaml spells out every default, so a reader sees every setting in one place."""
     assert load_section("split", PROJECT_PARAMS) == SplitParams()
+    assert load_section("data", PROJECT_PARAMS) == DataParams()
     assert load_section("train", PROJECT_PARAMS).augment == AugmentParams()
 
 

@@ -37,6 +37,13 @@ class ParamsError(PipelineError):
     """A parameter in params.yaml is missing, unknown, of the wrong type or out of range."""
 
 
+class Section:
+    """Base of every params section: ``validate`` checks values that the types alone cannot."""
+
+    def validate(self, section: str) -> None:
+        """Raise :class:`ParamsError` for an impossible value; ``section`` is the key's dotted prefix."""
+
+
 def _fail(key: str, value: Any, allowed: str) -> typing.NoReturn:
     raise ParamsError(f"params.yaml: {key} = {value!r} is not allowed: {allowed}.")
 
@@ -57,7 +64,7 @@ def _require_non_negative(key: str, value: float) -> None:
 
 
 @dataclass(frozen=True)
-class KaggleParams:
+class KaggleParams(Section):
     """Which Kaggle competition or dataset to download (``data.kaggle``); set one of the two."""
 
     competition: str | None = None  # e.g. dogs-vs-cats
@@ -65,7 +72,7 @@ class KaggleParams:
 
 
 @dataclass(frozen=True)
-class CsvParams:
+class CsvParams(Section):
     """Columns of the labels CSV of ``source: csv`` (``data.csv``)."""
 
     file_column: str = "id"
@@ -75,7 +82,7 @@ class CsvParams:
 
 
 @dataclass(frozen=True)
-class DataParams:
+class DataParams(Section):
     """Where the download stage gets its images (``data`` in params.yaml)."""
 
     source: SourceName = "digits"
@@ -137,7 +144,7 @@ def _is_hex(text: str) -> bool:
 
 
 @dataclass(frozen=True)
-class SplitParams:
+class SplitParams(Section):
     """Stratified train/validation/test split (``split``)."""
 
     seed: int = 42
@@ -154,7 +161,7 @@ class SplitParams:
 
 
 @dataclass(frozen=True)
-class ResizeParams:
+class ResizeParams(Section):
     """How images are brought to the training size (``resize``)."""
 
     size: tuple[int, int] = (32, 32)  # height, width
@@ -167,7 +174,7 @@ class ResizeParams:
 
 
 @dataclass(frozen=True)
-class AugmentParams:
+class AugmentParams(Section):
     """Random augmentation layers inside the model, active only while training (``train.augment``).
 
     Factors follow the Keras layers: ``rotation`` is a fraction of a full turn, ``zoom`` and
@@ -189,7 +196,7 @@ class AugmentParams:
 
 
 @dataclass(frozen=True)
-class TrainParams:
+class TrainParams(Section):
     """Model, optimiser and schedule of the train stage (``train``)."""
 
     model: ModelName = "simple_cnn"
@@ -216,7 +223,7 @@ class TrainParams:
 
 
 @dataclass(frozen=True)
-class EvaluateParams:
+class EvaluateParams(Section):
     """The evaluate stage (``evaluate``)."""
 
     batch_size: int = 128
@@ -233,7 +240,7 @@ SECTIONS: dict[str, type] = {
     "evaluate": EvaluateParams,
 }
 
-Section = TypeVar("Section")
+SectionType = TypeVar("SectionType", bound=Section)
 
 
 def read_params_file(path: Path = PARAMS_FILE) -> dict[str, Any]:
@@ -259,7 +266,7 @@ def load_section(section: str, path: Path = PARAMS_FILE) -> Any:
     return parse_section(SECTIONS[section], document.get(section) or {}, section)
 
 
-def parse_section(cls: type[Section], values: Any, section: str) -> Section:
+def parse_section(cls: type[SectionType], values: Any, section: str) -> SectionType:
     """Build a dataclass from a mapping, checking keys, types and ranges. Missing keys get defaults."""
     if not isinstance(values, dict):
         _fail(section, values, f"expected a mapping with the keys {_field_names(cls)}")
