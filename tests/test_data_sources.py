@@ -17,7 +17,7 @@ from PIL import Image
 from imgclf import downloads
 from imgclf.cifar import read_archive
 from imgclf.downloads import DownloadError
-from imgclf.kaggle import KaggleError, http_advice
+from imgclf.kaggle import http_advice
 from imgclf.layout import scan_folder
 from imgclf.params import CsvParams, DataParams, KaggleParams
 from imgclf.sources import download_source

@@ -11,7 +11,7 @@
   class folders at any depth or labels in file names (``cat.123.jpg``).
 
 The download stage writes every source into the same layout, ``<out>/<class>/<file>`` or
-``<out>/<split>/<class>/<file>``, which :func:`scan_folder` reads back in the split stage.
+``<out>/<split>/<class>/<file>`` (see :mod:`imgclf.layout`), which the split stage reads back.
 """
 
 from __future__ import annotations
@@ -43,6 +43,7 @@ from imgclf.layout import (
 from imgclf.params import DataParams
 
 logger = logging.getLogger(__name__)
+
 
 def image_format(path: Path) -> str:
     """The image format Pillow recognises in the file's content (its name does not matter).
