@@ -27,14 +27,13 @@ def main() -> None:
     args = parser.parse_args()
     params = load_section("evaluate")
 
-    import keras
-
     from imgclf.dataset import load_image_folder
     from imgclf.evaluation import class_probabilities, prediction_rows, score_predictions
     from imgclf.files import read_json, write_csv, write_json
+    from imgclf.modelio import load_model
 
     class_names = read_json(args.model_dir / "classes.json")
-    model = keras.saving.load_model(args.model_dir / "model.keras", safe_mode=True)
+    model = load_model(args.model_dir / "model.keras")
     test_set = load_image_folder(args.test, class_names)
     probabilities = class_probabilities(model.predict(test_set.images, batch_size=params.batch_size, verbose=0))
 

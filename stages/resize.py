@@ -2,8 +2,9 @@
 
 Reads:  data/split (from the split stage), params.yaml ``resize``
 Writes: data/resized/{train,val,test}/<class>/<file>.png;
-        metrics/skipped_resize.csv, every file that could not be used and why;
-        metrics/data.json, images per split and class, and unusable files per split
+        metrics/skipped_resize.csv, every file that could not be used (or was used only after a
+        repair: first frame of an animation, 16-bit scaled...) and why;
+        metrics/data.json, images per split and class, unusable and repaired files per split
 Run:    dvc repro resize
 """
 
@@ -41,20 +42,25 @@ def main() -> None:
             name = output_name(Path(item.name), names_taken.setdefault(folder, set()))
             jobs.append(ResizeJob(item.path, folder / name))
         logger.info("resizing %d images to %dx%d (%s)", len(jobs), *params.size, params.mode)
-        unusable = resize_files(jobs, params.size, params.mode)
+        noteworthy = resize_files(jobs, params.size, params.mode, params.max_megapixels * 1e6)
 
-    unusable_files = {source for source, _ in unusable}
-    kept = {subset: [item for item in files if item.subset == subset and item.path not in unusable_files]
+    action_of = {outcome.source: outcome.action for outcome in noteworthy}
+    kept = {subset: [item for item in files if item.subset == subset and action_of.get(item.path) != "skipped"]
             for subset in SUBSETS}
-    write_json(args.counts, {
-        "images": {subset: len(kept[subset]) for subset in SUBSETS},
-        "per_class": count_by_class(kept),
-        "unusable": {subset: sum(item.subset == subset for item in files if item.path in unusable_files)
-                     for subset in SUBSETS},
-    })
-    write_csv(args.report, ["file", "reason"], [(str(source), reason) for source, reason in unusable])
-    if unusable:
-        logger.warning("%d of %d files could not be used; see %s", len(unusable), len(jobs), args.report)
+
+    def count(action: str) -> dict[str, int]:
+        return {subset: sum(action_of.get(item.path) == action for item in files if item.subset == subset)
+                for subset in SUBSETS}
+
+    write_json(args.counts, {"images": {subset: len(kept[subset]) for subset in SUBSETS},
+                             "per_class": count_by_class(kept), "unusable": count("skipped"),
+                             "repaired": count("repaired"), "damaged_but_used": count("warning")})
+    write_csv(args.report, ["file", "action", "reason"],
+              [(str(outcome.source), outcome.action, outcome.reason) for outcome in noteworthy])
+    skipped = sum(outcome.action == "skipped" for outcome in noteworthy)
+    if noteworthy:
+        logger.warning("%d of %d files could not be used, %d were used after a repair or with a warning; see %s",
+                       skipped, len(jobs), len(noteworthy) - skipped, args.report)
 
 
 if __name__ == "__main__":

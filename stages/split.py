@@ -2,7 +2,9 @@
 
 Reads:  data/raw (from the download stage), params.yaml ``split``
 Writes: data/split/{train,val,test}/<class>/<file>, hard links to data/raw where the filesystem
-        allows (copies otherwise), so a split costs no extra disk
+        allows (copies otherwise), so a split costs no extra disk;
+        metrics/duplicates.csv, files whose bytes repeat another file's: dropped
+        (split.deduplicate: true) or, when kept, listed where they leak across splits
 Run:    dvc repro split
 """
 
@@ -12,10 +14,12 @@ import argparse
 import logging
 from pathlib import Path
 
-from imgclf.files import atomic_directory, link_or_copy
+from tqdm import tqdm
+
+from imgclf.files import atomic_directory, file_digest, link_or_copy, write_csv
 from imgclf.layout import SUBSETS, scan_folder
 from imgclf.params import load_section
-from imgclf.split import count_by_class, split_items
+from imgclf.split import count_by_class, drop_duplicates, leaks, split_items
 from imgclf.stage import run_stage
 
 logger = logging.getLogger(__name__)
@@ -25,15 +29,30 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--input", type=Path, required=True, help="the download stage's output")
     parser.add_argument("--output", type=Path, required=True, help="folder to write the splits to")
+    parser.add_argument("--duplicates", type=Path, required=True, help="CSV of files with the same bytes")
     args = parser.parse_args()
     params = load_section("split")
 
     files, _ = scan_folder(args.input)
+    digests = {item.path: file_digest(item.path)
+               for item in tqdm(files, desc="hashing", unit="file", disable=None)}
+    rows = []
+    if params.deduplicate:
+        files, dropped = drop_duplicates(files, digests)
+        rows = [(str(copy.path), str(original.path), "dropped") for copy, original in dropped]
     split = split_items(files, params.val, params.test, params.seed)
+    if not params.deduplicate:
+        rows = [(str(item.path), str(copy.path), f"leakage: also in {subset}") for item, copy, subset in
+                leaks(split, digests)]
+    if rows:
+        logger.warning("%d files repeat another file's bytes (%s); see %s", len(rows),
+                       "dropped" if params.deduplicate else "kept, and leaking across splits", args.duplicates)
+
     with atomic_directory(args.output) as staging:
         for subset in SUBSETS:
             for item in split[subset]:
                 link_or_copy(item.path, staging / subset / item.label / item.name)
+    write_csv(args.duplicates, ["file", "same_bytes_as", "action"], rows)
     for subset, counts in count_by_class(split).items():
         logger.info("%s: %d images (%s)", subset, sum(counts.values()),
                     ", ".join(f"{label} {count}" for label, count in counts.items()))

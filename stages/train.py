@@ -34,6 +34,7 @@ def main() -> None:
 
     from imgclf.dataset import load_image_folder
     from imgclf.files import atomic_directory, write_json
+    from imgclf.modelio import save_model
     from imgclf.models import build_model
     from imgclf.training import EpochLogger, compile_model, fit, make_deterministic, summary_metrics
 
@@ -50,7 +51,7 @@ def main() -> None:
         result = fit(model, train_set, val_set, params, callbacks=[EpochLogger(live)])
 
     with atomic_directory(args.model_dir) as staging:
-        model.save(staging / "model.keras")
+        save_model(model, staging / "model.keras")
         write_json(staging / "classes.json", list(train_set.class_names))
     write_json(args.metrics, summary_metrics(result, model, train_set, val_set))
 

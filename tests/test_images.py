@@ -40,7 +40,9 @@ def test_16_bit_is_scaled_to_8_bits_not_clipped_to_white(tmp_path):
     values = np.array([[0, 32896, 65535]], dtype=np.uint16)
     path = tmp_path / "deep.png"
     Image.fromarray(values).save(path)  # a real 16-bit PNG
-    assert pixels(load_rgb(path))[0, :, 0].tolist() == [0, 128, 255]
+    decoded = load_rgb(path)
+    assert pixels(decoded.image)[0, :, 0].tolist() == [0, 128, 255]
+    assert decoded.repairs == ["I;16 pixels scaled to 8 bits"]
 
 
 def test_exif_orientation_is_applied(tmp_path):
@@ -50,7 +52,9 @@ def test_exif_orientation_is_applied(tmp_path):
     exif[0x0112] = 6  # "rotate 90° clockwise to display"
     path = tmp_path / "rotated.jpg"
     image.save(path, exif=exif, quality=100)
-    upright = load_rgb(path)
+    decoded = load_rgb(path)
+    upright = decoded.image
+    assert decoded.repairs == [] and decoded.warnings == []
     assert upright.size == (2, 4)
     assert pixels(upright)[0, 1].mean() > 200  # the white corner moved to the top right
 
@@ -84,7 +88,8 @@ def test_resize_files_writes_png_and_reports_unusable_files_with_a_reason(tmp_pa
     text.write_text("hello")
     jobs = [ResizeJob(path, tmp_path / "out" / f"{path.stem}.png") for path in (good, truncated, text)]
 
-    unusable = dict(resize_files(jobs, (16, 16), "stretch", workers=2))
+    unusable = {outcome.source: outcome.reason for outcome in resize_files(jobs, (16, 16), "stretch", workers=2)
+                if outcome.action == "skipped"}
 
     with Image.open(tmp_path / "out" / "good.png") as result:
         assert result.size == (16, 16) and result.mode == "RGB"

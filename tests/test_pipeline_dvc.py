@@ -56,7 +56,7 @@ def test_repro_writes_every_output(repo):
     skipped = (repo / "metrics/skipped_download.csv").read_text()
     assert "notes.txt" in skipped and "not an image" in skipped
     unusable = (repo / "metrics/skipped_resize.csv").read_text()
-    assert "red/cut.jpg" in unusable and "truncated" in unusable.lower()
+    assert "red/cut.jpg,skipped," in unusable and "truncated" in unusable.lower()
     # the split costs no disk: its files are hard links to data/raw
     split_file = next((repo / "data/split/train/green").iterdir())
     assert split_file.stat().st_ino == (repo / "data/raw/green" / split_file.name).stat().st_ino

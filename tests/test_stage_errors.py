@@ -14,9 +14,9 @@ from tests.helpers import make_project, run, set_params
 BAD_PARAMS = [
     ({"data.bogus": 1}, ["stages/download.py", "--output", "data/raw", "--report", "metrics/s.csv"],
      "data/raw", r"unknown key data\.bogus"),
-    ({"split.val": 1.5}, ["stages/split.py", "--input", "data/raw", "--output", "data/split"],
+    ({"split.val": 1.5}, ["stages/split.py", "--input", "data/raw", "--output", "data/split", "--duplicates", "metrics/d.csv"],
      "data/split", r"split\.val = 1\.5 is not allowed: use a fraction strictly between 0 and 1"),
-    ({"split.val": 0.6, "split.test": 0.5}, ["stages/split.py", "--input", "data/raw", "--output", "data/split"],
+    ({"split.val": 0.6, "split.test": 0.5}, ["stages/split.py", "--input", "data/raw", "--output", "data/split", "--duplicates", "metrics/d.csv"],
      "data/split", r"split\.val \+ split\.test = 1\.1 is not allowed"),
     ({"resize.size": [32, -1]}, ["stages/resize.py", "--input", "data/split", "--output", "data/resized",
                                  "--report", "metrics/r.csv", "--counts", "metrics/data.json"],

@@ -8,7 +8,6 @@ a mismatch deletes the file and says so. Redirects from https to http are refuse
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import time
@@ -22,6 +21,7 @@ from urllib.parse import unquote, urlparse
 from tqdm import tqdm
 
 from imgclf.errors import PipelineError
+from imgclf.files import file_digest
 
 logger = logging.getLogger(__name__)
 
@@ -49,14 +49,6 @@ class Checksum:
 
     def __str__(self) -> str:
         return f"{self.algorithm}:{self.digest}"
-
-
-def file_digest(path: Path, algorithm: str) -> str:
-    digest = hashlib.new(algorithm)
-    with open(path, "rb") as handle:
-        while chunk := handle.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def matches(path: Path, checksum: Checksum | None) -> bool:

@@ -1,12 +1,14 @@
 """Bring any image file to the training size as 8-bit RGB.
 
 Handles what real folders hold: grayscale, palette, RGBA and LA (composited on a fixed background),
-CMYK, 16- and 32-bit integer images (scaled to 8 bits, not clipped), EXIF orientation. A file that
-cannot be used is not fatal: :func:`resize_files` returns it with the reason, for the report.
+CMYK, 16- and 32-bit integer images (scaled to 8 bits, not clipped), EXIF orientation, animated
+images (first frame). A file that cannot be used is not fatal: :func:`resize_files` returns it with
+the reason, and likewise each file that was used only after a repair, for the report.
 """
 
 from __future__ import annotations
 
+import io
 import logging
 import os
 from collections.abc import Sequence
@@ -16,8 +18,11 @@ from functools import partial
 from pathlib import Path
 
 import numpy as np
+import simplejpeg
 from PIL import Image, ImageOps, UnidentifiedImageError
 from tqdm import tqdm
+
+from imgclf.errors import PipelineError
 
 logger = logging.getLogger(__name__)
 
@@ -27,12 +32,55 @@ RESAMPLING = Image.Resampling.LANCZOS
 # What decoding a bad file raises in Pillow; anything else is a bug and stops the stage.
 DECODE_ERRORS = (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError,
                  Image.DecompressionBombError)
+# The size limit is ours (resize.max_megapixels), checked from the header before decoding.
+Image.MAX_IMAGE_PIXELS = None
+
+
+class TooLargeError(ValueError):
+    """The image's header claims more pixels than resize.max_megapixels allows."""
+
+
+class OutputWriteError(PipelineError):
+    """A resized image could not be written (a full disk, a file size limit...)."""
 
 
 @dataclass(frozen=True)
 class ResizeJob:
     source: Path
     destination: Path
+
+
+@dataclass(frozen=True)
+class Decoded:
+    """A decoded image with what it needed (``repairs``) and what is wrong with its file (``warnings``)."""
+
+    image: Image.Image
+    repairs: list[str]
+    warnings: list[str]
+
+
+@dataclass(frozen=True)
+class ResizeOutcome:
+    """What happened to one file: ``used``; ``repaired`` or ``warning`` (used, listed); ``skipped``."""
+
+    source: Path
+    action: str
+    reason: str = ""
+
+
+def repairs_needed(image: Image.Image) -> list[str]:
+    """What :func:`load_rgb` changes beyond the usual mode conversion, to list in the report."""
+    repairs = []
+    frames = getattr(image, "n_frames", 1)
+    if frames > 1:
+        repairs.append(f"animated ({frames} frames): the first frame is used")
+    if image.mode in ("I", "I;16", "I;16L", "I;16B", "I;16N", "F"):
+        repairs.append(f"{image.mode} pixels scaled to 8 bits")
+    if image.mode == "CMYK":
+        repairs.append("CMYK converted to RGB")
+    if image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info:
+        repairs.append("transparency composited on white")
+    return repairs
 
 
 def to_rgb(image: Image.Image) -> Image.Image:
@@ -73,40 +121,74 @@ def fit_to_size(image: Image.Image, size: tuple[int, int], mode: str) -> Image.I
     raise ValueError(f"unknown resize mode {mode!r}; choose stretch, pad or crop")
 
 
-def load_rgb(path: Path) -> Image.Image:
-    """Open and fully decode an image file, upright (EXIF orientation applied), as RGB."""
-    with Image.open(path) as image:
-        image.load()
-        upright = ImageOps.exif_transpose(image)
-        return to_rgb(upright)
+def jpeg_warnings(data: bytes) -> list[str]:
+    """libjpeg's warnings for a JPEG that Pillow decodes without a word (junk before the end marker...).
 
-
-def resize_file(job: ResizeJob, size: tuple[int, int], mode: str) -> tuple[Path, str | None]:
-    """Resize one file; return its source and None, or the reason it cannot be used."""
+    A decode at 1/8 scale in strict mode: cheap, and it reads every byte as a full decode does.
+    """
     try:
-        image = fit_to_size(load_rgb(job.source), size, mode)
+        colorspace = simplejpeg.decode_jpeg_header(data)[2]
+        simplejpeg.decode_jpeg(data, colorspace="CMYK" if colorspace in ("CMYK", "YCCK") else "RGB",
+                               strict=True, min_height=1, min_width=1)
+    except ValueError as warning:
+        return [str(warning)]
+    return []
+
+
+def load_rgb(path: Path, max_pixels: float | None = None) -> Decoded:
+    """Open and fully decode an image file, upright (EXIF orientation applied), as RGB.
+
+    The pixel count is checked from the header, before anything is decoded.
+    """
+    data = Path(path).read_bytes()
+    with Image.open(io.BytesIO(data)) as image:
+        width, height = image.size
+        if max_pixels is not None and width * height > max_pixels:
+            raise TooLargeError(f"{width}x{height} is {width * height / 1e6:,.0f} megapixels, over "
+                                f"resize.max_megapixels ({max_pixels / 1e6:g}); refused before decoding")
+        repairs = repairs_needed(image)
+        image.load()
+        warnings = jpeg_warnings(data) if image.format == "JPEG" else []
+        return Decoded(to_rgb(ImageOps.exif_transpose(image)), repairs, warnings)
+
+
+def resize_file(job: ResizeJob, size: tuple[int, int], mode: str,
+                max_pixels: float | None = None) -> ResizeOutcome:
+    """Resize one file and write it as PNG; say whether it was used, repaired or skipped, and why."""
+    try:
+        decoded = load_rgb(job.source, max_pixels)
+        image = fit_to_size(decoded.image, size, mode)
     except DECODE_ERRORS as error:
-        return job.source, f"{type(error).__name__}: {error}"
-    job.destination.parent.mkdir(parents=True, exist_ok=True)
-    # compress_level 1: lossless like any PNG, several times faster to write than the default 6.
-    image.save(job.destination, format="PNG", compress_level=1)
-    return job.source, None
+        return ResizeOutcome(job.source, "skipped", f"{type(error).__name__}: {error}")
+    try:
+        job.destination.parent.mkdir(parents=True, exist_ok=True)
+        # compress_level 1: lossless like any PNG, several times faster to write than the default 6.
+        image.save(job.destination, format="PNG", compress_level=1)
+    except OSError as error:
+        raise OutputWriteError(f"cannot write {job.destination}: {error.strerror or error}. Free disk space "
+                               "(or raise the file size limit) and run again; nothing was kept.") from None
+    if decoded.warnings:
+        return ResizeOutcome(job.source, "warning", "; ".join(decoded.warnings + decoded.repairs))
+    if decoded.repairs:
+        return ResizeOutcome(job.source, "repaired", "; ".join(decoded.repairs))
+    return ResizeOutcome(job.source, "used")
 
 
-def resize_files(jobs: Sequence[ResizeJob], size: tuple[int, int], mode: str,
-                 workers: int | None = None) -> list[tuple[Path, str]]:
-    """Resize every job on all cores with a progress bar; return (file, reason) for unusable ones."""
+def resize_files(jobs: Sequence[ResizeJob], size: tuple[int, int], mode: str, max_pixels: float | None = None,
+                 workers: int | None = None) -> list[ResizeOutcome]:
+    """Resize every job on all cores with a progress bar; return the skipped and repaired files."""
     workers = workers or os.cpu_count() or 1
-    work = partial(resize_file, size=size, mode=mode)
+    work = partial(resize_file, size=size, mode=mode, max_pixels=max_pixels)
     chunk_size = max(1, min(256, len(jobs) // (workers * 8) or 1))
-    unusable: list[tuple[Path, str]] = []
+    noteworthy: list[ResizeOutcome] = []
     with ProcessPoolExecutor(max_workers=workers) as executor:
-        results = executor.map(work, jobs, chunksize=chunk_size)
-        for source, reason in tqdm(results, total=len(jobs), desc="resizing", unit="image", disable=None):
-            if reason is not None:
-                logger.warning("skipping %s: %s", source, reason)
-                unusable.append((source, reason))
-    return unusable
+        outcomes = executor.map(work, jobs, chunksize=chunk_size)
+        for outcome in tqdm(outcomes, total=len(jobs), desc="resizing", unit="image", disable=None):
+            if outcome.action == "skipped":
+                logger.warning("skipping %s: %s", outcome.source, outcome.reason)
+            if outcome.action != "used":
+                noteworthy.append(outcome)
+    return noteworthy
 
 
 def output_name(source: Path, taken: set[str]) -> str:

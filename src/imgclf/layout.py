@@ -134,4 +134,5 @@ def _scan_classes(folder: Path, subset: str | None,
                  for path in walk_files(class_folder)]
         if not found:
             logger.warning("class folder %s is empty", class_folder)
+            skipped.append(SkippedFile(class_folder, "empty class folder: no images, so no class"))
         files.extend(found)

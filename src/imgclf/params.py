@@ -151,6 +151,8 @@ class SplitParams(Section):
     # Fractions of all images; a source's own test split is kept and then `test` is unused.
     val: float = 0.15
     test: float = 0.15
+    # Drop files whose bytes repeat another file's, so no image sits in two splits (test leakage).
+    deduplicate: bool = True
 
     def validate(self, section: str) -> None:
         _require_fraction(f"{section}.val", self.val)
@@ -166,8 +168,11 @@ class ResizeParams(Section):
 
     size: tuple[int, int] = (32, 32)  # height, width
     mode: ResizeMode = "stretch"
+    # Images whose header claims more pixels are refused before decoding (decompression bombs).
+    max_megapixels: float = 200.0
 
     def validate(self, section: str) -> None:
+        _require_positive(f"{section}.max_megapixels", self.max_megapixels)
         if len(self.size) != 2 or min(self.size) <= 0:
             _fail(f"{section}.size", list(self.size),
                   "give [height, width] as two whole numbers greater than 0, e.g. [32, 32]")

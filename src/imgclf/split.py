@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections import Counter, defaultdict
 from collections.abc import Sequence
+from pathlib import Path
 
 from sklearn.model_selection import train_test_split
 
@@ -81,3 +82,32 @@ def count_by_class(split: dict[str, list[LabelledFile]]) -> dict[str, dict[str, 
     """Images per class in each subset, for logs and metrics."""
     return {subset: dict(sorted(Counter(item.label for item in split[subset]).items()))
             for subset in SUBSETS}
+
+
+# The split whose copy of a duplicated image is kept: a source's own test split is never thinned.
+KEEP_ORDER = {"test": 0, "val": 1, None: 2, "train": 3}
+
+
+def drop_duplicates(items: Sequence[LabelledFile], digests: dict[Path, str]
+                    ) -> tuple[list[LabelledFile], list[tuple[LabelledFile, LabelledFile]]]:
+    """Keep one file per content digest; return (kept, [(dropped copy, the file kept instead)])."""
+    first: dict[str, LabelledFile] = {}
+    for item in sorted(items, key=lambda item: (KEEP_ORDER[item.subset], item.label, str(item.path))):
+        first.setdefault(digests[item.path], item)
+    kept = [item for item in items if first[digests[item.path]] is item]
+    dropped = [(item, first[digests[item.path]]) for item in items if first[digests[item.path]] is not item]
+    return kept, dropped
+
+
+def leaks(split: dict[str, list[LabelledFile]], digests: dict[Path, str]
+          ) -> list[tuple[LabelledFile, LabelledFile, str]]:
+    """Files whose bytes also sit in an earlier split: (file, its copy, the copy's split)."""
+    seen: dict[str, tuple[LabelledFile, str]] = {}
+    found = []
+    for subset in ("test", "val", "train"):
+        for item in split[subset]:
+            digest = digests[item.path]
+            if digest in seen and seen[digest][1] != subset:
+                found.append((item, *seen[digest]))
+            seen.setdefault(digest, (item, subset))
+    return found

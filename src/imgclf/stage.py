@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import logging
 import sys
 from collections.abc import Callable
@@ -10,11 +11,22 @@ from imgclf.errors import PipelineError
 
 
 def run_stage(main: Callable[[], None]) -> None:
-    """Run a stage's ``main`` with logging configured; a :class:`PipelineError` exits 1 with its message."""
+    """Run a stage's ``main`` with logging configured.
+
+    A :class:`PipelineError` (a mistake a person can fix) or a full disk exits 1 with a message
+    instead of a traceback; outputs are built atomically, so nothing partial is left either way.
+    """
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
                         datefmt="%H:%M:%S")
+    logger = logging.getLogger(main.__module__)
     try:
         main()
     except PipelineError as error:
-        logging.getLogger(main.__module__).error("%s", error)
+        logger.error("%s", error)
+        sys.exit(1)
+    except OSError as error:
+        if error.errno not in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT):
+            raise
+        logger.error("cannot write %s: %s. Free disk space (or raise the file size limit) and run again; "
+                     "the stage kept no partial output.", error.filename or "an output", error.strerror)
         sys.exit(1)

@@ -1,0 +1,223 @@
+"""What the project promises for dirty image folders: every bad file is skipped or repaired, and
+always counted and listed with its reason. Each test builds its bad input itself.
+
+The download stage recognises images by content (`import_files`); the resize stage decodes them
+(`resize_file`). These tests call exactly those functions; tests/test_pipeline_dvc.py runs a
+stray text file and a truncated JPEG through the real `dvc repro`.
+"""
+
+from __future__ import annotations
+
+import io
+import struct
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image, features
+
+from imgclf.images import ResizeJob, resize_file
+from imgclf.layout import LabelledFile, scan_folder
+from imgclf.sources import import_files
+from imgclf.split import SplitError, drop_duplicates, leaks, split_items
+
+SIZE = (16, 16)
+MAX_PIXELS = 200e6
+
+
+def jpeg(colour=(200, 30, 30), size=(40, 30), **save_options) -> bytes:
+    pixels = np.random.default_rng(0).integers(0, 40, (size[1], size[0], 3), dtype=np.uint8) + np.uint8(colour)
+    buffer = io.BytesIO()
+    Image.fromarray(pixels.astype(np.uint8)).save(buffer, format="JPEG", quality=90, **save_options)
+    return buffer.getvalue()
+
+
+def encoded(image: Image.Image, image_format: str, **options) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format=image_format, **options)
+    return buffer.getvalue()
+
+
+def resize(tmp_path: Path, name: str, content: bytes, mode: str = "stretch"):
+    source = tmp_path / name
+    source.write_bytes(content)
+    destination = tmp_path / "out" / f"{Path(name).stem}.png"
+    outcome = resize_file(ResizeJob(source, destination), SIZE, mode, MAX_PIXELS)
+    return outcome, destination
+
+
+def assert_rgb_output(destination: Path) -> np.ndarray:
+    with Image.open(destination) as image:
+        assert image.mode == "RGB" and image.size == (SIZE[1], SIZE[0])
+        return np.asarray(image)
+
+
+# --- files that are no image: the download stage lists them ------------------------------------
+
+@pytest.mark.parametrize(("name", "content"), [
+    ("empty.jpg", b""),
+    ("notes.txt", b"just some text"),
+    ("Thumbs.db", b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1" + bytes(504)),
+    (".DS_Store", b"\x00\x00\x00\x01Bud1" + bytes(100)),
+])
+def test_a_file_that_is_no_image_is_listed_with_its_reason(tmp_path, name, content):
+    source = tmp_path / "source"
+    for label in ("cats", "dogs"):
+        (source / label).mkdir(parents=True)
+        (source / label / "good.png").write_bytes(encoded(Image.new("RGB", (8, 8)), "PNG"))
+    (source / "cats" / name).write_bytes(content)
+    skipped = import_files(*scan_folder(source), tmp_path / "raw", source)
+    assert [(item.path.name, item.reason.split(":")[0]) for item in skipped] == [(name, "not an image")]
+    assert not (tmp_path / "raw" / "cats" / name).exists()
+
+
+def test_an_empty_class_folder_is_listed(tmp_path):
+    for label in ("cats", "dogs"):
+        (tmp_path / label).mkdir()
+        (tmp_path / label / "a.png").write_bytes(encoded(Image.new("RGB", (8, 8)), "PNG"))
+    (tmp_path / "birds").mkdir()
+    _, skipped = scan_folder(tmp_path)
+    assert [(item.path.name, item.reason) for item in skipped] == [("birds", "empty class folder: no images, so no class")]
+
+
+# --- images that cannot be decoded: skipped with the reason --------------------------------------
+
+def test_a_truncated_jpeg_is_skipped(tmp_path):
+    outcome, destination = resize(tmp_path, "cut.jpg", jpeg()[:-200])
+    assert outcome.action == "skipped" and "truncated" in outcome.reason.lower()
+    assert not destination.exists()
+
+
+def test_a_header_claiming_400_megapixels_is_refused_before_decoding(tmp_path):
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", 20_000, 20_000, 8, 2, 0, 0, 0)  # 20,000 x 20,000 RGB
+    bomb = b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\x00" * 100)) + \
+        chunk(b"IEND", b"")
+    outcome, _ = resize(tmp_path, "bomb.png", bomb)
+    assert outcome.action == "skipped"
+    assert "400 megapixels, over resize.max_megapixels (200); refused before decoding" in outcome.reason
+
+
+# --- damaged but usable: used, and listed with a warning -----------------------------------------
+
+def test_a_jpeg_with_junk_before_its_end_marker_loads_with_a_warning(tmp_path):
+    clean = jpeg()
+    outcome, destination = resize(tmp_path, "junk.jpg", clean[:-2] + bytes(range(1, 120)) + clean[-2:])
+    assert outcome.action == "warning"
+    assert "extraneous bytes before marker 0xd9" in outcome.reason
+    assert_rgb_output(destination)
+
+
+def test_an_exif_only_jpeg_without_jfif_marker_is_kept(tmp_path):
+    data = jpeg(exif=Image.Exif().tobytes())
+    assert data[2:4] == b"\xff\xe0"  # Pillow wrote a JFIF APP0 segment: cut it out
+    app0_length = struct.unpack(">H", data[4:6])[0]
+    exif_only = data[:2] + data[4 + app0_length:]
+    assert b"JFIF" not in exif_only and b"Exif" in exif_only
+    outcome, destination = resize(tmp_path, "exif_only.jpg", exif_only)
+    assert outcome.action == "used"  # keras-io's JFIF filter would have dropped it
+    assert_rgb_output(destination)
+
+
+# --- unusual but valid: decoded by content, repaired where needed, listed when repaired ----------
+
+@pytest.mark.parametrize("image_format", ["PNG", "BMP"])
+def test_a_png_or_bmp_named_jpg_is_decoded_by_content(tmp_path, image_format):
+    outcome, destination = resize(tmp_path, "photo.jpg", encoded(Image.new("RGB", (20, 20), (0, 0, 255)), image_format))
+    assert outcome.action == "used"
+    assert assert_rgb_output(destination)[8, 8].tolist() == [0, 0, 255]
+
+
+def test_a_cmyk_jpeg_is_converted_and_listed(tmp_path):
+    outcome, destination = resize(tmp_path, "print.jpg", encoded(Image.new("CMYK", (20, 20), (0, 255, 255, 0)), "JPEG"))
+    assert (outcome.action, outcome.reason) == ("repaired", "CMYK converted to RGB")
+    red, green, blue = assert_rgb_output(destination)[8, 8].tolist()
+    assert red > 200 and green < 50 and blue < 50
+
+
+def test_a_16_bit_png_is_scaled_to_8_bits_not_clipped_to_white(tmp_path):
+    mid_grey = Image.fromarray(np.full((20, 20), 32896, dtype=np.uint16))
+    outcome, destination = resize(tmp_path, "deep.png", encoded(mid_grey, "PNG"))
+    assert (outcome.action, outcome.reason) == ("repaired", "I;16 pixels scaled to 8 bits")
+    assert assert_rgb_output(destination)[8, 8].tolist() == [128, 128, 128]
+
+
+@pytest.mark.parametrize("kind", ["rgba", "palette"])
+def test_transparency_is_composited_on_a_fixed_background_and_listed(tmp_path, kind):
+    if kind == "rgba":
+        image = Image.new("RGBA", (20, 20), (255, 0, 0, 0))  # fully transparent red
+    else:
+        image = Image.new("P", (20, 20), 0)
+        image.putpalette([255, 0, 0] + [0, 0, 0] * 255)
+        image.info["transparency"] = 0
+    outcome, destination = resize(tmp_path, f"{kind}.png", encoded(image, "PNG", **(
+        {"transparency": 0} if kind == "palette" else {})))
+    assert (outcome.action, outcome.reason) == ("repaired", "transparency composited on white")
+    assert assert_rgb_output(destination)[8, 8].tolist() == [255, 255, 255]
+
+
+def test_grayscale_becomes_rgb(tmp_path):
+    outcome, destination = resize(tmp_path, "grey.png", encoded(Image.new("L", (20, 20), 90), "PNG"))
+    assert outcome.action == "used"
+    assert assert_rgb_output(destination)[8, 8].tolist() == [90, 90, 90]
+
+
+def test_exif_orientation_6_is_applied_before_resizing(tmp_path):
+    wide = Image.new("RGB", (40, 20), (0, 0, 0))
+    wide.paste((255, 255, 255), (0, 0, 20, 20))  # the left half is white
+    exif = Image.Exif()
+    exif[0x0112] = 6  # displayed rotated 90° clockwise: the white half ends on top
+    outcome, destination = resize(tmp_path, "rotated.jpg", encoded(wide, "JPEG", exif=exif, quality=100), mode="pad")
+    assert outcome.action == "used"
+    pixels = assert_rgb_output(destination)
+    assert pixels[4, 8].mean() > 200 and pixels[12, 8].mean() < 50  # top white, bottom black
+
+
+def test_an_animated_gif_gives_its_first_frame_and_is_listed(tmp_path):
+    frames = [Image.new("RGB", (20, 20), colour) for colour in ((255, 0, 0), (0, 255, 0), (0, 0, 255))]
+    animation = io.BytesIO()
+    frames[0].save(animation, format="GIF", save_all=True, append_images=frames[1:], duration=100)
+    outcome, destination = resize(tmp_path, "animated.gif", animation.getvalue())
+    assert (outcome.action, outcome.reason) == ("repaired", "animated (3 frames): the first frame is used")
+    assert assert_rgb_output(destination)[8, 8].tolist() == [255, 0, 0]
+
+
+@pytest.mark.skipif(not features.check("webp"), reason="this Pillow has no WebP support")
+def test_webp_is_decoded(tmp_path):
+    outcome, destination = resize(tmp_path, "photo.webp", encoded(Image.new("RGB", (20, 20), (0, 200, 0)), "WEBP",
+                                                                  lossless=True))
+    assert outcome.action == "used"
+    assert assert_rgb_output(destination)[8, 8].tolist() == [0, 200, 0]
+
+
+# --- datasets that cannot be split as asked: an error before training ------------------------------
+
+def test_a_dataset_with_one_class_stops_before_training(tmp_path):
+    (tmp_path / "cats").mkdir()
+    (tmp_path / "cats" / "a.png").write_bytes(encoded(Image.new("RGB", (8, 8)), "PNG"))
+    with pytest.raises(ValueError, match=r"found 1 class \(cats\).*at least two class folders"):
+        import_files(*scan_folder(tmp_path), tmp_path / "raw", tmp_path)
+
+
+def test_a_class_too_small_for_the_split_is_named_with_its_count():
+    items = [LabelledFile(Path(f"/{label}/{i}.png"), label, None, f"{i}.png")
+             for label, count in (("common", 30), ("rare", 1)) for i in range(count)]
+    with pytest.raises(SplitError, match=r"class 'rare' has 1 image"):
+        split_items(items, 0.2, 0.2, seed=0)
+
+
+def test_the_same_image_in_two_splits_is_found_by_content_and_dropped_or_reported():
+    train = [LabelledFile(Path(f"/train/cat/{i}.png"), "cat", "train", f"{i}.png") for i in range(4)]
+    test = [LabelledFile(Path("/test/cat/copy.png"), "cat", "test", "copy.png")]
+    digests = {item.path: f"digest{i}" for i, item in enumerate(train)} | {test[0].path: "digest2"}
+
+    kept, dropped = drop_duplicates(train + test, digests)  # split.deduplicate: true
+    assert [(copy.path.name, original.path.name) for copy, original in dropped] == [("2.png", "copy.png")]
+    assert test[0] in kept  # the source's test copy is the one kept
+
+    split = {"train": train, "val": [], "test": test}  # split.deduplicate: false
+    assert [(item.path.name, copy.path.name, subset) for item, copy, subset in leaks(split, digests)] == \
+        [("2.png", "copy.png", "test")]
