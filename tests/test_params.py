@@ -46,7 +46,7 @@ def test_values_are_read_as_yaml_1_2_like_dvc(tmp_path):
 
 def test_python_object_tags_are_refused(tmp_path):
     path = write(tmp_path, "train:\n  epochs: !!python/object/apply:os.system ['echo hacked']\n")
-    with pytest.raises(ParamsError, match="not valid YAML"):
+    with pytest.raises(ParamsError, match="Python object tag"):
         read_params_file(path)
 
 

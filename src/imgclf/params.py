@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 from ruamel.yaml import YAML
+from ruamel.yaml.constructor import ConstructorError
 from ruamel.yaml.error import YAMLError
 
 from imgclf.errors import PipelineError
@@ -254,6 +255,10 @@ def read_params_file(path: Path = PARAMS_FILE) -> dict[str, Any]:
         document = YAML(typ="safe").load(Path(path).read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ParamsError(f"{path} not found: run the stage from the project's root folder.") from None
+    except ConstructorError as error:
+        raise ParamsError(f"{path} refused: it holds a tag that YAML's safe loader will not build ({error.problem}), "
+                          "such as a Python object tag (!!python/...), which could run code. Params must be plain "
+                          "values.") from None
     except YAMLError as error:
         raise ParamsError(f"{path} is not valid YAML: {error}") from None
     if document is None:
