@@ -4,6 +4,7 @@ import keras
 import numpy as np
 import pytest
 
+from imgclf.modelio import load_model, save_model
 from imgclf.models import ARCHITECTURES, build_model
 from imgclf.params import AugmentParams
 
@@ -31,8 +32,10 @@ def test_cifar_cnn_has_the_published_parameter_count():
 def test_a_saved_model_reloads_in_safe_mode_and_predicts_the_same(tmp_path):
     model = build_model("simple_cnn", (16, 16, 3), 3, augment=ALL_AUGMENTATION, seed=0)
     batch = np.random.default_rng(1).integers(0, 256, size=(2, 16, 16, 3)).astype("float32")
-    model.save(tmp_path / "model.keras")
-    reloaded = keras.saving.load_model(tmp_path / "model.keras", safe_mode=True)
+    save_model(model, tmp_path / "model.keras")
+    save_model(model, tmp_path / "again.keras")
+    assert (tmp_path / "model.keras").read_bytes() == (tmp_path / "again.keras").read_bytes()
+    reloaded = load_model(tmp_path / "model.keras")
     np.testing.assert_allclose(reloaded.predict(batch, verbose=0), model.predict(batch, verbose=0), atol=1e-6)
 
 

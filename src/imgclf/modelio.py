@@ -1,9 +1,9 @@
 """Saving and loading ``.keras`` model files: reproducibly, and only in Keras' safe mode.
 
 Keras stamps each save with the date (``metadata.json``'s ``date_saved``, and the time of the
-weights entry in the zip), so two saves of the same weights differ byte for byte and DVC would
-record a new hash for an unchanged model. :func:`save_model` writes the same bytes for the same
-model. :func:`load_model` refuses files that would run code while loading (a ``Lambda`` layer).
+weights entry in the zip) and with memory addresses (``shared_object_id`` in ``config.json`` is a
+Python ``id()``), so two saves of the same weights differ byte for byte and DVC would record a new
+hash for an unchanged model. :func:`save_model` writes the same bytes for the same model. :func:`load_model` refuses files that would run code while loading (a ``Lambda`` layer).
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ import json
 import tempfile
 import zipfile
 from pathlib import Path
+from typing import Any
 
 import keras
 
@@ -36,10 +37,26 @@ def save_model(model: keras.Model, path: Path) -> None:
                     metadata = json.loads(content)
                     metadata.pop("date_saved", None)
                     content = json.dumps(metadata, sort_keys=True).encode()
+                elif entry.filename == "config.json":
+                    content = json.dumps(_renumber_shared_objects(json.loads(content), {})).encode()
                 fixed = zipfile.ZipInfo(entry.filename, date_time=ZIP_EPOCH)
                 fixed.compress_type = entry.compress_type
                 fixed.external_attr = entry.external_attr
                 target.writestr(fixed, content)
+
+
+def _renumber_shared_objects(node: Any, numbers: dict[int, int]) -> Any:
+    """Replace each ``shared_object_id`` (a memory address) by its order of first appearance.
+
+    Keras only compares these ids with each other inside one file, so the renumbering keeps which
+    objects are shared.
+    """
+    if isinstance(node, dict):
+        return {key: numbers.setdefault(value, len(numbers)) if key == "shared_object_id"
+                else _renumber_shared_objects(value, numbers) for key, value in node.items()}
+    if isinstance(node, list):
+        return [_renumber_shared_objects(item, numbers) for item in node]
+    return node
 
 
 def load_model(path: Path) -> keras.Model:

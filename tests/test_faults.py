@@ -1,0 +1,212 @@
+"""Runs that get killed, disks that fill up, experiments that run side by side, hostile files.
+
+Each test builds the fault itself and runs the real stage scripts or the real ``dvc`` CLI.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import resource
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from tests.helpers import command_env, make_project, run, set_params, write_image_folder
+
+pytestmark = pytest.mark.slow
+
+# long enough to be killed halfway through training, short enough for CI
+FAULT_PARAMS = {"data.source": "folder", "resize.size": [16, 16], "train.epochs": 25, "train.batch_size": 8,
+                "split.val": 0.25, "split.test": 0.25}
+
+
+def fault_project(root: Path, images: Path) -> Path:
+    project = make_project(root)
+    set_params(project, **FAULT_PARAMS, **{"data.path": str(images)})
+    return project
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory) -> Path:
+    return write_image_folder(tmp_path_factory.mktemp("images") / "images", per_class=12)
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory, images) -> Path:
+    """An uninterrupted run: what every recovered run must reproduce byte for byte."""
+    project = fault_project(tmp_path_factory.mktemp("reference") / "project", images)
+    run(["dvc", "repro"], project)
+    return project
+
+
+def lock_entries(project: Path) -> str:
+    return (project / "dvc.lock").read_text() if (project / "dvc.lock").exists() else ""
+
+
+def kill_when(project: Path, ready, timeout: float = 240) -> None:
+    """Start `dvc repro`, SIGKILL its whole process group as soon as ``ready(log)`` holds."""
+    log_path = project / "repro.log"
+    with open(log_path, "w") as log:
+        process = subprocess.Popen(["dvc", "repro"], cwd=project, env=command_env(), stdout=log,
+                                   stderr=subprocess.STDOUT, start_new_session=True)
+    deadline = time.monotonic() + timeout
+    while not ready(log_path.read_text()):
+        assert process.poll() is None, "the run ended before the moment to kill it:\n" + log_path.read_text()
+        assert time.monotonic() < deadline, "timed out waiting for the moment to kill"
+        time.sleep(0.05)
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+
+
+@pytest.mark.parametrize("stage", ["resize", "train", "evaluate"])
+def test_sigkill_during_a_stage_then_repro_gives_the_right_outputs(tmp_path, images, reference, stage):
+    project = fault_project(tmp_path / "project", images)
+    moments = {
+        # resize is busy once its staging folder exists
+        "resize": lambda log: any((project / "data").glob(".resized.*.partial")),
+        # training is under way once DVCLive has written the first epoch
+        "train": lambda log: (project / "metrics/history/plots/metrics/train/loss.tsv").exists(),
+        "evaluate": lambda log: "Running stage 'evaluate'" in log,
+    }
+    kill_when(project, moments[stage])
+    assert f"{stage}:" not in lock_entries(project)  # dvc.lock never records the killed stage
+
+    run(["dvc", "repro"], project)
+    assert "up to date" in run(["dvc", "status"], project).stdout
+    for path in ("metrics/evaluate.json", "metrics/train.json", "metrics/data.json", "metrics/predictions.csv"):
+        assert (project / path).read_bytes() == (reference / path).read_bytes(), path
+
+
+def test_the_same_params_give_the_same_dvc_lock_hashes_model_included(tmp_path, images, reference):
+    project = fault_project(tmp_path / "project", images)
+    run(["dvc", "repro"], project)
+    assert lock_entries(project) == lock_entries(reference)
+    assert "path: models" in lock_entries(project)
+
+
+def test_a_full_disk_while_writing_images_names_the_path_and_keeps_nothing(tmp_path, images):
+    project = fault_project(tmp_path / "project", images)
+    run(["dvc", "repro", "split"], project)
+
+    def small_file_limit() -> None:  # every file written may hold at most 200 bytes: the disk is "full"
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (200, 200))
+
+    result = subprocess.run([sys.executable, "stages/resize.py", "--input", "data/split", "--output",
+                             "data/resized", "--report", "metrics/r.csv", "--counts", "metrics/c.json"],
+                            cwd=project, env=command_env(), text=True, capture_output=True,
+                            preexec_fn=small_file_limit, check=False)
+    assert result.returncode == 1
+    assert "cannot write data/.resized." in result.stderr and "File too large" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (project / "data" / "resized").exists()
+    assert not list((project / "data").glob(".resized.*"))
+
+
+def test_two_queued_experiments_run_side_by_side_with_their_own_metrics(tmp_path, images):
+    project = fault_project(tmp_path / "project", images)
+    set_params(project, **{"train.epochs": 2})
+    run(["git", "commit", "-qam", "params"], project)
+    for epochs in (1, 3):
+        run(["dvc", "exp", "run", "--queue", "-S", f"train.epochs={epochs}"], project)
+    run(["dvc", "queue", "start", "-j", "2"], project)
+    deadline = time.monotonic() + 400
+    while True:
+        status = run(["dvc", "queue", "status"], project).stdout
+        if "Running" not in status and "Queued" not in status:
+            break
+        assert time.monotonic() < deadline, status
+        time.sleep(2)
+    assert status.count("Success") == 2, status
+
+    table = json.loads(run(["dvc", "exp", "show", "--json"], project).stdout)
+    finished = {}
+    for commit in table:
+        for experiment in commit.get("experiments") or []:
+            for revision in experiment.get("revs", []):
+                data = revision.get("data") or {}
+                params = data.get("params", {}).get("params.yaml", {}).get("data", {})
+                metrics = data.get("metrics", {}).get("metrics/train.json", {}).get("data", {})
+                if params and metrics:
+                    finished[params["train"]["epochs"]] = metrics["epochs"]
+    assert finished == {1: 1, 3: 3}
+
+
+def test_an_interrupted_download_with_a_corrupted_partial_file_is_caught_by_its_checksum(tmp_path, monkeypatch):
+    import hashlib
+
+    from imgclf import downloads
+    from imgclf.downloads import Checksum, DownloadError, fetch
+    from tests.helpers import FileServer
+
+    monkeypatch.setattr(downloads, "RETRY_DELAY_SECONDS", 0.0)
+    payload = os.urandom(300_000)
+    checksum = Checksum("md5", hashlib.md5(payload).hexdigest())
+    (tmp_path / "data.bin.part").write_bytes(b"garbage!" * 1000)  # a damaged partial file from an earlier run
+    server = FileServer(payload)
+    try:
+        with pytest.raises(DownloadError, match="the file was deleted"):
+            fetch(server.url("data.bin"), tmp_path / "data.bin", checksum, timeout=5, retries=0)
+        assert server.requests == ["bytes=8000-"]  # it was resumed, and the checksum caught the damage
+        assert fetch(server.url("data.bin"), tmp_path / "data.bin", checksum, timeout=5, retries=0).read_bytes() == payload
+    finally:
+        server.close()
+
+
+# --- hostile files -------------------------------------------------------------------------------
+
+def test_a_model_with_a_lambda_layer_is_refused_by_evaluate(tmp_path):
+    import keras
+
+    project = make_project(tmp_path / "project")
+    inputs = keras.Input((16, 16, 3))
+    outputs = keras.layers.Lambda(lambda pixels: keras.ops.mean(pixels, axis=(1, 2)))(inputs)
+    (project / "models").mkdir()
+    keras.Model(inputs, outputs).save(project / "models" / "model.keras")
+    (project / "models" / "classes.json").write_text('["a", "b", "c"]')
+    for label in "abc":
+        (project / "data/resized/test" / label).mkdir(parents=True)
+        Image.new("RGB", (16, 16)).save(project / "data/resized/test" / label / "1.png")
+    result = run(["python", "stages/evaluate.py", "--model-dir", "models", "--test", "data/resized/test",
+                  "--metrics", "metrics/evaluate.json", "--predictions", "metrics/predictions.csv"],
+                 project, check=False)
+    assert result.returncode == 1
+    assert "refused to load models/model.keras" in result.stdout and "Lambda" in result.stdout
+    assert "Traceback" not in result.stdout
+    assert not (project / "metrics" / "evaluate.json").exists()
+
+
+def test_a_params_file_with_a_python_object_tag_is_refused(tmp_path):
+    project = make_project(tmp_path / "project")
+    marker = tmp_path / "pwned"
+    params = (project / "params.yaml").read_text()
+    (project / "params.yaml").write_text(params.replace("source: digits", f"source: !!python/object/apply:os.system "
+                                                        f"['touch {marker}']"))
+    result = run(["python", "stages/download.py", "--output", "data/raw", "--report", "metrics/s.csv"],
+                 project, check=False)
+    assert result.returncode == 1 and "Python object tag" in result.stdout
+    assert not marker.exists() and not (project / "data" / "raw").exists()
+
+
+def test_our_code_reads_params_exactly_as_dvc_params_diff_does(tmp_path):
+    from imgclf.params import load_section
+
+    project = make_project(tmp_path / "project")
+    set_params(project, **{"train.learning_rate": 0.5})
+    run(["git", "commit", "-qam", "baseline"], project)
+    text = (project / "params.yaml").read_text()
+    text = text.replace("learning_rate: 0.5", "learning_rate: 1e-3").replace("epochs: 30", "epochs: 042")
+    text = re.sub(r"(?m)^  path:.*$", "  path: no", text)  # data.path, a string field
+    (project / "params.yaml").write_text(text)
+    diff = json.loads(run(["dvc", "params", "diff", "--json"], project).stdout)["params.yaml"]
+    data, train = load_section("data", project / "params.yaml"), load_section("train", project / "params.yaml")
+    assert diff["train.learning_rate"]["new"] == train.learning_rate == 0.001
+    assert diff["train.epochs"]["new"] == train.epochs == 42
+    assert diff["data.path"]["new"] == data.path == "no"
