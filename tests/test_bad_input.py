@@ -221,3 +221,33 @@ def test_the_same_image_in_two_splits_is_found_by_content_and_dropped_or_reporte
     split = {"train": train, "val": [], "test": test}  # split.deduplicate: false
     assert [(item.path.name, copy.path.name, subset) for item, copy, subset in leaks(split, digests)] == \
         [("2.png", "copy.png", "test")]
+
+
+@pytest.mark.parametrize("deduplicate", [True, False])
+def test_the_split_stage_finds_a_copy_across_the_sources_splits_by_its_bytes(tmp_path, deduplicate):
+    from tests.helpers import make_project, run, set_params
+
+    project = make_project(tmp_path / "project")
+    set_params(project, **{"split.deduplicate": deduplicate})
+    for subset, count in (("train", 10), ("test", 2)):
+        for label, colour in (("cat", (200, 0, 0)), ("dog", (0, 0, 200))):
+            folder = project / "data/raw" / subset / label
+            folder.mkdir(parents=True)
+            for number in range(count):
+                Image.new("RGB", (8, 8), (colour[0], number * 10 + (subset == "test") * 5, colour[2])).save(
+                    folder / f"{number}.png")
+    copy = project / "data/raw/train/cat/copy_of_test.png"
+    copy.write_bytes((project / "data/raw/test/cat/0.png").read_bytes())
+
+    run(["python", "stages/split.py", "--input", "data/raw", "--output", "data/split",
+         "--duplicates", "metrics/duplicates.csv"], project)
+
+    report = (project / "metrics/duplicates.csv").read_text().splitlines()
+    assert report[0] == "file,same_bytes_as,action"
+    in_split = [path.name for path in (project / "data/split").rglob("copy_of_test.png")]
+    if deduplicate:
+        assert report[1:] == ["data/raw/train/cat/copy_of_test.png,data/raw/test/cat/0.png,dropped"]
+        assert in_split == []  # the test image is kept, its training copy dropped
+    else:
+        assert len(report) == 2 and report[1].endswith("leakage: also in test")
+        assert in_split == ["copy_of_test.png"]
