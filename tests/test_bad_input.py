@@ -78,7 +78,8 @@ def test_an_empty_class_folder_is_listed(tmp_path):
         (tmp_path / label / "a.png").write_bytes(encoded(Image.new("RGB", (8, 8)), "PNG"))
     (tmp_path / "birds").mkdir()
     _, skipped = scan_folder(tmp_path)
-    assert [(item.path.name, item.reason) for item in skipped] == [("birds", "empty class folder: no images, so no class")]
+    assert [(item.path.name, item.reason) for item in skipped] == [
+        ("birds", "empty class folder: no images, so no class")]
 
 
 # --- images that cannot be decoded: skipped with the reason --------------------------------------

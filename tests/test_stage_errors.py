@@ -10,13 +10,15 @@ import pytest
 from imgclf.files import atomic_directory, atomic_file
 from tests.helpers import make_project, run, set_params
 
+SPLIT = ["stages/split.py", "--input", "data/raw", "--output", "data/split", "--duplicates", "metrics/d.csv"]
+
 # (params to set, stage command, the output that must not appear, the message)
 BAD_PARAMS = [
     ({"data.bogus": 1}, ["stages/download.py", "--output", "data/raw", "--report", "metrics/s.csv"],
      "data/raw", r"unknown key data\.bogus"),
-    ({"split.val": 1.5}, ["stages/split.py", "--input", "data/raw", "--output", "data/split", "--duplicates", "metrics/d.csv"],
+    ({"split.val": 1.5}, SPLIT,
      "data/split", r"split\.val = 1\.5 is not allowed: use a fraction strictly between 0 and 1"),
-    ({"split.val": 0.6, "split.test": 0.5}, ["stages/split.py", "--input", "data/raw", "--output", "data/split", "--duplicates", "metrics/d.csv"],
+    ({"split.val": 0.6, "split.test": 0.5}, SPLIT,
      "data/split", r"split\.val \+ split\.test = 1\.1 is not allowed"),
     ({"resize.size": [32, -1]}, ["stages/resize.py", "--input", "data/split", "--output", "data/resized",
                                  "--report", "metrics/r.csv", "--counts", "metrics/data.json"],

@@ -3,7 +3,8 @@
 Keras stamps each save with the date (``metadata.json``'s ``date_saved``, and the time of the
 weights entry in the zip) and with memory addresses (``shared_object_id`` in ``config.json`` is a
 Python ``id()``), so two saves of the same weights differ byte for byte and DVC would record a new
-hash for an unchanged model. :func:`save_model` writes the same bytes for the same model. :func:`load_model` refuses files that would run code while loading (a ``Lambda`` layer).
+hash for an unchanged model. :func:`save_model` writes the same bytes for the same model.
+:func:`load_model` refuses files that would run code while loading (a ``Lambda`` layer).
 """
 
 from __future__ import annotations
