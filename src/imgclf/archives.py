@@ -55,15 +55,19 @@ def extract(archive: Path, destination: Path, max_bytes: int) -> None:
 def extract_nested(archive: Path, destination: Path, max_bytes: int, depth: int = 3) -> None:
     """Extract ``archive``, then every archive inside it into a folder named after it, ``depth`` levels."""
     extract(archive, destination, max_bytes)
+    unpacked_bytes = _size_of(destination)
     for _ in range(depth):
         inner = sorted(path for path in destination.rglob("*") if path.is_file() and is_archive_name(path))
         if not inner:
             return
         for path in inner:
-            budget = max_bytes - _size_of(destination) + path.stat().st_size
+            archive_bytes = path.stat().st_size
+            inner_destination = path.with_name(archive_stem(path))
             logger.info("unpacking %s, found inside %s", path.relative_to(destination), archive.name)
-            extract(path, path.with_name(archive_stem(path)), budget)
+            # the inner archive's own bytes are freed once it is unpacked
+            extract(path, inner_destination, max_bytes - unpacked_bytes + archive_bytes)
             path.unlink()
+            unpacked_bytes += _size_of(inner_destination) - archive_bytes
 
 
 def _size_of(folder: Path) -> int:

@@ -32,6 +32,8 @@ RESAMPLING = Image.Resampling.LANCZOS
 # What decoding a bad file raises in Pillow; anything else is a bug and stops the stage.
 DECODE_ERRORS = (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError,
                  Image.DecompressionBombError)
+# Pillow modes of more than 8 bits per pixel, scaled down to 8 bits by their depth.
+HIGH_DEPTH_MODES = ("I", "I;16", "I;16L", "I;16B", "I;16N", "F")
 # The size limit is ours (resize.max_megapixels), checked from the header before decoding.
 Image.MAX_IMAGE_PIXELS = None
 
@@ -74,7 +76,7 @@ def repairs_needed(image: Image.Image) -> list[str]:
     frames = getattr(image, "n_frames", 1)
     if frames > 1:
         repairs.append(f"animated ({frames} frames): the first frame is used")
-    if image.mode in ("I", "I;16", "I;16L", "I;16B", "I;16N", "F"):
+    if image.mode in HIGH_DEPTH_MODES:
         repairs.append(f"{image.mode} pixels scaled to 8 bits")
     if image.mode == "CMYK":
         repairs.append("CMYK converted to RGB")
@@ -85,7 +87,7 @@ def repairs_needed(image: Image.Image) -> list[str]:
 
 def to_rgb(image: Image.Image) -> Image.Image:
     """Convert any Pillow mode to 8-bit RGB without losing the picture."""
-    if image.mode in ("I", "I;16", "I;16L", "I;16B", "I;16N", "F"):
+    if image.mode in HIGH_DEPTH_MODES:
         image = _high_depth_to_8bit(image)
     if image.mode == "P" and "transparency" in image.info:
         image = image.convert("RGBA")

@@ -29,7 +29,7 @@ def split_items(items: Sequence[LabelledFile], val_fraction: float, test_fractio
                 seed: int) -> dict[str, list[LabelledFile]]:
     """Assign every item to exactly one of train, val and test."""
     by_subset: dict[str | None, list[LabelledFile]] = defaultdict(list)
-    for item in sorted(items, key=lambda item: (item.label, str(item.path))):
+    for item in sorted(items, key=_order):
         by_subset[item.subset].append(item)
 
     if set(by_subset) == {None}:
