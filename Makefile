@@ -6,6 +6,8 @@ PYTHON := $(VENV)/bin/python
 # dvc runs each stage's `python ...` through the shell: put the venv first on PATH.
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 export TF_CPP_MIN_LOG_LEVEL ?= 2
+# The offline page template for `dvc plots show` (.dvc/config: plots.html_template).
+PLOTS_PAGE := .dvc/plots/offline.html
 
 .PHONY: setup repro test clean
 
@@ -16,6 +18,7 @@ $(VENV)/.installed: requirements.txt pyproject.toml
 	$(PYTHON) -m pip install --quiet --upgrade pip
 	$(PYTHON) -m pip install --quiet -r requirements.txt
 	$(PYTHON) -m pip install --quiet --no-deps --no-build-isolation -e .
+	$(PYTHON) -m imgclf.plots_page $(PLOTS_PAGE)
 	touch $@
 
 repro: setup

@@ -1,8 +1,12 @@
-"""Evaluate stage: score the trained model on the test split.
+"""Evaluate stage: score the trained model on the test split and draw where it fails.
 
-Reads:  models/model.keras, models/classes.json, data/resized/test, params.yaml ``evaluate``
-Writes: metrics/evaluate.json (accuracy, loss, macro and per-class precision/recall/F1/support),
-        metrics/predictions.csv (file, actual, predicted, confidence: the confusion matrix's data)
+Reads:  models/ (model.keras, classes.json), data/resized/test, params.yaml ``evaluate``
+Writes: metrics/evaluate.json (accuracy, top-k accuracy, loss, macro and weighted precision/recall/F1,
+        ROC AUC, calibration error, per-class scores), metrics/predictions.csv (file, actual,
+        predicted, confidence: the confusion matrix's data), metrics/roc.csv and
+        metrics/precision_recall.csv (one-vs-rest curve points per class), and metrics/figures/evaluate/
+        (PNG: confusion matrices, ROC and precision-recall curves, the most confident mistakes,
+        sample test images per class)
 Run:    dvc repro evaluate
 """
 
@@ -24,25 +28,66 @@ def main() -> None:
     parser.add_argument("--test", type=Path, required=True, help="folder of test images by class")
     parser.add_argument("--metrics", type=Path, required=True, help="JSON of test metrics")
     parser.add_argument("--predictions", type=Path, required=True, help="CSV of per-image predictions")
+    parser.add_argument("--roc", type=Path, required=True, help="CSV of ROC curve points")
+    parser.add_argument("--precision-recall", type=Path, required=True, help="CSV of precision-recall points")
+    parser.add_argument("--figures", type=Path, required=True, help="folder for the PNG figures")
     args = parser.parse_args()
     params = load_section("evaluate")
 
+    from imgclf import figures
     from imgclf.dataset import load_image_folder
-    from imgclf.evaluation import class_probabilities, prediction_rows, score_predictions
-    from imgclf.files import read_json, write_csv, write_json
+    from imgclf.evaluation import (
+        class_probabilities,
+        most_confident_mistakes,
+        precision_recall_rows,
+        prediction_rows,
+        roc_rows,
+        samples_per_class,
+        score_predictions,
+    )
+    from imgclf.files import atomic_directory, read_json, write_csv, write_json
     from imgclf.modelio import load_model
 
     class_names = read_json(args.model_dir / "classes.json")
     model = load_model(args.model_dir / "model.keras")
     test_set = load_image_folder(args.test, class_names)
     probabilities = class_probabilities(model.predict(test_set.images, batch_size=params.batch_size, verbose=0))
+    labels, predicted = test_set.labels, probabilities.argmax(axis=1)
+    roc = roc_rows(labels, probabilities, class_names)
+    precision_recall = precision_recall_rows(labels, probabilities, class_names)
 
-    metrics = score_predictions(test_set.labels, probabilities, class_names)
-    write_json(args.metrics, metrics)
+    with atomic_directory(args.figures) as staging:
+        figures.confusion_matrices(labels, predicted, class_names, staging / "confusion_matrix.png")
+        figures.class_curves(roc, "false positive rate", "true positive rate", "ROC (one class vs the rest)",
+                             staging / "roc.png", diagonal=True)
+        figures.class_curves(precision_recall, "recall", "precision", "Precision-recall (one class vs the rest)",
+                             staging / "precision_recall.png")
+        mistakes = most_confident_mistakes(labels, probabilities, params.mistakes)
+        figures.image_grid(
+            [test_set.images[i] for i in mistakes],
+            [f"{class_names[predicted[i]]} {probabilities[i, predicted[i]]:.2f}\n(is {class_names[labels[i]]})"
+             for i in mistakes],
+            f"The {len(mistakes)} most confident mistakes: predicted class and confidence (true class)",
+            staging / "mistakes.png", caption_colors=["firebrick"] * len(mistakes))
+        samples = [index for indices in samples_per_class(labels, len(class_names), params.samples_per_class)
+                   for index in indices]
+        figures.image_grid(
+            [test_set.images[i] for i in samples],
+            [f"{class_names[labels[i]]}: {'right' if predicted[i] == labels[i] else class_names[predicted[i]]}"
+             for i in samples],
+            "Test images per class (true class: prediction)", staging / "samples.png",
+            columns=params.samples_per_class,
+            caption_colors=["black" if predicted[i] == labels[i] else "firebrick" for i in samples])
+
+    metrics = score_predictions(labels, probabilities, class_names, params.top_k, params.calibration_bins)
+    write_csv(args.roc, ["class", "point", "fpr", "tpr"], roc)
+    write_csv(args.precision_recall, ["class", "point", "recall", "precision"], precision_recall)
     write_csv(args.predictions, ["file", "actual", "predicted", "confidence"],
-              prediction_rows(test_set.files, test_set.labels, probabilities, class_names))
-    logger.info("test accuracy %.4f, loss %.4f, macro F1 %.4f on %d images",
-                metrics["accuracy"], metrics["loss"], metrics["macro_f1"], metrics["test_images"])
+              prediction_rows(test_set.files, labels, probabilities, class_names))
+    write_json(args.metrics, metrics)
+    logger.info("test accuracy %.4f, loss %.4f, macro F1 %.4f, ROC AUC %s, ECE %.4f on %d images",
+                metrics["accuracy"], metrics["loss"], metrics["macro_f1"], metrics["roc_auc"], metrics["ece"],
+                metrics["test_images"])
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 
 Reads:  data/split (from the split stage), params.yaml ``resize``
 Writes: data/resized/{train,val,test}/<class>/<file>.png;
+        data/resized/preprocessing.json, the size and resize mode, kept with the model for predictions;
         metrics/skipped_resize.csv, every file that could not be used (or was used only after a
         repair: first frame of an animation, 16-bit scaled...) and why;
         metrics/data.json, images per split and class, unusable and repaired files per split
@@ -15,7 +16,7 @@ import logging
 from pathlib import Path
 
 from imgclf.files import atomic_directory, write_csv, write_json
-from imgclf.images import ResizeJob, output_name, resize_files
+from imgclf.images import PREPROCESSING_FILE, Preprocessing, ResizeJob, output_name, resize_files
 from imgclf.layout import SUBSETS, scan_folder
 from imgclf.params import load_section
 from imgclf.split import count_by_class
@@ -43,6 +44,7 @@ def main() -> None:
             jobs.append(ResizeJob(item.path, folder / name))
         logger.info("resizing %d images to %dx%d (%s)", len(jobs), *params.size, params.mode)
         noteworthy = resize_files(jobs, params.size, params.mode, params.max_megapixels * 1e6)
+        Preprocessing(params.size, params.mode, params.max_megapixels).save(staging / PREPROCESSING_FILE)
 
     action_of = {outcome.source: outcome.action for outcome in noteworthy}
     kept = {subset: [item for item in files if item.subset == subset and action_of.get(item.path) != "skipped"]

@@ -1,9 +1,11 @@
 """Train stage: fit ``train.model`` on the training split; keep the best epoch by validation loss.
 
-Reads:  data/resized/train, data/resized/val, params.yaml ``train``
+Reads:  data/resized/train, data/resized/val, data/resized/preprocessing.json, params.yaml ``train``
 Writes: models/model.keras (the best epoch's weights), models/classes.json (index -> class name),
+        models/preprocessing.json (how images were resized, for `imgclf predict`), models/summary.txt
+        (layers and parameter counts; models/architecture.png too when Graphviz is installed),
         metrics/train.json (the kept epoch's scores), metrics/history/ (DVCLive: per-epoch train
-        and validation loss and accuracy, for `dvc plots`)
+        and validation loss and accuracy, for `dvc plots`), metrics/figures/train/training_curves.png
 Run:    dvc repro train   or   dvc exp run -S train.epochs=50
 """
 
@@ -25,7 +27,9 @@ def main() -> None:
     parser.add_argument("--val", type=Path, required=True, help="folder of validation images by class")
     parser.add_argument("--model-dir", type=Path, required=True, help="folder for the model and its classes")
     parser.add_argument("--metrics", type=Path, required=True, help="JSON summary of the kept epoch")
+    parser.add_argument("--preprocessing", type=Path, required=True, help="the resize stage's preprocessing.json")
     parser.add_argument("--history", type=Path, required=True, help="DVCLive folder for per-epoch curves")
+    parser.add_argument("--figures", type=Path, required=True, help="folder for the training curves PNG")
     args = parser.parse_args()
     params = load_section("train")  # checked before Keras is imported: a bad param fails fast
 
@@ -33,7 +37,10 @@ def main() -> None:
     from dvclive import Live
 
     from imgclf.dataset import load_image_folder
+    from imgclf.figures import training_curves
     from imgclf.files import atomic_directory, write_json
+    from imgclf.images import PREPROCESSING_FILE, Preprocessing
+    from imgclf.modelcard import write_model_card
     from imgclf.modelio import save_model
     from imgclf.models import build_model
     from imgclf.training import EpochLogger, compile_model, fit, make_deterministic, summary_metrics
@@ -53,6 +60,10 @@ def main() -> None:
     with atomic_directory(args.model_dir) as staging:
         save_model(model, staging / "model.keras")
         write_json(staging / "classes.json", list(train_set.class_names))
+        Preprocessing.load(args.preprocessing).save(staging / PREPROCESSING_FILE)
+        write_model_card(model, staging)
+    with atomic_directory(args.figures) as staging:
+        training_curves(result.history, result.best_epoch, staging / "training_curves.png")
     write_json(args.metrics, summary_metrics(result, model, train_set, val_set))
 
 

@@ -1,8 +1,27 @@
 import numpy as np
 import pytest
-from sklearn.metrics import f1_score, log_loss
+from sklearn.metrics import (
+    f1_score,
+    log_loss,
+    precision_score,
+    recall_score,
+    roc_auc_score,
+    roc_curve,
+    top_k_accuracy_score,
+)
 
-from imgclf.evaluation import class_probabilities, prediction_rows, score_predictions
+from imgclf.evaluation import (
+    MAX_CURVE_POINTS,
+    class_probabilities,
+    expected_calibration_error,
+    most_confident_mistakes,
+    precision_recall_rows,
+    prediction_rows,
+    roc_rows,
+    samples_per_class,
+    score_predictions,
+    top_k_accuracy,
+)
 
 CLASSES = ("cat", "dog", "fox")
 LABELS = np.array([0, 0, 1, 1, 2, 2])
@@ -20,11 +39,12 @@ def test_hand_checked_scores():
     metrics = score_predictions(LABELS, PROBABILITIES, CLASSES)
     assert metrics["accuracy"] == pytest.approx(4 / 6, abs=1e-6)
     # cat: predicted for rows 0 and 5, right once; dog: rows 1-3, right twice; fox: row 4, right.
-    assert metrics["per_class"]["cat"] == {"precision": 0.5, "recall": 0.5, "f1": 0.5, "support": 2}
+    assert metrics["per_class"]["cat"] == {"precision": 0.5, "recall": 0.5, "f1": 0.5, "support": 2,
+                                           "roc_auc": 0.875}
     assert metrics["per_class"]["dog"]["precision"] == pytest.approx(2 / 3, abs=1e-6)
     assert metrics["per_class"]["dog"]["recall"] == 1.0
     assert metrics["per_class"]["fox"] == {"precision": 1.0, "recall": 0.5, "f1": pytest.approx(2 / 3, abs=1e-6),
-                                           "support": 2}
+                                           "support": 2, "roc_auc": 0.9375}
     assert metrics["macro_f1"] == pytest.approx(f1_score(LABELS, PROBABILITIES.argmax(1), average="macro"), abs=1e-6)
     expected_loss = -np.mean(np.log([0.8, 0.3, 0.7, 0.5, 0.8, 0.3]))
     assert metrics["loss"] == pytest.approx(expected_loss, abs=1e-6)
@@ -34,7 +54,8 @@ def test_hand_checked_scores():
 
 def test_a_class_never_predicted_scores_zero_not_an_error():
     metrics = score_predictions(np.array([0, 1]), np.array([[0.9, 0.1], [0.8, 0.2]]), ("a", "b"))
-    assert metrics["per_class"]["b"] == {"precision": 0.0, "recall": 0.0, "f1": 0.0, "support": 1}
+    # never predicted, yet ranked right: b's image scores 0.2 for b, the other image 0.1
+    assert metrics["per_class"]["b"] == {"precision": 0.0, "recall": 0.0, "f1": 0.0, "support": 1, "roc_auc": 1.0}
 
 
 def test_a_sigmoid_output_becomes_two_class_probabilities():
@@ -49,3 +70,114 @@ def test_softmax_rows_are_renormalised():
 def test_prediction_rows_name_the_classes():
     rows = prediction_rows(["cat/1.png", "cat/2.png"], LABELS[:2], PROBABILITIES[:2], CLASSES)
     assert rows == [("cat/1.png", "cat", "cat", 0.8), ("cat/2.png", "cat", "dog", 0.6)]
+
+
+def test_roc_auc_by_hand_and_by_scikit_learn():
+    # cat: positives score .8 and .3 against negatives .1 .2 .1 .5: 7 of 8 pairs ranked right.
+    # fox: .8 and .3 against .1 .1 .2 .3: 7 pairs right and one tie (half) = 7.5 of 8.
+    metrics = score_predictions(LABELS, PROBABILITIES, CLASSES)
+    assert metrics["per_class"]["dog"]["roc_auc"] == 0.875
+    assert metrics["roc_auc"] == pytest.approx((0.875 + 0.875 + 0.9375) / 3, abs=1e-6)
+    assert metrics["roc_auc"] == pytest.approx(roc_auc_score(LABELS, PROBABILITIES, multi_class="ovr"), abs=1e-6)
+
+
+def test_two_classes_report_the_auc_of_the_second_class():
+    labels = np.array([0, 0, 1, 1])
+    probabilities = class_probabilities(np.array([[0.1], [0.6], [0.4], [0.9]]))
+    assert score_predictions(labels, probabilities, ("cat", "dog"))["roc_auc"] == 0.75  # 3 of 4 pairs
+
+
+def test_roc_auc_leaves_out_a_class_without_test_images():
+    labels = np.array([0, 0, 1, 1])  # no fox in the test set
+    probabilities = np.array([[0.7, 0.2, 0.1], [0.5, 0.4, 0.1], [0.2, 0.7, 0.1], [0.3, 0.6, 0.1]])
+    metrics = score_predictions(labels, probabilities, CLASSES)
+    assert metrics["per_class"]["fox"]["roc_auc"] is None
+    assert metrics["roc_auc"] == 1.0
+
+
+def test_weighted_scores_weigh_classes_by_support_like_scikit_learn():
+    labels = np.array([0, 0, 0, 0, 1, 2])
+    probabilities = np.array([[0.9, 0.05, 0.05], [0.2, 0.7, 0.1], [0.8, 0.1, 0.1], [0.6, 0.3, 0.1],
+                              [0.1, 0.8, 0.1], [0.1, 0.6, 0.3]])
+    predicted = probabilities.argmax(axis=1)
+    metrics = score_predictions(labels, probabilities, CLASSES)
+    for name, sklearn_metric in (("precision", precision_score), ("recall", recall_score), ("f1", f1_score)):
+        expected = sklearn_metric(labels, predicted, average="weighted", zero_division=0)
+        assert metrics[f"weighted_{name}"] == pytest.approx(expected, abs=1e-6)
+    assert metrics["weighted_recall"] == metrics["accuracy"] == pytest.approx(4 / 6, abs=1e-6)
+
+
+def test_expected_calibration_error_by_hand():
+    # 5 bins of width 0.2. Confidences .6 .5 .5 (1 of 3 right) fall in (0.4, 0.6]: gap |1/3 - 1.6/3| = 0.2;
+    # .8 .7 .8 (all right) in (0.6, 0.8]: gap |1 - 2.3/3| = 0.7/3. Each bin holds half the images.
+    expected = 0.5 * 0.2 + 0.5 * 0.7 / 3
+    assert expected_calibration_error(LABELS, PROBABILITIES, bins=5) == pytest.approx(expected, abs=1e-12)
+    assert score_predictions(LABELS, PROBABILITIES, CLASSES, calibration_bins=5)["ece"] == pytest.approx(expected,
+                                                                                                      abs=1e-6)
+
+
+def test_a_perfectly_calibrated_model_has_no_calibration_error():
+    labels = np.array([0, 0, 0, 1])  # 0.75 confident in class 0 every time, right 3 times of 4
+    probabilities = np.tile([0.75, 0.25], (4, 1))
+    assert expected_calibration_error(labels, probabilities, bins=10) == pytest.approx(0.0, abs=1e-12)
+
+
+def test_top_k_accuracy_by_hand_and_by_scikit_learn():
+    labels = np.array([2, 0, 1])
+    probabilities = np.array([[0.5, 0.3, 0.2], [0.1, 0.2, 0.7], [0.3, 0.6, 0.1]])
+    assert top_k_accuracy(labels, probabilities, 1) == pytest.approx(1 / 3)
+    assert top_k_accuracy(labels, probabilities, 2) == pytest.approx(1 / 3)  # 2 is third in row 0, 0 in row 1
+    assert top_k_accuracy(labels, probabilities, 3) == 1.0
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 10, 500)
+    probabilities = rng.dirichlet(np.ones(10), 500)
+    assert top_k_accuracy(labels, probabilities, 5) == pytest.approx(
+        top_k_accuracy_score(labels, probabilities, k=5), abs=1e-12)
+
+
+def test_top_k_accuracy_is_reported_only_with_more_classes_than_k():
+    assert "top_5_accuracy" not in score_predictions(LABELS, PROBABILITIES, CLASSES)
+    assert score_predictions(LABELS, PROBABILITIES, CLASSES, top_k=2)["top_2_accuracy"] == 1.0
+
+
+def test_roc_rows_follow_scikit_learn_one_curve_per_class():
+    rows = roc_rows(LABELS, PROBABILITIES, CLASSES)
+    assert [row[0] for row in rows] == sorted([row[0] for row in rows], key=CLASSES.index)
+    for index, name in enumerate(CLASSES):
+        fpr, tpr, _ = roc_curve(LABELS == index, PROBABILITIES[:, index])
+        points = [(x, y) for row_name, _, x, y in rows if row_name == name]
+        np.testing.assert_allclose(points, np.stack([fpr, tpr], axis=1), atol=1e-6)
+        assert [point for row_name, point, _, _ in rows if row_name == name] == list(range(len(points)))
+
+
+def test_two_classes_get_one_curve_of_the_second_class():
+    labels = np.array([0, 0, 1, 1])
+    probabilities = class_probabilities(np.array([[0.1], [0.6], [0.4], [0.9]]))
+    assert {row[0] for row in roc_rows(labels, probabilities, ("cat", "dog"))} == {"dog"}
+    assert {row[0] for row in precision_recall_rows(labels, probabilities, ("cat", "dog"))} == {"dog"}
+
+
+def test_precision_recall_rows_run_from_low_to_full_recall():
+    rows = precision_recall_rows(LABELS, PROBABILITIES, CLASSES)
+    cat = [(recall, precision) for name, _, recall, precision in rows if name == "cat"]
+    assert cat[0] == (0.0, 1.0) and cat[-1] == (1.0, pytest.approx(1 / 3, abs=1e-6))
+
+
+def test_long_curves_are_thinned_keeping_both_ends():
+    rng = np.random.default_rng(1)
+    labels = rng.integers(0, 2, 5000)
+    probabilities = class_probabilities(rng.random((5000, 1)))
+    rows = precision_recall_rows(labels, probabilities, ("a", "b"))
+    assert len(rows) <= MAX_CURVE_POINTS
+    assert rows[0][2] == 0.0 and rows[-1][2] == 1.0
+
+
+def test_most_confident_mistakes_come_first():
+    # wrong: row 1 (dog at 0.6) and row 5 (cat at 0.5)
+    assert most_confident_mistakes(LABELS, PROBABILITIES, 10) == [1, 5]
+    assert most_confident_mistakes(LABELS, PROBABILITIES, 1) == [1]
+
+
+def test_samples_per_class_take_the_first_images_of_each_class():
+    assert samples_per_class(LABELS, 3, 1) == [[0], [2], [4]]
+    assert samples_per_class(np.array([1, 1]), 2, 5) == [[], [0, 1]]

@@ -1,15 +1,26 @@
-"""The ``imgclf`` command: small helpers around the pipeline's outputs.
+"""The ``imgclf`` command: use what the pipeline made.
 
-    imgclf summary     one line with the test accuracy of the last run (metrics/evaluate.json)
+    imgclf summary                          the test accuracy of the last run (metrics/evaluate.json)
+    imgclf predict photo.jpg                the most probable classes of each image: "dog 0.97, cat 0.03"
+    imgclf predict my_folder/ --output predictions.csv
+    imgclf export --format onnx             the model for serving, checked against the Keras model
+
+``predict`` and ``export`` read the model from ``models/`` (``--model-dir``): the model, its class
+names and how its images were resized, all saved by the train stage.
 """
 
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 from pathlib import Path
 
+from imgclf.errors import PipelineError
+from imgclf.export import FORMATS as EXPORT_FORMATS
 from imgclf.files import read_json
+
+logger = logging.getLogger("imgclf")
 
 
 def summary(metrics_path: Path) -> str:
@@ -20,16 +31,93 @@ def summary(metrics_path: Path) -> str:
             f"macro F1 {metrics['macro_f1']:.4f}) on {metrics['test_images']} test images")
 
 
+def _load(model_dir: Path):
+    from imgclf.modelio import load_model
+
+    model_file = model_dir / "model.keras"
+    if not model_file.is_file():
+        raise PipelineError(f"no model at {model_file}: train one first (dvc repro), or pass --model-dir.")
+    return load_model(model_file), read_json(model_dir / "classes.json")
+
+
+def predict(args: argparse.Namespace) -> int:
+    from imgclf.files import write_csv
+    from imgclf.images import PREPROCESSING_FILE, Preprocessing
+    from imgclf.inference import image_files, predict_files
+
+    preprocessing = Preprocessing.load(args.model_dir / PREPROCESSING_FILE)
+    model, class_names = _load(args.model_dir)
+    top_k = min(args.top_k, len(class_names))
+    predictions, unreadable = predict_files(model, class_names, preprocessing, image_files(args.paths),
+                                            top_k=top_k, batch_size=args.batch_size)
+    if args.output:
+        rows = [(p.file, p.top[0][0], f"{p.top[0][1]:.6f}",
+                 "; ".join(f"{name} {probability:.6f}" for name, probability in p.top), "") for p in predictions]
+        rows += [(u.file, "", "", "", u.reason) for u in unreadable]
+        write_csv(args.output, ["file", "predicted", "confidence", "top_classes", "error"], sorted(rows))
+        logger.info("wrote %d predictions to %s", len(predictions), args.output)
+    else:
+        for p in predictions:
+            print(f"{p.file}: " + ", ".join(f"{name} {probability:.2f}" for name, probability in p.top))
+    for u in unreadable:
+        logger.warning("could not read %s: %s", u.file, u.reason)
+    if unreadable:
+        logger.warning("%d of %d files could not be read%s", len(unreadable), len(unreadable) + len(predictions),
+                       f" (listed in {args.output})" if args.output else "")
+    return 0 if predictions or not unreadable else 1
+
+
+def export(args: argparse.Namespace) -> int:
+    from imgclf.dataset import load_image_folder
+    from imgclf.export import export_all
+
+    logging.getLogger("tf2onnx").setLevel(logging.WARNING)
+    model, class_names = _load(args.model_dir)
+    images = load_image_folder(args.test, class_names).images
+    formats = list(dict.fromkeys(args.format))
+    report = export_all(model, formats, args.output, images)
+    for export_format in formats:
+        check = report[export_format]
+        print(f"{export_format}: {args.output / check['path']} matches the Keras model on {check['images']} test images "
+              f"(max |difference| {check['max_abs_difference']:.1e}, top-1 agreement {check['top1_agreement']:.2%})")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="imgclf", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = parser.add_subparsers(dest="command", required=True)
+
     summary_parser = commands.add_parser("summary", help="print the test accuracy of the last run")
     summary_parser.add_argument("--metrics", type=Path, default=Path("metrics/evaluate.json"))
+
+    predict_parser = commands.add_parser("predict", help="classify image files or folders of them")
+    predict_parser.add_argument("paths", type=Path, nargs="+", help="image files, or folders to read every file of")
+    predict_parser.add_argument("--model-dir", type=Path, default=Path("models"))
+    predict_parser.add_argument("--top-k", type=int, default=3, help="how many classes to show per image")
+    predict_parser.add_argument("--output", type=Path, help="write a CSV here instead of printing")
+    predict_parser.add_argument("--batch-size", type=int, default=64)
+
+    export_parser = commands.add_parser("export", help="export the model for serving, checked on the test images")
+    export_parser.add_argument("--format", choices=EXPORT_FORMATS, action="append", required=True,
+                               help="saved_model (TF Serving), onnx or tflite; repeat for several")
+    export_parser.add_argument("--model-dir", type=Path, default=Path("models"))
+    export_parser.add_argument("--test", type=Path, default=Path("data/resized/test"),
+                               help="images to check the export on (default: the test split)")
+    export_parser.add_argument("--output", type=Path, default=Path("exports"))
+
     args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)-7s %(message)s")
     if args.command == "summary":
         print(summary(args.metrics))
-    return 0
+        return 0
+    if getattr(args, "top_k", 1) < 1 or getattr(args, "batch_size", 1) < 1:
+        parser.error("--top-k and --batch-size must be 1 or more")
+    try:
+        return predict(args) if args.command == "predict" else export(args)
+    except PipelineError as error:
+        logger.error("%s", error)
+        return 1
 
 
 if __name__ == "__main__":

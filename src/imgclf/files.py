@@ -29,6 +29,15 @@ def _remove(path: Path) -> None:
         path.unlink()
 
 
+def _current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+# Read once at import, before any thread starts: os.umask can only be read by setting it.
+UMASK = _current_umask()
+
 @contextlib.contextmanager
 def atomic_directory(final: Path) -> Iterator[Path]:
     """Yield an empty temporary folder that replaces ``final`` only if the block succeeds."""
@@ -37,6 +46,7 @@ def atomic_directory(final: Path) -> Iterator[Path]:
     staging = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".partial", dir=final.parent))
     try:
         yield staging
+        staging.chmod(0o777 & ~UMASK)  # mkdtemp makes it private; a plain mkdir would not
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
@@ -54,6 +64,7 @@ def atomic_file(final: Path, mode: str = "w", newline: str | None = None) -> Ite
         encoding = None if "b" in mode else "utf-8"
         with os.fdopen(descriptor, mode, encoding=encoding, newline=newline) as handle:
             yield handle
+        os.chmod(staging, 0o666 & ~UMASK)  # mkstemp makes it private; a plain open would not
         os.replace(staging, final)
     except BaseException:
         Path(staging).unlink(missing_ok=True)

@@ -23,6 +23,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from tqdm import tqdm
 
 from imgclf.errors import PipelineError
+from imgclf.files import read_json, write_json
 
 logger = logging.getLogger(__name__)
 
@@ -36,6 +37,8 @@ DECODE_ERRORS = (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFEr
 HIGH_DEPTH_MODES = ("I", "I;16", "I;16L", "I;16B", "I;16N", "F")
 # The size limit is ours (resize.max_megapixels), checked from the header before decoding.
 Image.MAX_IMAGE_PIXELS = None
+# Written beside the resized images, and copied beside the model, for `imgclf predict`.
+PREPROCESSING_FILE = "preprocessing.json"
 
 
 class TooLargeError(ValueError):
@@ -44,6 +47,26 @@ class TooLargeError(ValueError):
 
 class OutputWriteError(PipelineError):
     """A resized image could not be written (a full disk, a file size limit...)."""
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """How the resize stage turned a file into model input (resize.size, resize.mode, resize.max_megapixels)."""
+
+    size: tuple[int, int]  # (height, width)
+    mode: str
+    max_megapixels: float
+
+    def save(self, path: Path) -> None:
+        write_json(path, {"size": list(self.size), "mode": self.mode, "max_megapixels": self.max_megapixels})
+
+    @classmethod
+    def load(cls, path: Path) -> Preprocessing:
+        if not Path(path).is_file():
+            raise PipelineError(f"{path} is missing: it records how images were resized for this model. "
+                                "Rerun the pipeline (dvc repro) to make it.")
+        values = read_json(path)
+        return cls(size=tuple(values["size"]), mode=values["mode"], max_megapixels=values["max_megapixels"])
 
 
 @dataclass(frozen=True)

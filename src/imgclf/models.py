@@ -22,6 +22,9 @@ DEFAULT_DROPOUT_RATES = {
 }
 
 
+# The name of the Sequential of random layers at the model's input; exports leave it out.
+AUGMENTATION_LAYER = "augmentation"
+
 def _conv(filters: int) -> layers.Layer:
     return layers.Conv2D(filters, 3, padding="same", activation="relu")
 
@@ -110,7 +113,7 @@ def build_model(name: str, input_shape: tuple[int, int, int], num_classes: int,
     features = inputs
     random_layers = augmentation(augment or AugmentParams(), seed)
     if random_layers:
-        features = keras.Sequential(random_layers, name="augmentation")(features)
+        features = keras.Sequential(random_layers, name=AUGMENTATION_LAYER)(features)
     features = layers.Rescaling(1.0 / 255, name="rescaling")(features)
     features = ARCHITECTURES[name](features, rate)
     if num_classes == 2:

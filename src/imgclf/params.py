@@ -32,6 +32,7 @@ SourceName = Literal["digits", "folder", "csv", "cifar10", "cifar100", "kaggle"]
 ResizeMode = Literal["stretch", "pad", "crop"]
 ModelName = Literal["simple_cnn", "small_convnet", "cifar_cnn"]
 OptimizerName = Literal["sgd", "adam", "rmsprop", "adadelta"]
+ExportFormat = Literal["saved_model", "onnx", "tflite"]
 
 
 class ParamsError(PipelineError):
@@ -233,9 +234,25 @@ class EvaluateParams(Section):
     """The evaluate stage (``evaluate``)."""
 
     batch_size: int = 128
+    top_k: int = 5  # top_<k>_accuracy, reported when there are more than k classes
+    calibration_bins: int = 15  # equal-width confidence bins of the expected calibration error
+    mistakes: int = 24  # images in the gallery of the most confident mistakes
+    samples_per_class: int = 8  # test images per class in the samples grid
 
     def validate(self, section: str) -> None:
-        _require_positive(f"{section}.batch_size", self.batch_size)
+        for key in ("batch_size", "top_k", "calibration_bins", "mistakes", "samples_per_class"):
+            _require_positive(f"{section}.{key}", getattr(self, key))
+
+
+@dataclass(frozen=True)
+class ExportParams(Section):
+    """The optional export stage (``export``): which serving formats to write and check."""
+
+    formats: tuple[ExportFormat, ...] = ()  # any of saved_model, onnx, tflite; empty: export nothing
+
+    def validate(self, section: str) -> None:
+        if len(set(self.formats)) != len(self.formats):
+            _fail(f"{section}.formats", list(self.formats), "name each format once")
 
 
 SECTIONS: dict[str, type] = {
@@ -244,6 +261,7 @@ SECTIONS: dict[str, type] = {
     "resize": ResizeParams,
     "train": TrainParams,
     "evaluate": EvaluateParams,
+    "export": ExportParams,
 }
 
 SectionType = TypeVar("SectionType", bound=Section)
@@ -317,6 +335,10 @@ def _coerce(hint: Any, value: Any, key: str) -> Any:
             return None
         (inner,) = [arg for arg in args if arg is not type(None)]
         return _coerce(inner, value, key)
+    if origin is tuple and len(args) == 2 and args[1] is Ellipsis:  # tuple[X, ...]: a list of any length
+        if not isinstance(value, (list, tuple)):
+            _fail(key, value, "give a list, e.g. [] or [onnx]")
+        return tuple(_coerce(args[0], item, key) for item in value)
     if origin is tuple:
         if not isinstance(value, (list, tuple)) or len(value) != len(args):
             _fail(key, value, f"give a list of {len(args)} values")

@@ -1,0 +1,181 @@
+"""Export a trained model for serving, and check each export against the Keras model.
+
+Formats: ``saved_model`` (TensorFlow SavedModel, for TF Serving; signature ``serve``), ``onnx``
+(through tf2onnx, run by onnxruntime) and ``tflite`` (LiteRT flat buffer). Each export's outputs
+on the given images are compared with the Keras model's: the largest absolute difference of a
+probability must stay under :data:`TOLERANCE`. An export that fails the check is not kept.
+
+All three go through TensorFlow, so exporting needs the TensorFlow backend.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import tempfile
+import typing
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from imgclf.errors import PipelineError
+from imgclf.params import ExportFormat
+
+if TYPE_CHECKING:
+    import keras
+
+logger = logging.getLogger(__name__)
+
+# Keras (and TensorFlow) are imported only when exporting: the CLI lists the formats without them.
+FORMATS: tuple[str, ...] = typing.get_args(ExportFormat)
+TOLERANCE = 1e-4
+# Keras' name for each format, and the file or folder each export is written to.
+KERAS_FORMATS = {"saved_model": "tf_saved_model", "onnx": "onnx", "tflite": "litert"}
+OUTPUT_NAMES = {"saved_model": "saved_model", "onnx": "model.onnx", "tflite": "model.tflite"}
+
+
+class ExportError(PipelineError):
+    """An export could not be made, or its outputs differ from the Keras model's."""
+
+
+@dataclass(frozen=True)
+class ExportCheck:
+    """How one export compares with the Keras model on ``images`` inputs."""
+
+    format: str
+    path: str  # relative to the export folder
+    images: int
+    max_abs_difference: float
+    top1_agreement: float
+    passed: bool
+
+    def as_dict(self) -> dict[str, object]:
+        return asdict(self)
+
+
+def export_model(model: keras.Model, export_format: str, destination: Path, images: np.ndarray,
+                 batch_size: int = 256) -> ExportCheck:
+    """Write ``model`` in ``export_format`` under ``destination``; check it on ``images`` (uint8 NHWC)."""
+    import keras
+
+    from imgclf.models import AUGMENTATION_LAYER
+
+    if export_format not in FORMATS:
+        raise ExportError(f"unknown export format {export_format!r}; choose one of {', '.join(FORMATS)}")
+    if keras.backend.backend() != "tensorflow":
+        raise ExportError(f"exporting needs the TensorFlow backend (this is {keras.backend.backend()}): "
+                          "run it with KERAS_BACKEND=tensorflow.")
+    serving_model = without_layer(model, AUGMENTATION_LAYER)
+    inputs = images.astype(np.float32)
+    expected = serving_model.predict(inputs, batch_size=batch_size, verbose=0)
+    destination.mkdir(parents=True, exist_ok=True)
+    final_path = destination / OUTPUT_NAMES[export_format]
+    with tempfile.TemporaryDirectory(dir=destination, prefix=".export-") as scratch:
+        staged = Path(scratch) / OUTPUT_NAMES[export_format]
+        serving_model.export(str(staged), format=KERAS_FORMATS[export_format], verbose=False)
+        actual = RUNNERS[export_format](staged, inputs, batch_size)
+        difference = float(np.max(np.abs(actual - expected))) if len(inputs) else 0.0
+        agreement = float(np.mean(_top1(actual) == _top1(expected))) if len(inputs) else 1.0
+        check = ExportCheck(export_format, final_path.name, len(inputs), difference, agreement,
+                            passed=difference < TOLERANCE)
+        if not check.passed:
+            raise ExportError(f"the {export_format} export differs from the Keras model by up to {difference:.2e} "
+                              f"(allowed: {TOLERANCE:g}) on {len(inputs)} images; it was not kept.")
+        if final_path.is_dir():
+            shutil.rmtree(final_path)
+        staged.replace(final_path)
+    logger.info("%s: %s, max |difference| %.2e on %d images, top-1 agreement %.4f",
+                export_format, final_path, difference, len(inputs), agreement)
+    return check
+
+
+def export_all(model: keras.Model, formats: typing.Sequence[str], destination: Path,
+               images: np.ndarray) -> dict[str, dict[str, object]]:
+    """Export in each of ``formats``; return the checks by format, also merged into ``report.json``."""
+    from imgclf.files import read_json, write_json
+
+    report_path = destination / "report.json"
+    report = read_json(report_path) if report_path.is_file() else {}
+    for export_format in formats:
+        report[export_format] = export_model(model, export_format, destination, images).as_dict()
+    write_json(report_path, report)
+    return report
+
+
+def _top1(outputs: np.ndarray) -> np.ndarray:
+    return (outputs[:, 0] > 0.5).astype(int) if outputs.shape[1] == 1 else outputs.argmax(axis=1)
+
+
+def _batches(inputs: np.ndarray, batch_size: int) -> list[np.ndarray]:
+    return [inputs[start:start + batch_size] for start in range(0, len(inputs), batch_size)]
+
+
+def run_saved_model(path: Path, inputs: np.ndarray, batch_size: int) -> np.ndarray:
+    import tensorflow as tf
+
+    loaded = tf.saved_model.load(str(path))  # kept in a name: its variables die with it
+    return np.concatenate([loaded.serve(batch).numpy() for batch in _batches(inputs, batch_size)])
+
+
+def run_onnx(path: Path, inputs: np.ndarray, batch_size: int) -> np.ndarray:
+    import onnxruntime
+
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    input_name = session.get_inputs()[0].name
+    return np.concatenate([session.run(None, {input_name: batch})[0] for batch in _batches(inputs, batch_size)])
+
+
+def run_tflite(path: Path, inputs: np.ndarray, batch_size: int) -> np.ndarray:
+    import warnings
+
+    import tensorflow as tf
+
+    with warnings.catch_warnings():  # tf.lite.Interpreter warns that it moves to the ai-edge-litert package
+        warnings.simplefilter("ignore")
+        interpreter = tf.lite.Interpreter(model_path=str(path))
+    input_index = interpreter.get_input_details()[0]["index"]
+    output_index = interpreter.get_output_details()[0]["index"]
+    outputs = []
+    for batch in _batches(inputs, batch_size):
+        interpreter.resize_tensor_input(input_index, batch.shape)
+        interpreter.allocate_tensors()
+        interpreter.set_tensor(input_index, batch)
+        interpreter.invoke()
+        outputs.append(interpreter.get_tensor(output_index).copy())
+    return np.concatenate(outputs)
+
+
+def without_layer(model: keras.Model, name: str) -> keras.Model:
+    """A copy of a functional ``model`` with the one-input layer ``name`` taken out, weights kept.
+
+    The random augmentation layers do nothing at inference, but their random ops stay in a traced
+    graph, and ONNX and TFLite have no such ops; exports use the model without them.
+    """
+    if name not in {layer.name for layer in model.layers}:
+        return model
+    config = model.get_config()
+    (removed,) = [layer for layer in config["layers"] if layer["name"] == name]
+    (removed_input,) = removed["inbound_nodes"][0]["args"]
+    source = removed_input["config"]["keras_history"]
+    config["layers"] = [layer for layer in config["layers"] if layer["name"] != name]
+    config = _replace_history(config, [name, 0, 0], source)
+    import keras
+
+    stripped = keras.Model.from_config(config)
+    for layer in stripped.layers:
+        layer.set_weights(model.get_layer(layer.name).get_weights())
+    return stripped
+
+
+def _replace_history(node: Any, old: list[Any], new: list[Any]) -> Any:
+    if isinstance(node, dict):
+        return {key: (list(new) if key == "keras_history" and list(value) == old else _replace_history(value, old, new))
+                for key, value in node.items()}
+    if isinstance(node, (list, tuple)):  # get_config() holds both
+        return list(new) if list(node) == old else type(node)(_replace_history(item, old, new) for item in node)
+    return node
+
+
+RUNNERS = {"saved_model": run_saved_model, "onnx": run_onnx, "tflite": run_tflite}

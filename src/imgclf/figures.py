@@ -1,0 +1,104 @@
+"""PNG figures for people who never open ``dvc plots``: curves, confusion matrices, image grids.
+
+Drawn with matplotlib's Agg backend (no screen needed). The files carry no date or version stamp,
+so the same results give the same bytes and DVC sees no change on a rerun.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt  # noqa: E402  (the backend must be chosen first)
+import numpy as np  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+
+DPI = 100
+
+
+def save_figure(figure: Figure, path: Path) -> None:
+    """Write ``figure`` as a PNG without matplotlib's version stamp, and free it."""
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=DPI, metadata={"Software": None})
+    plt.close(figure)
+
+
+def training_curves(history: Mapping[str, Sequence[float]], best_epoch: int, path: Path) -> None:
+    """Loss and accuracy per epoch, train and validation side by side; the kept epoch marked."""
+    figure, axes = plt.subplots(1, 2, figsize=(11, 4), layout="constrained")
+    for axis, metric in zip(axes, ("loss", "accuracy"), strict=True):
+        for key, label in ((metric, "train"), (f"val_{metric}", "validation")):
+            if key in history:
+                values = history[key]
+                axis.plot(range(1, len(values) + 1), values, marker=".", label=label)
+        axis.axvline(best_epoch, color="grey", linestyle=":", label=f"kept epoch ({best_epoch})")
+        axis.set(xlabel="epoch", ylabel=metric, title=metric.capitalize())
+        axis.grid(alpha=0.3)
+        axis.legend()
+    save_figure(figure, path)
+
+
+def confusion_matrices(labels: np.ndarray, predicted: np.ndarray, class_names: Sequence[str], path: Path) -> None:
+    """The confusion matrix as counts and normalised by true class (each row sums to 1)."""
+    count = len(class_names)
+    matrix = np.zeros((count, count), dtype=np.int64)
+    np.add.at(matrix, (labels, predicted), 1)
+    normalised = matrix / np.maximum(matrix.sum(axis=1, keepdims=True), 1)
+    side = max(5.0, 0.45 * count + 2.5)
+    figure, axes = plt.subplots(1, 2, figsize=(2 * side + 1, side), layout="constrained")
+    for axis, values, title, text in ((axes[0], matrix, "Counts", "{:d}"),
+                                      (axes[1], normalised, "Normalised by true class", "{:.2f}")):
+        image = axis.imshow(values, cmap="Blues", vmin=0)
+        axis.set(title=title, xlabel="predicted class", ylabel="true class",
+                 xticks=range(count), yticks=range(count))
+        axis.set_xticklabels(class_names, rotation=45, ha="right")
+        axis.set_yticklabels(class_names)
+        if count <= 20:  # numbers in cells stay readable up to about 20 classes
+            threshold = values.max() / 2 if values.max() else 1
+            for row in range(count):
+                for column in range(count):
+                    axis.text(column, row, text.format(values[row, column]), ha="center", va="center",
+                              fontsize=8, color="white" if values[row, column] > threshold else "black")
+        figure.colorbar(image, ax=axis, shrink=0.8)
+    save_figure(figure, path)
+
+
+def class_curves(rows: Sequence[tuple[str, int, float, float]], x_label: str, y_label: str, title: str,
+                 path: Path, diagonal: bool = False) -> None:
+    """One line per class from (class, point, x, y) rows, as written to metrics/roc.csv and friends."""
+    figure, axis = plt.subplots(figsize=(6, 5.5), layout="constrained")
+    names = list(dict.fromkeys(row[0] for row in rows))
+    for name in names:
+        points = np.array([(x, y) for row_name, _, x, y in rows if row_name == name])
+        axis.plot(points[:, 0], points[:, 1], label=name)
+    if diagonal:
+        axis.plot([0, 1], [0, 1], color="grey", linestyle=":", label="chance")
+    axis.set(xlabel=x_label, ylabel=y_label, title=title, xlim=(0, 1), ylim=(0, 1.02))
+    axis.grid(alpha=0.3)
+    if names:
+        axis.legend(fontsize=8, loc="lower right" if diagonal else "lower left")
+    save_figure(figure, path)
+
+
+def image_grid(images: Sequence[np.ndarray], captions: Sequence[str], title: str, path: Path,
+               columns: int = 8, caption_colors: Sequence[str] | None = None) -> None:
+    """A grid of uint8 RGB images, each with a caption below; an empty list gives a page saying so."""
+    columns = max(1, min(columns, len(images)))
+    rows = max(1, -(-len(images) // columns))
+    # At least 8 inches wide, so that the title fits above a short row.
+    figure, axes = plt.subplots(rows, columns, figsize=(max(8.0, 1.9 * columns), 2.2 * rows + 0.5),
+                                layout="constrained", squeeze=False)
+    for index, axis in enumerate(axes.flat):
+        axis.axis("off")
+        if index < len(images):
+            axis.imshow(images[index], interpolation="nearest")
+            color = caption_colors[index] if caption_colors else "black"
+            axis.set_title(captions[index], fontsize=8, color=color)
+    if not images:
+        axes[0, 0].text(0.5, 0.5, "nothing to show", ha="center", va="center")
+    figure.suptitle(title)
+    save_figure(figure, path)

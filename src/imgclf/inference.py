@@ -1,0 +1,87 @@
+"""Classify new image files with a trained model, prepared exactly as the pipeline prepared its images.
+
+The resize stage records how it prepared images (``preprocessing.json``: size, resize mode, pixel
+limit); the train stage stores that record beside the model. Prediction reads it from the model's
+folder, never from today's ``params.yaml``, so a model keeps working after the params change.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import keras
+import numpy as np
+from tqdm import tqdm
+
+from imgclf.evaluation import class_probabilities
+from imgclf.images import DECODE_ERRORS, Preprocessing, fit_to_size, load_rgb
+
+logger = logging.getLogger(__name__)
+
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """The ``top`` classes of one file, most probable first: (class name, probability)."""
+
+    file: str
+    top: list[tuple[str, float]]
+
+
+@dataclass(frozen=True)
+class Unreadable:
+    file: str
+    reason: str
+
+
+def image_files(paths: Sequence[Path]) -> Iterator[Path]:
+    """The files named, and every file under the folders named (sorted; hidden files left out)."""
+    for path in paths:
+        if path.is_dir():
+            yield from sorted(found for found in path.rglob("*") if found.is_file()
+                              and not any(part.startswith(".") for part in found.relative_to(path).parts))
+        else:
+            yield path
+
+
+def prepare(path: Path, preprocessing: Preprocessing) -> np.ndarray:
+    """One file as the model's input: decoded, upright, RGB, resized as the pipeline resized it."""
+    decoded = load_rgb(path, preprocessing.max_megapixels * 1e6)
+    return np.asarray(fit_to_size(decoded.image, preprocessing.size, preprocessing.mode))
+
+
+def predict_files(model: keras.Model, class_names: Sequence[str], preprocessing: Preprocessing,
+                  files: Iterable[Path], top_k: int = 3, batch_size: int = 64
+                  ) -> tuple[list[Prediction], list[Unreadable]]:
+    """Classify every readable file; list the others with the reason, without stopping."""
+    predictions: list[Prediction] = []
+    unreadable: list[Unreadable] = []
+    batch: list[np.ndarray] = []
+    batch_files: list[str] = []
+
+    def flush() -> None:
+        probabilities = class_probabilities(model.predict(np.stack(batch), verbose=0))
+        for file, row in zip(batch_files, probabilities, strict=True):
+            ranked = np.argsort(-row, kind="stable")[:top_k]
+            predictions.append(Prediction(file, [(class_names[i], float(row[i])) for i in ranked]))
+        batch.clear()
+        batch_files.clear()
+
+    for path in tqdm(list(files), desc="predicting", unit="image", disable=None):
+        try:
+            batch.append(prepare(path, preprocessing))
+        except FileNotFoundError:
+            unreadable.append(Unreadable(str(path), "no such file"))
+            continue
+        except DECODE_ERRORS as error:
+            unreadable.append(Unreadable(str(path), f"{type(error).__name__}: {error}"))
+            continue
+        batch_files.append(str(path))
+        if len(batch) == batch_size:
+            flush()
+    if batch:
+        flush()
+    return predictions, unreadable

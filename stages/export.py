@@ -1,0 +1,51 @@
+"""Export stage (optional): the trained model in the serving formats of ``export.formats``.
+
+Reads:  models/ (model.keras, classes.json), data/resized/test, params.yaml ``export``
+Writes: exports/ (saved_model/, model.onnx, model.tflite: those asked for), each checked against the
+        Keras model on the test images; metrics/export.json, the check of each format
+Run:    dvc exp run -S 'export.formats=[onnx,tflite]'   (empty by default: nothing is exported)
+        The same as `imgclf export --format onnx --format tflite`, run by DVC.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+from imgclf.files import atomic_directory, write_json
+from imgclf.params import load_section
+from imgclf.stage import run_stage
+
+logger = logging.getLogger(__name__)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model-dir", type=Path, required=True, help="the train stage's model folder")
+    parser.add_argument("--test", type=Path, required=True, help="folder of test images to check the exports on")
+    parser.add_argument("--output", type=Path, required=True, help="folder for the exported models")
+    parser.add_argument("--report", type=Path, required=True, help="JSON of each export's check")
+    args = parser.parse_args()
+    params = load_section("export")
+
+    with atomic_directory(args.output) as staging:
+        if params.formats:
+            from imgclf.dataset import load_image_folder
+            from imgclf.export import export_all
+            from imgclf.files import read_json
+            from imgclf.modelio import load_model
+
+            logging.getLogger("tf2onnx").setLevel(logging.WARNING)
+            class_names = read_json(args.model_dir / "classes.json")
+            model = load_model(args.model_dir / "model.keras")
+            images = load_image_folder(args.test, class_names).images
+            report = export_all(model, params.formats, staging, images)
+        else:
+            logger.info("export.formats is empty: nothing to export (e.g. dvc exp run -S 'export.formats=[onnx]')")
+            report = {}
+    write_json(args.report, report)
+
+
+if __name__ == "__main__":
+    run_stage(main)
