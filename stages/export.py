@@ -36,7 +36,6 @@ def main() -> None:
             from imgclf.files import read_json
             from imgclf.modelio import load_model
 
-            logging.getLogger("tf2onnx").setLevel(logging.WARNING)
             class_names = read_json(args.model_dir / "classes.json")
             model = load_model(args.model_dir / "model.keras")
             images = load_image_folder(args.test, class_names).images

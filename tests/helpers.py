@@ -54,6 +54,8 @@ def make_project(destination: Path) -> Path:
     run(["git", "init", "-q"], destination)
     run(["dvc", "init", "-q"], destination)
     shutil.copy2(PROJECT_ROOT / ".dvc" / "config", destination / ".dvc" / "config")  # the project's DVC settings
+    # plot templates: class_curves.json, and offline.html that `make setup` writes
+    shutil.copytree(PROJECT_ROOT / ".dvc" / "plots", destination / ".dvc" / "plots")
     run(["git", "add", "-A"], destination)
     run(["git", "commit", "-qm", "pipeline"], destination)
     return destination
@@ -255,3 +257,95 @@ class FileServer:
     def close(self) -> None:
         self.httpd.shutdown()
         self.httpd.server_close()
+
+
+TINY_MODEL_CLASSES = ("black", "white", "red")
+TINY_MODEL_COLOURS = {"black": (20, 20, 20), "white": (235, 235, 235), "red": (220, 30, 30)}
+
+
+def tiny_model_images(count_per_class: int, seed: int, size: int = 16) -> tuple[np.ndarray, np.ndarray]:
+    """Noisy 16x16 uint8 images of the tiny model's classes, and their labels."""
+    rng = np.random.default_rng(seed)
+    images, labels = [], []
+    for label, name in enumerate(TINY_MODEL_CLASSES):
+        for _ in range(count_per_class):
+            noise = rng.integers(-20, 21, size=(size, size, 3))
+            images.append(np.clip(np.array(TINY_MODEL_COLOURS[name]) + noise, 0, 255).astype(np.uint8))
+            labels.append(label)
+    return np.stack(images), np.array(labels, dtype=np.int32)
+
+
+def train_tiny_model(folder: Path) -> Path:
+    """Train simple_cnn on the tiny classes and save it as the train stage does; return the folder."""
+    from imgclf.files import write_json
+    from imgclf.images import PREPROCESSING_FILE, Preprocessing
+    from imgclf.modelio import save_model
+    from imgclf.models import build_model
+    from imgclf.params import AugmentParams, TrainParams
+    from imgclf.training import compile_model, make_deterministic
+
+    make_deterministic(0)
+    images, labels = tiny_model_images(count_per_class=20, seed=0)
+    model = build_model("simple_cnn", (16, 16, 3), len(TINY_MODEL_CLASSES), augment=AugmentParams(horizontal_flip=True),
+                        seed=0)
+    compile_model(model, TrainParams(learning_rate=0.003))
+    model.fit(images, labels, epochs=8, batch_size=16, verbose=0)
+    save_model(model, folder / "model.keras")
+    write_json(folder / "classes.json", list(TINY_MODEL_CLASSES))
+    Preprocessing(size=(16, 16), mode="crop", max_megapixels=200.0).save(folder / PREPROCESSING_FILE)
+    return folder
+
+
+CHROMIUM_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                  "--disable-background-networking", "--disable-component-update", "--disable-sync")
+# Appended to a copy of a `dvc plots` page: once the page has loaded and its charts had time to draw,
+# it writes what was drawn into <pre id="probe">: per chart the SVG marks, per image its pixel width.
+PAGE_PROBE = """<script>
+window.addEventListener("load", function () { setTimeout(function () {
+  var charts = Array.from(document.querySelectorAll(".vega-embed")).map(function (chart) {
+    var lines = Array.from(chart.querySelectorAll("g.mark-line path")).filter(function (path) {
+      return (path.getAttribute("d") || "").indexOf("L") >= 0;  // a drawn line has segments
+    });
+    return {id: chart.id, lines: lines.length, cells: chart.querySelectorAll("g.mark-rect path").length};
+  });
+  var images = Array.from(document.querySelectorAll("img")).map(function (image) {
+    return {src: image.getAttribute("src"), width: image.naturalWidth};
+  });
+  var errors = Array.from(document.querySelectorAll(".plot-error")).map(function (e) { return e.textContent; });
+  var probe = document.createElement("pre");
+  probe.id = "probe";
+  probe.textContent = JSON.stringify({charts: charts, images: images, errors: errors});
+  document.body.appendChild(probe);
+}, 2000); });
+</script>"""
+
+
+def chromium_or_skip() -> str:
+    """Debian's Chromium; skip (fail under CI) where it is not installed."""
+    path = shutil.which("chromium")
+    if path is None:
+        message = "Chromium is not installed: `make test` installs Debian's chromium package where it can (as root)"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    return path
+
+
+def render_in_browser(page: Path, screenshot: Path) -> dict:
+    """Open a `dvc plots` page in headless Chromium; return what it drew, and save a screenshot."""
+    import html
+    import json
+    import re
+
+    chromium = chromium_or_skip()
+    head, tail = page.read_text(encoding="utf-8").rsplit("</body>", 1)
+    probed = page.with_name("probed.html")  # beside the page, so its static/ images resolve
+    probed.write_text(head + PAGE_PROBE + "</body>" + tail, encoding="utf-8")
+    profile = page.parent / ".chromium-profile"
+    common = [chromium, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", "--virtual-time-budget=30000"]
+    dom = subprocess.run([*common, "--dump-dom", probed.as_uri()], capture_output=True, text=True, timeout=180)
+    subprocess.run([*common, "--window-size=1400,4000", f"--screenshot={screenshot}", page.as_uri()],
+                   capture_output=True, timeout=180, check=True)
+    found = re.search(r'<pre id="probe">(.*?)</pre>', dom.stdout, re.S)
+    assert found, f"the page never finished drawing:\n{dom.stderr[-3000:]}"
+    return json.loads(html.unescape(found.group(1)))

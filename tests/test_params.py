@@ -5,6 +5,8 @@ import pytest
 from imgclf.params import (
     AugmentParams,
     DataParams,
+    EvaluateParams,
+    ExportParams,
     ParamsError,
     SplitParams,
     TrainParams,
@@ -22,7 +24,7 @@ def write(tmp_path: Path, text: str) -> Path:
     return path
 
 
-@pytest.mark.parametrize("section", ["data", "split", "resize", "train", "evaluate"])
+@pytest.mark.parametrize("section", ["data", "split", "resize", "train", "evaluate", "export"])
 def test_project_params_are_valid(section):
     load_section(section, PROJECT_PARAMS)
 
@@ -32,6 +34,12 @@ def test_project_params_are_the_dataclass_defaults():
     assert load_section("split", PROJECT_PARAMS) == SplitParams()
     assert load_section("data", PROJECT_PARAMS) == DataParams()
     assert load_section("train", PROJECT_PARAMS).augment == AugmentParams()
+    assert load_section("evaluate", PROJECT_PARAMS) == EvaluateParams()
+    assert load_section("export", PROJECT_PARAMS) == ExportParams()
+
+
+def test_a_list_param_reads_as_a_tuple(tmp_path):
+    assert load_section("export", write(tmp_path, "export:\n  formats: [onnx, tflite]\n")).formats == ("onnx", "tflite")
 
 
 def test_values_are_read_as_yaml_1_2_like_dvc(tmp_path):
@@ -78,6 +86,10 @@ def test_missing_keys_take_defaults(tmp_path):
         ("data:\n  source: imagenet\n", r"data\.source = 'imagenet' .*digits, folder"),
         ("data:\n  source: folder\n", r"data\.path = None .*needs data\.path"),
         ("train: [1, 2]\n", r"train = \[1, 2\] .*mapping"),
+        ("evaluate:\n  top_k: 0\n", r"evaluate\.top_k = 0 .*greater than 0"),
+        ("export:\n  formats: onnx\n", r"export\.formats = 'onnx' .*give a list"),
+        ("export:\n  formats: [coreml]\n", r"export\.formats = 'coreml' .*saved_model, onnx, tflite"),
+        ("export:\n  formats: [onnx, onnx]\n", r"export\.formats = \['onnx', 'onnx'\] .*each format once"),
     ],
 )
 def test_bad_values_name_the_key_the_value_and_what_is_allowed(tmp_path, text, message):

@@ -1,7 +1,8 @@
 """End to end: the real ``dvc`` CLI runs the pipeline in a temporary git repository.
 
 One repository is shared by the tests of this module, which run in the order a user works:
-repro, repro again, a forced rerun, plots, then an experiment with one parameter changed.
+repro, repro again, a forced rerun, plots (opened in a real browser), then experiments with one
+parameter changed, compared with `dvc metrics diff` and `dvc plots diff`.
 """
 
 from __future__ import annotations
@@ -11,15 +12,22 @@ import re
 from pathlib import Path
 
 import pytest
+from PIL import Image
+from ruamel.yaml import YAML
 
-from tests.helpers import make_project, run, set_params, write_image_folder
+from tests.helpers import make_project, render_in_browser, run, set_params, write_image_folder
 
 pytestmark = pytest.mark.slow
 
 CLASSES = ("red", "green", "blue", "cyan")
 IMAGES_PER_CLASS = 20
+ALL_STAGES = {"download", "split", "resize", "train", "evaluate", "export"}
 TRACKED_RESULTS = ("metrics/evaluate.json", "metrics/train.json", "metrics/data.json",
-                   "metrics/predictions.csv", "metrics/skipped_download.csv", "metrics/skipped_resize.csv")
+                   "metrics/predictions.csv", "metrics/skipped_download.csv", "metrics/skipped_resize.csv",
+                   "metrics/roc.csv", "metrics/precision_recall.csv", "metrics/export.json")
+FIGURES = ("metrics/figures/train/training_curves.png", "metrics/figures/evaluate/confusion_matrix.png",
+           "metrics/figures/evaluate/roc.png", "metrics/figures/evaluate/precision_recall.png",
+           "metrics/figures/evaluate/mistakes.png", "metrics/figures/evaluate/samples.png")
 
 
 def stages_run(output: str) -> set[str]:
@@ -39,7 +47,7 @@ def repo(tmp_path_factory) -> Path:
     set_params(project, **{"data.source": "folder", "data.path": str(images), "resize.size": [16, 16],
                            "train.epochs": 3, "train.batch_size": 16, "split.val": 0.25, "split.test": 0.25})
     result = run(["dvc", "repro"], project)
-    assert stages_run(result.stdout) == {"download", "split", "resize", "train", "evaluate"}
+    assert stages_run(result.stdout) == ALL_STAGES
     run(["git", "add", "-A"], project)
     run(["git", "commit", "-qm", "first run"], project)
     return project
@@ -47,8 +55,12 @@ def repo(tmp_path_factory) -> Path:
 
 def test_repro_writes_every_output(repo):
     for path in ("data/raw", "data/split", "data/resized/train", "models/model.keras", "models/classes.json",
-                 "metrics/history/plots/metrics/val/loss.tsv", *TRACKED_RESULTS):
+                 "models/preprocessing.json", "models/summary.txt", "metrics/history/plots/metrics/val/loss.tsv",
+                 *TRACKED_RESULTS, *FIGURES):
         assert (repo / path).exists(), path
+    assert json.loads((repo / "models/preprocessing.json").read_text()) == {
+        "size": [16, 16], "mode": "stretch", "max_megapixels": 200.0}
+    assert "Total params:" in (repo / "models/summary.txt").read_text()
     counts = json.loads((repo / "metrics/data.json").read_text())
     assert sum(counts["images"].values()) == len(CLASSES) * IMAGES_PER_CLASS
     assert counts["per_class"]["test"]["blue"] == 5
@@ -63,6 +75,11 @@ def test_repro_writes_every_output(repo):
     assert json.loads((repo / "models/classes.json").read_text()) == sorted(CLASSES)
     evaluation = json.loads((repo / "metrics/evaluate.json").read_text())
     assert evaluation["test_images"] == 20 and set(evaluation["per_class"]) == set(CLASSES)
+    for metric in ("accuracy", "loss", "macro_f1", "weighted_f1", "roc_auc", "ece"):
+        assert isinstance(evaluation[metric], float), metric
+    assert "top_5_accuracy" not in evaluation  # 4 classes: top-5 would always be right
+    roc_classes = {line.split(",")[0] for line in (repo / "metrics/roc.csv").read_text().splitlines()[1:]}
+    assert roc_classes == set(CLASSES)
 
 
 def test_second_repro_runs_no_stage(repo):
@@ -73,27 +90,57 @@ def test_second_repro_runs_no_stage(repo):
 
 def test_same_params_give_byte_identical_results(repo):
     before = {path: (repo / path).read_bytes() for path in TRACKED_RESULTS}
+    before.update({path: (repo / path).read_bytes() for path in FIGURES})
     result = run(["dvc", "repro", "--force"], repo)
-    assert stages_run(result.stdout) == {"download", "split", "resize", "train", "evaluate"}
+    assert stages_run(result.stdout) == ALL_STAGES
     for path, content in before.items():
         assert (repo / path).read_bytes() == content, f"{path} changed on a rerun with the same params"
+
+
+def declared_plots(repo: Path) -> list[str]:
+    """The titles (or image paths) of the top-level plots in dvc.yaml."""
+    plots = YAML(typ="safe").load((repo / "dvc.yaml").read_text())["plots"]
+    return [plot if isinstance(plot, str) else next(iter(plot)) for plot in plots]
 
 
 def test_plots_show_renders_training_curves_and_confusion_matrix(repo):
     run(["dvc", "plots", "show", "-o", "dvc_plots"], repo)
     page = (repo / "dvc_plots" / "index.html").read_text()
-    for title in ("Loss", "Accuracy", "Confusion matrix"):
+    for title in declared_plots(repo):
         assert title in page
-    # one chart per metric carries both splits; the confusion matrix carries every test image
+    assert "cdn.jsdelivr.net" not in page  # the offline template: no network needed to draw
+    # one chart per metric carries both splits; each confusion matrix carries every test image
     loss_chart = page[:page.index("vegaEmbed('#Loss'")]
     loss_chart = loss_chart[loss_chart.rindex("var spec"):]
     assert '"filename": "train/loss.tsv"' in loss_chart and '"filename": "val/loss.tsv"' in loss_chart
-    assert page.count('"actual": "') == IMAGES_PER_CLASS * len(CLASSES) // 4
+    assert page.count('"actual": "') == 2 * IMAGES_PER_CLASS * len(CLASSES) // 4
 
 
-def test_exp_run_reruns_only_train_and_evaluate_and_metrics_diff_shows_it(repo):
-    result = run(["dvc", "exp", "run", "-S", "train.epochs=2"], repo)
-    assert stages_run(result.stdout) == {"train", "evaluate"}
+def test_every_declared_plot_renders_in_a_real_browser(repo, tmp_path):
+    """`dvc plots show`, opened in headless Chromium with no network: each chart and image is drawn."""
+    run(["dvc", "plots", "show", "-o", "dvc_plots"], repo)
+    screenshot = tmp_path / "plots.png"
+    drawn = render_in_browser(repo / "dvc_plots" / "index.html", screenshot)
+    assert drawn["errors"] == []
+    charts = {chart["id"]: chart for chart in drawn["charts"]}
+    images = {image["src"]: image["width"] for image in drawn["images"]}
+    declared = declared_plots(repo)
+    assert len(charts) + len(images) == len(declared) == 12
+    for title in ("Loss", "Accuracy"):
+        assert charts[title]["lines"] >= 2, charts[title]  # train and validation
+    for title in ("Confusion_matrix", "Confusion_matrix__normalised_by_actual_class_"):
+        assert charts[title]["cells"] >= len(CLASSES), charts[title]
+    for title in ("ROC__one_class_vs_the_rest_", "Precision-recall__one_class_vs_the_rest_"):
+        assert charts[title]["lines"] >= len(CLASSES), charts[title]  # one curve per class
+    assert all(width > 100 for width in images.values()), images
+    with Image.open(screenshot) as picture:
+        assert picture.size == (1400, 4000)
+        assert len(picture.convert("L").getcolors(256 * 256) or []) > 20  # drawn, not a blank page
+
+
+def test_exp_run_reruns_only_what_depends_on_the_model_and_metrics_diff_shows_it(repo):
+    result = run(["dvc", "exp", "run", "-n", "two-epochs", "-S", "train.epochs=2"], repo)
+    assert stages_run(result.stdout) == {"train", "evaluate", "export"}
 
     diff = json.loads(run(["dvc", "metrics", "diff", "--all", "--json"], repo).stdout)
     assert "accuracy" in diff["metrics/evaluate.json"]
@@ -102,4 +149,23 @@ def test_exp_run_reruns_only_train_and_evaluate_and_metrics_diff_shows_it(repo):
     assert re.search(r"metrics/evaluate\.json\s+accuracy", table)
 
     shown = run(["dvc", "exp", "show", "--no-pager", "--csv"], repo).stdout
-    assert "train.epochs" in shown.splitlines()[0] and "accuracy" in shown.splitlines()[0]
+    header = shown.splitlines()[0]
+    for column in ("train.epochs", "accuracy", "roc_auc", "ece", "macro_f1"):
+        assert column in header, column
+
+
+def test_plots_diff_draws_both_experiments_on_one_chart(repo, tmp_path):
+    run(["dvc", "exp", "run", "-n", "four-epochs", "-S", "train.epochs=4"], repo)
+    data = json.loads(run(["dvc", "plots", "diff", "two-epochs", "four-epochs", "--json"], repo).stdout)
+    (loss_chart,) = data["data"]["Loss"]  # one chart, holding the curves of both
+    assert loss_chart["revisions"] == ["two-epochs", "four-epochs"]
+    points = loss_chart["content"]["data"]["values"]
+    assert {(point["rev"], point["filename"]) for point in points} == {
+        (rev, f"{split}/loss.tsv") for rev in ("two-epochs", "four-epochs") for split in ("train", "val")}
+
+    run(["dvc", "plots", "diff", "two-epochs", "four-epochs", "-o", "diff_plots"], repo)
+    drawn = render_in_browser(repo / "diff_plots" / "index.html", tmp_path / "diff.png")
+    charts = {chart["id"]: chart for chart in drawn["charts"]}
+    assert drawn["errors"] == []
+    assert charts["Loss"]["lines"] >= 4  # train and validation of each experiment
+    assert charts["ROC__one_class_vs_the_rest_"]["lines"] >= 2 * len(CLASSES)

@@ -71,7 +71,6 @@ def export(args: argparse.Namespace) -> int:
     from imgclf.dataset import load_image_folder
     from imgclf.export import export_all
 
-    logging.getLogger("tf2onnx").setLevel(logging.WARNING)
     model, class_names = _load(args.model_dir)
     images = load_image_folder(args.test, class_names).images
     formats = list(dict.fromkeys(args.format))

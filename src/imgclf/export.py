@@ -14,6 +14,7 @@ import logging
 import shutil
 import tempfile
 import typing
+import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -27,6 +28,7 @@ if TYPE_CHECKING:
     import keras
 
 logger = logging.getLogger(__name__)
+logging.getLogger("tf2onnx").setLevel(logging.WARNING)  # it logs each optimisation pass at INFO
 
 # Keras (and TensorFlow) are imported only when exporting: the CLI lists the formats without them.
 FORMATS: tuple[str, ...] = typing.get_args(ExportFormat)
@@ -74,7 +76,9 @@ def export_model(model: keras.Model, export_format: str, destination: Path, imag
     final_path = destination / OUTPUT_NAMES[export_format]
     with tempfile.TemporaryDirectory(dir=destination, prefix=".export-") as scratch:
         staged = Path(scratch) / OUTPUT_NAMES[export_format]
-        serving_model.export(str(staged), format=KERAS_FORMATS[export_format], verbose=False)
+        with warnings.catch_warnings():  # Keras' tf2onnx shim probes the removed np.object
+            warnings.filterwarnings("ignore", message=".*np.object", category=FutureWarning)
+            serving_model.export(str(staged), format=KERAS_FORMATS[export_format], verbose=False)
         actual = RUNNERS[export_format](staged, inputs, batch_size)
         difference = float(np.max(np.abs(actual - expected))) if len(inputs) else 0.0
         agreement = float(np.mean(_top1(actual) == _top1(expected))) if len(inputs) else 1.0
@@ -128,8 +132,6 @@ def run_onnx(path: Path, inputs: np.ndarray, batch_size: int) -> np.ndarray:
 
 
 def run_tflite(path: Path, inputs: np.ndarray, batch_size: int) -> np.ndarray:
-    import warnings
-
     import tensorflow as tf
 
     with warnings.catch_warnings():  # tf.lite.Interpreter warns that it moves to the ai-edge-litert package

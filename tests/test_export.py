@@ -1,0 +1,77 @@
+"""`imgclf export`: each format written, run by its own runtime, and matched against the Keras model."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import onnxruntime
+import pytest
+from PIL import Image
+
+from imgclf.cli import main
+from imgclf.export import TOLERANCE, ExportError, export_model, without_layer
+from imgclf.modelio import load_model
+from imgclf.models import AUGMENTATION_LAYER, build_model
+from imgclf.params import AugmentParams
+from tests.helpers import TINY_MODEL_CLASSES, tiny_model_images
+
+
+@pytest.fixture(scope="module")
+def test_folder(tmp_path_factory):
+    """Test images as the resize stage writes them: <class>/<n>.png."""
+    root = tmp_path_factory.mktemp("test_split")
+    images, labels = tiny_model_images(count_per_class=10, seed=7)
+    for number, (pixels, label) in enumerate(zip(images, labels, strict=True)):
+        folder = root / TINY_MODEL_CLASSES[label]
+        folder.mkdir(exist_ok=True)
+        Image.fromarray(pixels).save(folder / f"{number:03d}.png")
+    return root
+
+
+def test_every_format_round_trips_within_tolerance(tiny_model_dir, test_folder, tmp_path, capsys):
+    output = tmp_path / "exports"
+    code = main(["export", "--format", "saved_model", "--format", "onnx", "--format", "tflite",
+                 "--model-dir", str(tiny_model_dir), "--test", str(test_folder), "--output", str(output)])
+    assert code == 0
+    report = json.loads((output / "report.json").read_text())
+    assert set(report) == {"saved_model", "onnx", "tflite"}
+    for check in report.values():
+        assert check["images"] == 30 and check["passed"]
+        assert check["max_abs_difference"] < TOLERANCE and check["top1_agreement"] == 1.0
+    assert (output / "saved_model" / "saved_model.pb").is_file()
+    printed = capsys.readouterr().out
+    assert printed.count("matches the Keras model on 30 test images") == 3
+
+    # Independently of the command: the ONNX file, run by onnxruntime, classifies like the Keras model.
+    images, labels = tiny_model_images(count_per_class=10, seed=7)
+    session = onnxruntime.InferenceSession(str(output / "model.onnx"), providers=["CPUExecutionProvider"])
+    onnx_outputs = session.run(None, {session.get_inputs()[0].name: images.astype(np.float32)})[0]
+    keras_outputs = load_model(tiny_model_dir / "model.keras").predict(images.astype(np.float32), verbose=0)
+    np.testing.assert_allclose(onnx_outputs, keras_outputs, atol=TOLERANCE)
+    assert (onnx_outputs.argmax(axis=1) == labels).mean() == 1.0
+
+
+def test_a_second_export_adds_to_the_report(tiny_model_dir, test_folder, tmp_path):
+    output = tmp_path / "exports"
+    for export_format in ("onnx", "tflite"):
+        assert main(["export", "--format", export_format, "--model-dir", str(tiny_model_dir),
+                     "--test", str(test_folder), "--output", str(output)]) == 0
+    assert set(json.loads((output / "report.json").read_text())) == {"onnx", "tflite"}
+
+
+def test_exports_leave_out_the_augmentation_layers_and_keep_the_outputs():
+    model = build_model("simple_cnn", (16, 16, 3), 3, augment=AugmentParams(
+        horizontal_flip=True, rotation=0.1, zoom=0.1, translation=0.1, contrast=0.1), seed=0)
+    stripped = without_layer(model, AUGMENTATION_LAYER)
+    assert AUGMENTATION_LAYER in {layer.name for layer in model.layers}
+    assert AUGMENTATION_LAYER not in {layer.name for layer in stripped.layers}
+    batch = np.random.default_rng(0).integers(0, 256, size=(4, 16, 16, 3)).astype(np.float32)
+    np.testing.assert_array_equal(stripped.predict(batch, verbose=0), model.predict(batch, verbose=0))
+
+
+def test_an_unknown_format_names_the_allowed_ones(tmp_path):
+    model = build_model("simple_cnn", (16, 16, 3), 3)
+    with pytest.raises(ExportError, match="saved_model, onnx, tflite"):
+        export_model(model, "coreml", tmp_path, np.zeros((1, 16, 16, 3), dtype=np.uint8))
+    assert list(tmp_path.iterdir()) == []

@@ -1,0 +1,56 @@
+"""PNG figures and the model card: real files, readable, the same bytes for the same results."""
+
+from __future__ import annotations
+
+import numpy as np
+from PIL import Image
+
+from imgclf import figures
+from imgclf.modelcard import GRAPHVIZ_HELP, SUMMARY_FILE, write_model_card
+from imgclf.models import build_model
+
+
+def test_figures_are_pngs_and_reproducible(tmp_path):
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 3, 30)
+    curves = [("a", 0, 0.0, 0.0), ("a", 1, 0.5, 0.9), ("a", 2, 1.0, 1.0), ("b", 0, 0.0, 0.0), ("b", 1, 1.0, 1.0)]
+    images = [rng.integers(0, 256, (16, 16, 3), dtype=np.uint8) for _ in range(5)]
+    for attempt in ("first", "second"):
+        figures.training_curves({"loss": [1.0, 0.5], "val_loss": [1.1, 0.7], "accuracy": [0.5, 0.8],
+                                 "val_accuracy": [0.4, 0.7]}, 2, tmp_path / attempt / "curves.png")
+        figures.confusion_matrices(labels, rng.integers(0, 3, 30), ("x", "y", "z"), tmp_path / attempt / "cm.png")
+        figures.class_curves(curves, "fpr", "tpr", "ROC", tmp_path / attempt / "roc.png", diagonal=True)
+        figures.image_grid(images, [f"image {i}" for i in range(5)], "grid", tmp_path / attempt / "grid.png", columns=3)
+        figures.image_grid([], [], "no mistakes", tmp_path / attempt / "empty.png")
+        rng = np.random.default_rng(0)
+        labels = rng.integers(0, 3, 30)
+        images = [rng.integers(0, 256, (16, 16, 3), dtype=np.uint8) for _ in range(5)]
+    for name in ("curves.png", "cm.png", "roc.png", "grid.png", "empty.png"):
+        with Image.open(tmp_path / "first" / name) as image:
+            assert image.format == "PNG" and min(image.size) > 200, name
+        assert (tmp_path / "first" / name).read_bytes() == (tmp_path / "second" / name).read_bytes(), name
+        assert b"matplotlib" not in (tmp_path / "first" / name).read_bytes()  # no version stamp
+
+
+def test_model_card_lists_layers_and_parameter_counts(tmp_path, monkeypatch):
+    monkeypatch.setenv("PATH", str(tmp_path / "empty-bin"))  # no Graphviz `dot` on this PATH
+    model = build_model("simple_cnn", (16, 16, 3), 3)
+    write_model_card(model, tmp_path)
+    card = (tmp_path / SUMMARY_FILE).read_text()
+    assert "conv2d" in card and "classifier (Dense)" in card
+    assert f"Total params: {model.count_params():,}" in card
+    assert GRAPHVIZ_HELP in card and "apt-get install graphviz" in card
+    assert not (tmp_path / "architecture.png").exists()
+
+
+def test_model_card_draws_the_architecture_when_graphviz_is_installed(tmp_path):
+    import shutil
+
+    import pytest
+
+    if shutil.which("dot") is None:
+        pytest.skip("Graphviz's `dot` is not installed (make test installs it where it can: apt-get install graphviz)")
+    write_model_card(build_model("simple_cnn", (16, 16, 3), 3), tmp_path)
+    with Image.open(tmp_path / "architecture.png") as diagram:
+        assert diagram.format == "PNG" and diagram.size[1] > 300
+    assert "Architecture diagram: architecture.png" in (tmp_path / SUMMARY_FILE).read_text()

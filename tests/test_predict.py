@@ -1,0 +1,110 @@
+"""`imgclf predict`: real files of any size and mode through the real CLI entry point and a trained model."""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from imgclf.cli import main
+from tests.helpers import TINY_MODEL_COLOURS, run
+
+
+def solid(colour, size, mode="RGB") -> Image.Image:
+    rng = np.random.default_rng(sum(colour) + size[0])
+    pixels = np.clip(np.array(colour) + rng.integers(-15, 16, size=(size[1], size[0], 3)), 0, 255).astype(np.uint8)
+    return Image.fromarray(pixels).convert(mode)
+
+
+@pytest.fixture
+def photos(tmp_path):
+    """A 12-megapixel JPEG, a PNG whose only content is transparency, a grayscale PNG, a folder with a bad file."""
+    solid(TINY_MODEL_COLOURS["red"], (4000, 3000)).save(tmp_path / "big_red.jpg", quality=90)
+    # Every pixel fully transparent over hidden black: drawn on white as the pipeline draws it, it is white.
+    # (Dropping the alpha channel instead would show black.)
+    hidden = Image.new("RGBA", (40, 30), (0, 0, 0, 0))
+    hidden.save(tmp_path / "transparent.png")
+    solid((30, 30, 30), (64, 48), mode="L").save(tmp_path / "dark_gray.png")
+    folder = tmp_path / "folder"
+    folder.mkdir()
+    solid(TINY_MODEL_COLOURS["white"], (50, 50)).save(folder / "white.png")
+    solid(TINY_MODEL_COLOURS["black"], (20, 60)).save(folder / "black.jpg")
+    (folder / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a JPEG")
+    (folder / "notes.txt").write_text("not an image")
+    return tmp_path
+
+
+def test_predict_prints_the_top_classes_of_each_image(tiny_model_dir, photos, capsys):
+    code = main(["predict", str(photos / "big_red.jpg"), str(photos / "transparent.png"),
+                 str(photos / "dark_gray.png"), "--model-dir", str(tiny_model_dir), "--top-k", "2"])
+    assert code == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split(": ")[1].split()[0] for line in lines] == ["red", "white", "black"]
+    first = lines[0].split(": ")[1]
+    assert first.count(",") == 1  # two classes shown
+    probabilities = [float(part.split()[1]) for part in first.split(", ")]
+    assert probabilities == sorted(probabilities, reverse=True) and probabilities[0] > 0.5
+
+
+def test_a_folder_gives_a_csv_with_unreadable_files_listed_not_fatal(tiny_model_dir, photos, tmp_path):
+    output = tmp_path / "predictions.csv"
+    code = main(["predict", str(photos / "folder"), "--model-dir", str(tiny_model_dir), "--output", str(output)])
+    assert code == 0
+    rows = {row["file"].rsplit("/", 1)[1]: row for row in csv.DictReader(output.open())}
+    assert set(rows) == {"white.png", "black.jpg", "broken.jpg", "notes.txt"}
+    assert rows["white.png"]["predicted"] == "white" and rows["black.jpg"]["predicted"] == "black"
+    assert float(rows["white.png"]["confidence"]) > 0.5 and rows["white.png"]["error"] == ""
+    assert rows["white.png"]["top_classes"].startswith("white ")
+    for bad in ("broken.jpg", "notes.txt"):
+        assert rows[bad]["predicted"] == "" and rows[bad]["error"], bad
+    assert "cannot identify image file" in rows["notes.txt"]["error"]
+
+
+def test_preprocessing_comes_from_the_model_folder_not_params(tiny_model_dir, tmp_path, capsys):
+    """A wide image, red but for its right quarter: cropped to its centre (as the model's record says) it
+    is red; padded (as params.yaml says) it is mostly white bars. The record wins."""
+    pixels = np.zeros((16, 64, 3), dtype=np.uint8)
+    pixels[:, :40] = TINY_MODEL_COLOURS["red"]
+    pixels[:, 40:] = TINY_MODEL_COLOURS["white"]
+    Image.fromarray(pixels).save(tmp_path / "wide.png")
+    (tmp_path / "params.yaml").write_text("resize:\n  mode: pad\n")  # today's params must not matter
+    model_dir = tmp_path / "model"
+    shutil.copytree(tiny_model_dir, model_dir)
+    assert main(["predict", str(tmp_path / "wide.png"), "--model-dir", str(model_dir)]) == 0
+    cropped = capsys.readouterr().out
+    assert cropped.split(": ")[1].startswith("red")  # the centre 16x16 of 64 columns: 24..40, all red
+
+    record = json.loads((model_dir / "preprocessing.json").read_text())
+    assert record["mode"] == "crop"
+    (model_dir / "preprocessing.json").write_text(json.dumps({**record, "mode": "pad"}))
+    assert main(["predict", str(tmp_path / "wide.png"), "--model-dir", str(model_dir)]) == 0
+    padded = capsys.readouterr().out
+    assert padded.split(": ")[1].startswith("white")  # a 16x4 strip between white bars
+
+
+def test_a_model_with_a_lambda_layer_is_refused(tmp_path, tiny_model_dir, caplog):
+    import keras
+
+    inputs = keras.Input((16, 16, 3))
+    outputs = keras.layers.Dense(3, activation="softmax")(keras.layers.Flatten()(
+        keras.layers.Lambda(lambda x: x / 255.0)(inputs)))
+    model_dir = tmp_path / "unsafe"
+    shutil.copytree(tiny_model_dir, model_dir)
+    keras.Model(inputs, outputs).save(model_dir / "model.keras")
+    solid((200, 30, 30), (16, 16)).save(tmp_path / "x.png")
+    assert main(["predict", str(tmp_path / "x.png"), "--model-dir", str(model_dir)]) == 1
+    assert "Lambda" in caplog.text and "safe mode" in caplog.text
+
+
+def test_a_missing_model_says_how_to_make_one(tmp_path, caplog):
+    assert main(["predict", str(tmp_path), "--model-dir", str(tmp_path / "nothing")]) == 1
+    assert "dvc repro" in caplog.text
+
+
+def test_the_installed_command_runs(tiny_model_dir, photos):
+    result = run(["imgclf", "predict", str(photos / "big_red.jpg"), "--model-dir", str(tiny_model_dir)], photos)
+    assert "big_red.jpg: red" in result.stdout
