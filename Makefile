@@ -9,7 +9,7 @@ export TF_CPP_MIN_LOG_LEVEL ?= 2
 # The offline page template for `dvc plots show` (.dvc/config: plots.html_template).
 PLOTS_PAGE := .dvc/plots/offline.html
 
-.PHONY: setup repro test clean
+.PHONY: setup system-packages repro test clean
 
 setup: $(VENV)/.installed
 
@@ -25,7 +25,19 @@ repro: setup
 	dvc repro
 	imgclf summary
 
-test: setup
+# Debian packages that some tests need, installed where this runs as root with apt-get: Chromium
+# (the dvc plots page opened in a real browser) and Graphviz (models/architecture.png). Elsewhere
+# those tests skip and say why.
+SYSTEM_PACKAGES := chromium graphviz
+system-packages:
+	@if command -v chromium >/dev/null && command -v dot >/dev/null; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		export DEBIAN_FRONTEND=noninteractive; \
+		apt-get install -y -qq --no-install-recommends $(SYSTEM_PACKAGES) >/dev/null 2>&1 || \
+		{ apt-get update -qq && apt-get install -y -qq --no-install-recommends $(SYSTEM_PACKAGES) >/dev/null; }; \
+	else echo "note: install $(SYSTEM_PACKAGES) (Debian/Ubuntu: apt-get install $(SYSTEM_PACKAGES)) for the browser test and the architecture diagram"; fi
+
+test: setup system-packages
 	$(PYTHON) -m pytest
 
 clean:

@@ -61,6 +61,14 @@ def make_project(destination: Path) -> Path:
     return destination
 
 
+def stage_command(name: str) -> list[str]:
+    """The command of stage ``name`` exactly as dvc.yaml runs it, split into arguments."""
+    import shlex
+
+    stages = YAML(typ="safe").load((PROJECT_ROOT / "dvc.yaml").read_text())["stages"]
+    return shlex.split(stages[name]["cmd"])
+
+
 def set_params(repo: Path, **values: object) -> None:
     """Set dotted params, e.g. set_params(repo, **{"train.epochs": 2}), keeping the file's comments."""
     yaml = YAML()

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from tests.helpers import command_env, make_project, run, set_params, write_image_folder
+from tests.helpers import command_env, make_project, run, set_params, stage_command, write_image_folder
 
 pytestmark = pytest.mark.slow
 
@@ -175,9 +175,7 @@ def test_a_model_with_a_lambda_layer_is_refused_by_evaluate(tmp_path):
     for label in "abc":
         (project / "data/resized/test" / label).mkdir(parents=True)
         Image.new("RGB", (16, 16)).save(project / "data/resized/test" / label / "1.png")
-    result = run(["python", "stages/evaluate.py", "--model-dir", "models", "--test", "data/resized/test",
-                  "--metrics", "metrics/evaluate.json", "--predictions", "metrics/predictions.csv"],
-                 project, check=False)
+    result = run(stage_command("evaluate"), project, check=False)
     assert result.returncode == 1
     assert "refused to load models/model.keras" in result.stdout and "Lambda" in result.stdout
     assert "Traceback" not in result.stdout

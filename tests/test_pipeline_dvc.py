@@ -169,3 +169,12 @@ def test_plots_diff_draws_both_experiments_on_one_chart(repo, tmp_path):
     assert drawn["errors"] == []
     assert charts["Loss"]["lines"] >= 4  # train and validation of each experiment
     assert charts["ROC__one_class_vs_the_rest_"]["lines"] >= 2 * len(CLASSES)
+
+
+def test_the_export_stage_reruns_alone_and_checks_its_export(repo):
+    result = run(["dvc", "exp", "run", "-n", "exported", "-S", "export.formats=[onnx]"], repo)
+    assert stages_run(result.stdout) == {"export"}
+    report = json.loads((repo / "metrics/export.json").read_text())
+    assert report["onnx"]["passed"] and report["onnx"]["images"] == 20
+    assert report["onnx"]["max_abs_difference"] < 1e-4
+    assert (repo / "exports/model.onnx").stat().st_size > 1000

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from imgclf.files import atomic_directory, atomic_file
-from tests.helpers import make_project, run, set_params
+from tests.helpers import make_project, run, set_params, stage_command
 
 SPLIT = ["stages/split.py", "--input", "data/raw", "--output", "data/split", "--duplicates", "metrics/d.csv"]
 
@@ -23,15 +23,14 @@ BAD_PARAMS = [
     ({"resize.size": [32, -1]}, ["stages/resize.py", "--input", "data/split", "--output", "data/resized",
                                  "--report", "metrics/r.csv", "--counts", "metrics/data.json"],
      "data/resized", r"resize\.size = \[32, -1\]"),
-    ({"train.epochs": 0}, ["stages/train.py", "--train", "t", "--val", "v", "--model-dir", "models",
-                           "--metrics", "metrics/train.json", "--history", "metrics/history"],
+    ({"train.epochs": 0}, stage_command("train")[1:],
      "models", r"train\.epochs = 0 is not allowed: use a number greater than 0"),
-    ({"train.learning_rate": "fast"}, ["stages/train.py", "--train", "t", "--val", "v", "--model-dir", "models",
-                                       "--metrics", "metrics/train.json", "--history", "metrics/history"],
+    ({"train.learning_rate": "fast"}, stage_command("train")[1:],
      "models", r"train\.learning_rate = 'fast'"),
-    ({"evaluate.batch_size": -1}, ["stages/evaluate.py", "--model-dir", "models", "--test", "t",
-                                   "--metrics", "metrics/evaluate.json", "--predictions", "metrics/p.csv"],
+    ({"evaluate.batch_size": -1}, stage_command("evaluate")[1:],
      "metrics/evaluate.json", r"evaluate\.batch_size = -1"),
+    ({"export.formats": ["pickle"]}, stage_command("export")[1:],
+     "exports", r"export\.formats = 'pickle' is not allowed: choose one of saved_model, onnx, tflite"),
 ]
 
 

@@ -43,7 +43,7 @@ def _load(model_dir: Path):
 def predict(args: argparse.Namespace) -> int:
     from imgclf.files import write_csv
     from imgclf.images import PREPROCESSING_FILE, Preprocessing
-    from imgclf.inference import image_files, predict_files
+    from imgclf.inference import CSV_COLUMNS, csv_rows, image_files, predict_files
 
     preprocessing = Preprocessing.load(args.model_dir / PREPROCESSING_FILE)
     model, class_names = _load(args.model_dir)
@@ -51,20 +51,20 @@ def predict(args: argparse.Namespace) -> int:
     predictions, unreadable = predict_files(model, class_names, preprocessing, image_files(args.paths),
                                             top_k=top_k, batch_size=args.batch_size)
     if args.output:
-        rows = [(p.file, p.top[0][0], f"{p.top[0][1]:.6f}",
-                 "; ".join(f"{name} {probability:.6f}" for name, probability in p.top), "") for p in predictions]
-        rows += [(u.file, "", "", "", u.reason) for u in unreadable]
-        write_csv(args.output, ["file", "predicted", "confidence", "top_classes", "error"], sorted(rows))
+        write_csv(args.output, CSV_COLUMNS, csv_rows(predictions, unreadable))
         logger.info("wrote %d predictions to %s", len(predictions), args.output)
     else:
-        for p in predictions:
-            print(f"{p.file}: " + ", ".join(f"{name} {probability:.2f}" for name, probability in p.top))
-    for u in unreadable:
-        logger.warning("could not read %s: %s", u.file, u.reason)
+        for prediction in predictions:
+            print(f"{prediction.file}: {prediction.describe()}")
+    if not predictions and not unreadable:
+        logger.warning("no files found in %s", ", ".join(map(str, args.paths)))
+        return 1
+    for failure in unreadable:
+        logger.warning("could not read %s: %s", failure.file, failure.reason)
     if unreadable:
         logger.warning("%d of %d files could not be read%s", len(unreadable), len(unreadable) + len(predictions),
                        f" (listed in {args.output})" if args.output else "")
-    return 0 if predictions or not unreadable else 1
+    return 0 if predictions else 1
 
 
 def export(args: argparse.Namespace) -> int:
@@ -77,8 +77,9 @@ def export(args: argparse.Namespace) -> int:
     report = export_all(model, formats, args.output, images)
     for export_format in formats:
         check = report[export_format]
-        print(f"{export_format}: {args.output / check['path']} matches the Keras model on {check['images']} test images "
-              f"(max |difference| {check['max_abs_difference']:.1e}, top-1 agreement {check['top1_agreement']:.2%})")
+        print(f"{export_format}: {args.output / check['path']} matches the Keras model on {check['images']} "
+              f"test images (max |difference| {check['max_abs_difference']:.1e}, "
+              f"top-1 agreement {check['top1_agreement']:.2%})")
     return 0
 
 

@@ -30,11 +30,26 @@ class Prediction:
     file: str
     top: list[tuple[str, float]]
 
+    def describe(self, decimals: int = 2) -> str:
+        """E.g. ``dog 0.97, cat 0.03``."""
+        return ", ".join(f"{name} {probability:.{decimals}f}" for name, probability in self.top)
+
 
 @dataclass(frozen=True)
 class Unreadable:
     file: str
     reason: str
+
+
+CSV_COLUMNS = ("file", "predicted", "confidence", "top_classes", "error")
+
+
+def csv_rows(predictions: Sequence[Prediction], unreadable: Sequence[Unreadable]) -> list[tuple[str, ...]]:
+    """Rows under CSV_COLUMNS, sorted by file: a prediction leaves ``error`` empty, a failure the rest."""
+    rows = [(prediction.file, prediction.top[0][0], f"{prediction.top[0][1]:.6f}",
+             prediction.describe(decimals=6).replace(", ", "; "), "") for prediction in predictions]
+    rows += [(failure.file, "", "", "", failure.reason) for failure in unreadable]
+    return sorted(rows)
 
 
 def image_files(paths: Sequence[Path]) -> Iterator[Path]:
