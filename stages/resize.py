@@ -16,9 +16,10 @@ import logging
 from pathlib import Path
 
 from imgclf.files import atomic_directory, write_csv, write_json
-from imgclf.images import PREPROCESSING_FILE, Preprocessing, ResizeJob, output_name, resize_files
+from imgclf.images import ResizeJob, output_name, resize_files
 from imgclf.layout import SUBSETS, scan_folder
 from imgclf.params import load_section
+from imgclf.preprocessing import PREPROCESSING_FILE, Preprocessing
 from imgclf.split import count_by_class
 from imgclf.stage import run_stage
 

@@ -39,10 +39,10 @@ def main() -> None:
     from imgclf.dataset import load_image_folder
     from imgclf.figures import training_curves
     from imgclf.files import atomic_directory, write_json
-    from imgclf.images import PREPROCESSING_FILE, Preprocessing
     from imgclf.modelcard import write_model_card
     from imgclf.modelio import save_model
     from imgclf.models import build_model
+    from imgclf.preprocessing import PREPROCESSING_FILE, Preprocessing
     from imgclf.training import EpochLogger, compile_model, fit, make_deterministic, summary_metrics
 
     make_deterministic(params.seed)

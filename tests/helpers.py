@@ -286,10 +286,10 @@ def tiny_model_images(count_per_class: int, seed: int, size: int = 16) -> tuple[
 def train_tiny_model(folder: Path) -> Path:
     """Train simple_cnn on the tiny classes and save it as the train stage does; return the folder."""
     from imgclf.files import write_json
-    from imgclf.images import PREPROCESSING_FILE, Preprocessing
     from imgclf.modelio import save_model
     from imgclf.models import build_model
     from imgclf.params import AugmentParams, TrainParams
+    from imgclf.preprocessing import PREPROCESSING_FILE, Preprocessing
     from imgclf.training import compile_model, make_deterministic
 
     make_deterministic(0)

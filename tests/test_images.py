@@ -5,7 +5,17 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from imgclf.images import BACKGROUND, ResizeJob, fit_to_size, load_rgb, output_name, resize_files, to_rgb
+from imgclf.images import (
+    BACKGROUND,
+    DRAFT_MARGIN,
+    ResizeJob,
+    fit_to_size,
+    fitted_size,
+    load_rgb,
+    output_name,
+    resize_files,
+    to_rgb,
+)
 
 
 def pixels(image: Image.Image) -> np.ndarray:
@@ -103,3 +113,51 @@ def test_output_names_never_collide():
     taken: set[str] = set()
     names = [output_name(Path(name), taken) for name in ("a.jpg", "a.png", "b.jpeg")]
     assert names == ["a.png", "a_png.png", "b.png"]
+
+
+def photo_like(width: int, height: int, seed: int = 0) -> Image.Image:
+    """Smooth shapes plus sensor-like noise: detail at every scale, as in a photo."""
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:height, 0:width] / max(width, height)
+    base = np.stack([128 + 100 * np.sin(9 * x + 3 * y), 128 + 100 * np.cos(7 * y), 128 + 80 * np.sin(5 * (x + y))],
+                    axis=-1)
+    return Image.fromarray(np.clip(base + rng.normal(0, 3, base.shape), 0, 255).astype(np.uint8))
+
+
+@pytest.mark.parametrize(("mode", "expected"), [("stretch", (64, 32)), ("pad", (48, 32)), ("crop", (64, 43))])
+def test_fitted_size_before_padding_or_cropping(mode, expected):
+    assert fitted_size((300, 200), (32, 64), mode) == expected
+
+
+def test_a_large_jpeg_is_decoded_at_a_reduced_scale_that_keeps_the_margin(tmp_path):
+    path = tmp_path / "large.jpg"
+    photo_like(2400, 1600).save(path, quality=92)
+    decoded = load_rgb(path, size=(64, 64), mode="stretch")
+    assert decoded.image.size == (300, 200)  # 1/8 scale: still at least 2x the 64 pixels on each side
+    assert min(decoded.image.size) >= DRAFT_MARGIN * 64
+    assert load_rgb(path).image.size == (2400, 1600)  # no target: full size
+
+
+def test_reduced_scale_decoding_looks_the_same_as_a_full_decode(tmp_path):
+    path = tmp_path / "large.jpg"
+    photo_like(2400, 1600, seed=1).save(path, quality=92)
+    for mode in ("stretch", "pad", "crop"):
+        fast = np.asarray(fit_to_size(load_rgb(path, size=(96, 96), mode=mode).image, (96, 96), mode), float)
+        with Image.open(path) as full:
+            reference = np.asarray(fit_to_size(full.convert("RGB"), (96, 96), mode), float)
+        psnr = 10 * np.log10(255**2 / np.mean((fast - reference) ** 2))
+        assert psnr >= 35, (mode, psnr)
+
+
+def test_a_rotated_jpeg_asks_for_enough_pixels_on_its_upright_sides(tmp_path):
+    """Stored 3200 wide and 800 high, shown upright 800 wide and 3200 high (EXIF orientation 6).
+
+    For 100 wide and 25 high upright, the stored height must give 2x100 pixels: 1/4 scale. Reading
+    the target in stored orientation would allow 1/8 and leave only 100 pixels across.
+    """
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    path = tmp_path / "rotated.jpg"
+    photo_like(3200, 800).save(path, quality=92, exif=exif)
+    decoded = load_rgb(path, size=(25, 100), mode="stretch")
+    assert decoded.image.size == (200, 800)  # upright: width 200 >= 2 x 100, height 800 >= 2 x 25

@@ -42,8 +42,8 @@ def _load(model_dir: Path):
 
 def predict(args: argparse.Namespace) -> int:
     from imgclf.files import write_csv
-    from imgclf.images import PREPROCESSING_FILE, Preprocessing
     from imgclf.inference import CSV_COLUMNS, csv_rows, image_files, predict_files
+    from imgclf.preprocessing import PREPROCESSING_FILE, Preprocessing
 
     preprocessing = Preprocessing.load(args.model_dir / PREPROCESSING_FILE)
     model, class_names = _load(args.model_dir)

@@ -19,17 +19,25 @@ from pathlib import Path
 
 import numpy as np
 import simplejpeg
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
 from tqdm import tqdm
 
 from imgclf.errors import PipelineError
-from imgclf.files import read_json, write_json
 
 logger = logging.getLogger(__name__)
 
 # Transparent pixels become this colour: a fixed choice, so the same file always gives the same pixels.
 BACKGROUND = (255, 255, 255)
 RESAMPLING = Image.Resampling.LANCZOS
+# Speed levers, measured by benchmarks/resize.py (see benchmarks/README.md):
+# - a JPEG is decoded at the smallest libjpeg scale (1/2, 1/4, 1/8: Image.draft) that still leaves
+#   DRAFT_MARGIN times the pixels the resize needs on each side, so LANCZOS has detail to work with;
+# - LANCZOS first shrinks by whole factors with a box filter while the image stays REDUCING_GAP times
+#   larger than the target (Pillow's reducing_gap; 3 is "indistinguishable from fair resampling").
+DRAFT_MARGIN = 2
+REDUCING_GAP = 3.0
+# EXIF orientations that turn the picture by 90 degrees: its stored width is its upright height.
+TRANSPOSED_ORIENTATIONS = (5, 6, 7, 8)
 # What decoding a bad file raises in Pillow; anything else is a bug and stops the stage.
 DECODE_ERRORS = (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError,
                  Image.DecompressionBombError)
@@ -37,8 +45,6 @@ DECODE_ERRORS = (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFEr
 HIGH_DEPTH_MODES = ("I", "I;16", "I;16L", "I;16B", "I;16N", "F")
 # The size limit is ours (resize.max_megapixels), checked from the header before decoding.
 Image.MAX_IMAGE_PIXELS = None
-# Written beside the resized images, and copied beside the model, for `imgclf predict`.
-PREPROCESSING_FILE = "preprocessing.json"
 
 
 class TooLargeError(ValueError):
@@ -47,26 +53,6 @@ class TooLargeError(ValueError):
 
 class OutputWriteError(PipelineError):
     """A resized image could not be written (a full disk, a file size limit...)."""
-
-
-@dataclass(frozen=True)
-class Preprocessing:
-    """How the resize stage turned a file into model input (resize.size, resize.mode, resize.max_megapixels)."""
-
-    size: tuple[int, int]  # (height, width)
-    mode: str
-    max_megapixels: float
-
-    def save(self, path: Path) -> None:
-        write_json(path, {"size": list(self.size), "mode": self.mode, "max_megapixels": self.max_megapixels})
-
-    @classmethod
-    def load(cls, path: Path) -> Preprocessing:
-        if not Path(path).is_file():
-            raise PipelineError(f"{path} is missing: it records how images were resized for this model. "
-                                "Rerun the pipeline (dvc repro) to make it.")
-        values = read_json(path)
-        return cls(size=tuple(values["size"]), mode=values["mode"], max_megapixels=values["max_megapixels"])
 
 
 @dataclass(frozen=True)
@@ -134,16 +120,47 @@ def _high_depth_to_8bit(image: Image.Image) -> Image.Image:
     return Image.fromarray(scaled, mode="L")
 
 
+def fitted_size(source: tuple[int, int], size: tuple[int, int], mode: str) -> tuple[int, int]:
+    """The (width, height) that ``mode`` scales a (width, height) ``source`` to, before padding or cropping."""
+    source_width, source_height = source
+    height, width = size
+    if mode == "stretch":
+        return width, height
+    if mode not in ("pad", "crop"):
+        raise ValueError(f"unknown resize mode {mode!r}; choose stretch, pad or crop")
+    pick = min if mode == "pad" else max
+    scale = pick(width / source_width, height / source_height)
+    return max(1, round(source_width * scale)), max(1, round(source_height * scale))
+
+
 def fit_to_size(image: Image.Image, size: tuple[int, int], mode: str) -> Image.Image:
     """Resize an RGB image to (height, width): ``stretch``, ``pad`` (letterbox) or ``crop`` (center)."""
     height, width = size
+    scaled_width, scaled_height = fitted_size(image.size, size, mode)
+    if mode == "crop":  # resize only the centred region that fills the target
+        crop_width = min(image.width, image.width * width / scaled_width)
+        crop_height = min(image.height, image.height * height / scaled_height)
+        left, top = (image.width - crop_width) / 2, (image.height - crop_height) / 2
+        return image.resize((width, height), RESAMPLING, box=(left, top, left + crop_width, top + crop_height),
+                            reducing_gap=REDUCING_GAP)
+    resized = image.resize((scaled_width, scaled_height), RESAMPLING, reducing_gap=REDUCING_GAP)
     if mode == "stretch":
-        return image.resize((width, height), RESAMPLING)
-    if mode == "pad":
-        return ImageOps.pad(image, (width, height), method=RESAMPLING, color=BACKGROUND)
-    if mode == "crop":
-        return ImageOps.fit(image, (width, height), method=RESAMPLING)
-    raise ValueError(f"unknown resize mode {mode!r}; choose stretch, pad or crop")
+        return resized
+    canvas = Image.new("RGB", (width, height), BACKGROUND)
+    canvas.paste(resized, ((width - scaled_width) // 2, (height - scaled_height) // 2))
+    return canvas
+
+
+def draft_request(image: Image.Image, size: tuple[int, int], mode: str) -> tuple[int, int]:
+    """The smallest (width, height) to decode ``image`` at for a good resize to ``size`` in ``mode``.
+
+    In the file's stored orientation: an EXIF rotation by 90 degrees swaps the target's sides.
+    """
+    height, width = size
+    if image.getexif().get(ExifTags.Base.Orientation) in TRANSPOSED_ORIENTATIONS:
+        height, width = width, height
+    needed_width, needed_height = fitted_size(image.size, (height, width), mode)
+    return needed_width * DRAFT_MARGIN, needed_height * DRAFT_MARGIN
 
 
 def jpeg_warnings(data: bytes) -> list[str]:
@@ -160,10 +177,13 @@ def jpeg_warnings(data: bytes) -> list[str]:
     return []
 
 
-def load_rgb(path: Path, max_pixels: float | None = None) -> Decoded:
+def load_rgb(path: Path, max_pixels: float | None = None, size: tuple[int, int] | None = None,
+             mode: str = "stretch") -> Decoded:
     """Open and fully decode an image file, upright (EXIF orientation applied), as RGB.
 
-    The pixel count is checked from the header, before anything is decoded.
+    The pixel count is checked from the header, before anything is decoded. Given the ``size``
+    (height, width) and ``mode`` it will be resized to, a JPEG is decoded at a reduced scale that
+    still leaves DRAFT_MARGIN times the pixels the resize needs; without, at full size.
     """
     data = Path(path).read_bytes()
     with Image.open(io.BytesIO(data)) as image:
@@ -172,6 +192,8 @@ def load_rgb(path: Path, max_pixels: float | None = None) -> Decoded:
             raise TooLargeError(f"{width}x{height} is {width * height / 1e6:,.0f} megapixels, over "
                                 f"resize.max_megapixels ({max_pixels / 1e6:g}); refused before decoding")
         repairs = repairs_needed(image)
+        if size is not None and image.format == "JPEG":
+            image.draft(image.mode, draft_request(image, size, mode))
         image.load()
         warnings = jpeg_warnings(data) if image.format == "JPEG" else []
         return Decoded(to_rgb(ImageOps.exif_transpose(image)), repairs, warnings)
@@ -181,7 +203,7 @@ def resize_file(job: ResizeJob, size: tuple[int, int], mode: str,
                 max_pixels: float | None = None) -> ResizeOutcome:
     """Resize one file and write it as PNG; say whether it was used, repaired or skipped, and why."""
     try:
-        decoded = load_rgb(job.source, max_pixels)
+        decoded = load_rgb(job.source, max_pixels, size, mode)
         image = fit_to_size(decoded.image, size, mode)
     except DECODE_ERRORS as error:
         return ResizeOutcome(job.source, "skipped", f"{type(error).__name__}: {error}")

@@ -17,10 +17,10 @@ import numpy as np
 from tqdm import tqdm
 
 from imgclf.evaluation import class_probabilities
-from imgclf.images import DECODE_ERRORS, Preprocessing, fit_to_size, load_rgb
+from imgclf.images import DECODE_ERRORS, fit_to_size, load_rgb
+from imgclf.preprocessing import Preprocessing
 
 logger = logging.getLogger(__name__)
-
 
 
 @dataclass(frozen=True)
@@ -64,7 +64,7 @@ def image_files(paths: Sequence[Path]) -> Iterator[Path]:
 
 def prepare(path: Path, preprocessing: Preprocessing) -> np.ndarray:
     """One file as the model's input: decoded, upright, RGB, resized as the pipeline resized it."""
-    decoded = load_rgb(path, preprocessing.max_megapixels * 1e6)
+    decoded = load_rgb(path, preprocessing.max_megapixels * 1e6, preprocessing.size, preprocessing.mode)
     return np.asarray(fit_to_size(decoded.image, preprocessing.size, preprocessing.mode))
 
 
