@@ -16,6 +16,8 @@ from imgclf.models import AUGMENTATION_LAYER, build_model
 from imgclf.params import AugmentParams
 from tests.helpers import TINY_MODEL_CLASSES, tiny_model_images
 
+pytestmark = pytest.mark.slow  # they train a small model first (a few seconds)
+
 
 @pytest.fixture(scope="module")
 def test_folder(tmp_path_factory):

@@ -13,6 +13,8 @@ from PIL import Image
 from imgclf.cli import main
 from tests.helpers import TINY_MODEL_COLOURS, run
 
+pytestmark = pytest.mark.slow  # they train a small model first (a few seconds)
+
 
 def solid(colour, size, mode="RGB") -> Image.Image:
     rng = np.random.default_rng(sum(colour) + size[0])

@@ -69,9 +69,10 @@ def export_model(model: keras.Model, export_format: str, destination: Path, imag
     if keras.backend.backend() != "tensorflow":
         raise ExportError(f"exporting needs the TensorFlow backend (this is {keras.backend.backend()}): "
                           "run it with KERAS_BACKEND=tensorflow.")
-    serving_model = without_layer(model, AUGMENTATION_LAYER)
     inputs = images.astype(np.float32)
-    expected = serving_model.predict(inputs, batch_size=batch_size, verbose=0)
+    expected = model.predict(inputs, batch_size=batch_size, verbose=0)  # the trained model, as evaluate runs it
+    serving_model = without_layer(model, AUGMENTATION_LAYER)
+    serving_model.predict(inputs[:1], verbose=0)  # a rebuilt model must run once before Keras exports it
     destination.mkdir(parents=True, exist_ok=True)
     final_path = destination / OUTPUT_NAMES[export_format]
     with tempfile.TemporaryDirectory(dir=destination, prefix=".export-") as scratch:
@@ -104,7 +105,7 @@ def export_all(model: keras.Model, formats: typing.Sequence[str], destination: P
     report = read_json(report_path) if report_path.is_file() else {}
     for export_format in formats:
         report[export_format] = export_model(model, export_format, destination, images).as_dict()
-    write_json(report_path, report)
+        write_json(report_path, report)  # after each: a later failure keeps the record of those made
     return report
 
 

@@ -38,6 +38,7 @@ def _current_umask() -> int:
 # Read once at import, before any thread starts: os.umask can only be read by setting it.
 UMASK = _current_umask()
 
+
 @contextlib.contextmanager
 def atomic_directory(final: Path) -> Iterator[Path]:
     """Yield an empty temporary folder that replaces ``final`` only if the block succeeds."""
