@@ -17,6 +17,7 @@ from typing import Any
 
 import keras
 
+import imgclf.augment  # noqa: F401  (registers RandomAffine, so that models using it load in safe mode)
 from imgclf.errors import PipelineError
 
 ZIP_EPOCH = (1980, 1, 1, 0, 0, 0)  # the earliest time a zip entry can hold

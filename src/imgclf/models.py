@@ -12,6 +12,7 @@ from collections.abc import Callable
 import keras
 from keras import layers
 
+from imgclf.augment import RandomAffine
 from imgclf.params import AugmentParams
 
 # Each architecture's own dropout rate, used when train.dropout_rate is null.
@@ -75,23 +76,16 @@ POOLINGS = {"simple_cnn": 2, "small_convnet": 4, "cifar_cnn": 3}
 
 
 def augmentation(augment: AugmentParams, seed: int | None) -> list[layers.Layer]:
-    """The random layers for ``train.augment``; each gets its own seed derived from ``seed``."""
-    def layer_seed(offset: int) -> int | None:
-        return None if seed is None else seed + offset
-
-    flips = {(True, False): "horizontal", (False, True): "vertical", (True, True): "horizontal_and_vertical"}
+    """The random layers for ``train.augment``: the geometry in one :class:`RandomAffine`, then contrast."""
     pipeline: list[layers.Layer] = []
-    flip_mode = flips.get((augment.horizontal_flip, augment.vertical_flip))
-    if flip_mode is not None:
-        pipeline.append(layers.RandomFlip(flip_mode, seed=layer_seed(0)))
-    if augment.rotation > 0:
-        pipeline.append(layers.RandomRotation(augment.rotation, seed=layer_seed(1)))
-    if augment.zoom > 0:
-        pipeline.append(layers.RandomZoom(augment.zoom, seed=layer_seed(2)))
-    if augment.translation > 0:
-        pipeline.append(layers.RandomTranslation(augment.translation, augment.translation, seed=layer_seed(3)))
+    geometric = (augment.horizontal_flip or augment.vertical_flip or augment.rotation > 0 or augment.zoom > 0
+                 or augment.translation > 0)
+    if geometric:
+        pipeline.append(RandomAffine(horizontal_flip=augment.horizontal_flip, vertical_flip=augment.vertical_flip,
+                                     rotation=augment.rotation, zoom=augment.zoom, translation=augment.translation,
+                                     seed=seed, name="random_affine"))
     if augment.contrast > 0:
-        pipeline.append(layers.RandomContrast(augment.contrast, seed=layer_seed(4)))
+        pipeline.append(layers.RandomContrast(augment.contrast, seed=None if seed is None else seed + 1))
     return pipeline
 
 
