@@ -38,11 +38,9 @@ def main() -> None:
     from imgclf.dataset import load_image_folder
     from imgclf.evaluation import (
         class_probabilities,
-        most_confident_mistakes,
         precision_recall_rows,
         prediction_rows,
         roc_rows,
-        samples_per_class,
         score_predictions,
     )
     from imgclf.files import atomic_directory, read_json, write_csv, write_json
@@ -62,22 +60,10 @@ def main() -> None:
                              staging / "roc.png", diagonal=True)
         figures.class_curves(precision_recall, "recall", "precision", "Precision-recall (one class vs the rest)",
                              staging / "precision_recall.png")
-        mistakes = most_confident_mistakes(labels, probabilities, params.mistakes)
-        figures.image_grid(
-            [test_set.images[i] for i in mistakes],
-            [f"{class_names[predicted[i]]} {probabilities[i, predicted[i]]:.2f}\n(is {class_names[labels[i]]})"
-             for i in mistakes],
-            f"The {len(mistakes)} most confident mistakes: predicted class and confidence (true class)",
-            staging / "mistakes.png", caption_colors=["firebrick"] * len(mistakes))
-        samples = [index for indices in samples_per_class(labels, len(class_names), params.samples_per_class)
-                   for index in indices]
-        figures.image_grid(
-            [test_set.images[i] for i in samples],
-            [f"{class_names[labels[i]]}: {'right' if predicted[i] == labels[i] else class_names[predicted[i]]}"
-             for i in samples],
-            "Test images per class (true class: prediction)", staging / "samples.png",
-            columns=params.samples_per_class,
-            caption_colors=["black" if predicted[i] == labels[i] else "firebrick" for i in samples])
+        figures.mistakes_gallery(test_set.images, labels, probabilities, class_names, params.mistakes,
+                                 staging / "mistakes.png")
+        figures.samples_grid(test_set.images, labels, probabilities, class_names, params.samples_per_class,
+                             staging / "samples.png")
 
     metrics = score_predictions(labels, probabilities, class_names, params.top_k, params.calibration_bins)
     write_csv(args.roc, ["class", "point", "fpr", "tpr"], roc)

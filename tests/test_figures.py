@@ -22,10 +22,14 @@ def test_figures_are_pngs_and_reproducible(tmp_path):
         figures.class_curves(curves, "fpr", "tpr", "ROC", tmp_path / attempt / "roc.png", diagonal=True)
         figures.image_grid(images, [f"image {i}" for i in range(5)], "grid", tmp_path / attempt / "grid.png", columns=3)
         figures.image_grid([], [], "no mistakes", tmp_path / attempt / "empty.png")
+        probabilities = rng.dirichlet(np.ones(3), 30)
+        pixels = rng.integers(0, 256, (30, 16, 16, 3), dtype=np.uint8)
+        figures.mistakes_gallery(pixels, labels, probabilities, ("x", "y", "z"), 6, tmp_path / attempt / "mistakes.png")
+        figures.samples_grid(pixels, labels, probabilities, ("x", "y", "z"), 4, tmp_path / attempt / "samples.png")
         rng = np.random.default_rng(0)
         labels = rng.integers(0, 3, 30)
         images = [rng.integers(0, 256, (16, 16, 3), dtype=np.uint8) for _ in range(5)]
-    for name in ("curves.png", "cm.png", "roc.png", "grid.png", "empty.png"):
+    for name in ("curves.png", "cm.png", "roc.png", "grid.png", "empty.png", "mistakes.png", "samples.png"):
         with Image.open(tmp_path / "first" / name) as image:
             assert image.format == "PNG" and min(image.size) > 200, name
         assert (tmp_path / "first" / name).read_bytes() == (tmp_path / "second" / name).read_bytes(), name

@@ -17,6 +17,8 @@ import matplotlib.pyplot as plt  # noqa: E402  (the backend must be chosen first
 import numpy as np  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
+from imgclf.evaluation import most_confident_mistakes, samples_per_class  # noqa: E402
+
 DPI = 100
 
 
@@ -102,3 +104,28 @@ def image_grid(images: Sequence[np.ndarray], captions: Sequence[str], title: str
         axes[0, 0].text(0.5, 0.5, "nothing to show", ha="center", va="center")
     figure.suptitle(title)
     save_figure(figure, path)
+
+
+def mistakes_gallery(images: np.ndarray, labels: np.ndarray, probabilities: np.ndarray,
+                     class_names: Sequence[str], count: int, path: Path) -> None:
+    """The ``count`` most confident mistakes: each image with the predicted class, its confidence, the truth."""
+    predicted = probabilities.argmax(axis=1)
+    chosen = most_confident_mistakes(labels, probabilities, count)
+    image_grid([images[i] for i in chosen],
+               [f"{class_names[predicted[i]]} {probabilities[i, predicted[i]]:.2f}\n(is {class_names[labels[i]]})"
+                for i in chosen],
+               f"The {len(chosen)} most confident mistakes: predicted class and confidence (true class)",
+               path, caption_colors=["firebrick"] * len(chosen))
+
+
+def samples_grid(images: np.ndarray, labels: np.ndarray, probabilities: np.ndarray, class_names: Sequence[str],
+                 per_class: int, path: Path) -> None:
+    """A row of test images per class, captioned "true class: right" or with the wrong prediction in red."""
+    predicted = probabilities.argmax(axis=1)
+    chosen = [index for indices in samples_per_class(labels, len(class_names), per_class) for index in indices]
+    right = [predicted[i] == labels[i] for i in chosen]
+    image_grid([images[i] for i in chosen],
+               [f"{class_names[labels[i]]}: {'right' if ok else class_names[predicted[i]]}"
+                for i, ok in zip(chosen, right, strict=True)],
+               "Test images per class (true class: prediction)", path, columns=per_class,
+               caption_colors=["black" if ok else "firebrick" for ok in right])
