@@ -31,15 +31,9 @@ def main() -> None:
 
     with atomic_directory(args.output) as staging:
         if params.formats:
-            from imgclf.dataset import load_image_folder
             from imgclf.export import export_all
-            from imgclf.files import read_json
-            from imgclf.modelio import load_model
 
-            class_names = read_json(args.model_dir / "classes.json")
-            model = load_model(args.model_dir / "model.keras")
-            images = load_image_folder(args.test, class_names).images
-            report = export_all(model, params.formats, staging, images)
+            report = export_all(args.model_dir, args.test, params.formats, staging)
         else:
             logger.info("export.formats is empty: nothing to export (e.g. dvc exp run -S 'export.formats=[onnx]')")
             report = {}

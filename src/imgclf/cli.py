@@ -31,22 +31,15 @@ def summary(metrics_path: Path) -> str:
             f"macro F1 {metrics['macro_f1']:.4f}) on {metrics['test_images']} test images")
 
 
-def _load(model_dir: Path):
-    from imgclf.modelio import load_model
-
-    model_file = model_dir / "model.keras"
-    if not model_file.is_file():
-        raise PipelineError(f"no model at {model_file}: train one first (dvc repro), or pass --model-dir.")
-    return load_model(model_file), read_json(model_dir / "classes.json")
-
-
 def predict(args: argparse.Namespace) -> int:
     from imgclf.files import write_csv
     from imgclf.inference import CSV_COLUMNS, csv_rows, image_files, predict_files
+    from imgclf.modelio import load_model
     from imgclf.preprocessing import PREPROCESSING_FILE, Preprocessing
 
     preprocessing = Preprocessing.load(args.model_dir / PREPROCESSING_FILE)
-    model, class_names = _load(args.model_dir)
+    model = load_model(args.model_dir / "model.keras")
+    class_names = read_json(args.model_dir / "classes.json")
     top_k = min(args.top_k, len(class_names))
     predictions, unreadable = predict_files(model, class_names, preprocessing, image_files(args.paths),
                                             top_k=top_k, batch_size=args.batch_size)
@@ -68,13 +61,10 @@ def predict(args: argparse.Namespace) -> int:
 
 
 def export(args: argparse.Namespace) -> int:
-    from imgclf.dataset import load_image_folder
     from imgclf.export import export_all
 
-    model, class_names = _load(args.model_dir)
-    images = load_image_folder(args.test, class_names).images
     formats = list(dict.fromkeys(args.format))
-    report = export_all(model, formats, args.output, images)
+    report = export_all(args.model_dir, args.test, formats, args.output)
     for export_format in formats:
         check = report[export_format]
         print(f"{export_format}: {args.output / check['path']} matches the Keras model on {check['images']} "

@@ -7,7 +7,7 @@ well: ``accuracy``, ``top_5_accuracy``, ``loss``, ``macro_f1``, ``weighted_f1``,
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -129,28 +129,37 @@ def roc_rows(labels: np.ndarray, probabilities: np.ndarray,
 
     ``point`` numbers the points of one curve in drawing order (a chart joins them in that order).
     """
-    rows = []
-    for index in curve_classes(class_names):
-        positives = labels == index
-        if positives.all() or not positives.any():
-            continue
-        fpr, tpr, _ = roc_curve(positives, probabilities[:, index])
-        rows.extend((class_names[index], point, _round(x), _round(y))
-                    for point, (x, y) in enumerate(_thin(fpr, tpr)))
-    return rows
+    def curve(positives: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        fpr, tpr, _ = roc_curve(positives, scores)
+        return fpr, tpr
+
+    return _curve_rows(labels, probabilities, class_names, curve, needs_negatives=True)
 
 
 def precision_recall_rows(labels: np.ndarray, probabilities: np.ndarray,
                           class_names: Sequence[str]) -> list[tuple[str, int, float, float]]:
     """(class, point, recall, precision) along each class's one-vs-rest precision-recall curve."""
+    def curve(positives: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        precision, recall, _ = precision_recall_curve(positives, scores)
+        return recall[::-1], precision[::-1]  # from low to full recall
+
+    return _curve_rows(labels, probabilities, class_names, curve, needs_negatives=False)
+
+
+def _curve_rows(labels: np.ndarray, probabilities: np.ndarray, class_names: Sequence[str],
+                curve: Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]],
+                needs_negatives: bool) -> list[tuple[str, int, float, float]]:
+    """``curve`` of each class of :func:`curve_classes` against the rest, thinned, as (class, point, x, y).
+
+    A class without test images gets no curve, nor, when ``needs_negatives``, one that has them all.
+    """
     rows = []
     for index in curve_classes(class_names):
         positives = labels == index
-        if not positives.any():
+        if not positives.any() or (needs_negatives and positives.all()):
             continue
-        precision, recall, _ = precision_recall_curve(positives, probabilities[:, index])
-        rows.extend((class_names[index], point, _round(x), _round(y))
-                    for point, (x, y) in enumerate(_thin(recall[::-1], precision[::-1])))
+        x, y = curve(positives, probabilities[:, index])
+        rows.extend((class_names[index], point, _round(px), _round(py)) for point, (px, py) in enumerate(_thin(x, y)))
     return rows
 
 

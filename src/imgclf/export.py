@@ -96,11 +96,18 @@ def export_model(model: keras.Model, export_format: str, destination: Path, imag
     return check
 
 
-def export_all(model: keras.Model, formats: typing.Sequence[str], destination: Path,
-               images: np.ndarray) -> dict[str, dict[str, object]]:
-    """Export in each of ``formats``; return the checks by format, also merged into ``report.json``."""
-    from imgclf.files import read_json, write_json
+def export_all(model_dir: Path, test_folder: Path, formats: typing.Sequence[str],
+               destination: Path) -> dict[str, dict[str, object]]:
+    """Export the model of ``model_dir`` in each of ``formats``, each checked on the images of ``test_folder``.
 
+    Returns the checks by format, also merged into ``destination/report.json``.
+    """
+    from imgclf.dataset import load_image_folder
+    from imgclf.files import read_json, write_json
+    from imgclf.modelio import load_model
+
+    model = load_model(model_dir / "model.keras")
+    images = load_image_folder(test_folder, read_json(model_dir / "classes.json")).images
     report_path = destination / "report.json"
     report = read_json(report_path) if report_path.is_file() else {}
     for export_format in formats:
@@ -110,7 +117,9 @@ def export_all(model: keras.Model, formats: typing.Sequence[str], destination: P
 
 
 def _top1(outputs: np.ndarray) -> np.ndarray:
-    return (outputs[:, 0] > 0.5).astype(int) if outputs.shape[1] == 1 else outputs.argmax(axis=1)
+    from imgclf.evaluation import class_probabilities
+
+    return class_probabilities(outputs).argmax(axis=1)
 
 
 def _batches(inputs: np.ndarray, batch_size: int) -> list[np.ndarray]:

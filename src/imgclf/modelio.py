@@ -63,6 +63,8 @@ def _renumber_shared_objects(node: Any, numbers: dict[int, int]) -> Any:
 
 def load_model(path: Path) -> keras.Model:
     """Load a ``.keras`` file in safe mode; a file with embedded code is refused with a message."""
+    if not Path(path).is_file():
+        raise PipelineError(f"no model at {path}: train one first (dvc repro).")
     try:
         return keras.saving.load_model(path, safe_mode=True)
     except ValueError as error:
