@@ -12,12 +12,12 @@ each class), brought to the training size by the resize stage's own code, as PNG
    - the seeds' way: ``tf_keras`` ``ImageDataGenerator(...).flow_from_directory(...)``, every batch
      drawn (it reads and decodes the files again every epoch and augments image by image);
    - ours: the train stage's path: :func:`imgclf.dataset.load_image_folder` once, then
-     :func:`imgclf.training.fit` of a model whose only work is the stage's augmentation layers
+     :func:`imgclf.training.train` of a model whose only work is the stage's augmentation layers
      (a pooling and a dense layer after them, so there is something to train).
    Both report their median epoch; ours leaves out its first (tracing and compiling), and also
    prints its rate over the whole run, loading the images included.
 2. Fit, 32x32, ``simple_cnn`` and ``cifar_cnn``: training images per second of the stage's
-   :func:`imgclf.training.fit` (with its best-weights and DVCLive callbacks) against ``model.fit`` on
+   :func:`imgclf.training.train` (with its best-weights and DVCLive callbacks) against ``model.fit`` on
    the same arrays with no callbacks; the first epoch (tracing and compiling) is left out of both.
 
 The last line is the loader ratio; the fit ratios are printed just above it.
@@ -44,10 +44,10 @@ from imgclf.dataset import load_image_folder  # noqa: E402
 from imgclf.images import ResizeJob, resize_files  # noqa: E402
 from imgclf.models import augmentation, build_model  # noqa: E402
 from imgclf.params import AugmentParams, TrainParams  # noqa: E402
-from imgclf.training import EpochLogger, compile_model, fit, make_deterministic  # noqa: E402
+from imgclf.training import LiveSink, compile_model, make_deterministic, train  # noqa: E402
 
 ARCHIVE = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "cifar10-jpg.tar.gz"
-SEEDS_AUGMENTATION = AugmentParams(horizontal_flip=True, rotation=10 / 360, translation=0.2)
+SEEDS_AUGMENTATION = AugmentParams(horizontal_flip=True, rotation=10, width_shift=0.2, height_shift=0.2)
 LOADER_TARGET = 5.0
 FIT_TARGET = 0.9
 BATCH_SIZE = 32
@@ -120,10 +120,9 @@ def our_loader(folder: Path, epochs: int) -> tuple[float, float]:
     features = keras.layers.GlobalAveragePooling2D()(features)
     model = keras.Model(inputs, keras.layers.Dense(len(train_set.class_names), activation="softmax")(features))
     params = TrainParams(epochs=epochs, batch_size=BATCH_SIZE)
-    compile_model(model, params)
     val_set = load_image_folder(folder, train_set.class_names)  # the stage validates every epoch too
     timer = EpochTimes()
-    fit(model, train_set, val_set, params, callbacks=[timer])
+    train(lambda: model, train_set, val_set, params, callbacks=[timer])
     whole_run = epochs * len(train_set) / (time.perf_counter() - start)
     return len(train_set) / statistics.median(timer.seconds[1:]), whole_run
 
@@ -136,12 +135,12 @@ def training_rates(name: str, folder: Path, epochs: int, history: Path) -> tuple
     for stage_way in (True, False):
         make_deterministic(0)
         model = build_model(name, train_set.images.shape[1:], len(train_set.class_names), seed=0)
-        compile_model(model, params)
         timer = EpochTimes()
         if stage_way:
             with Live(dir=str(history), dvcyaml=None, save_dvc_exp=False, report=None) as live:
-                fit(model, train_set, train_set, params, callbacks=[timer, EpochLogger(live)])
+                train(lambda: model, train_set, train_set, params, sinks=[LiveSink(live)], callbacks=[timer])  # noqa: B023
         else:
+            compile_model(model, params)
             model.fit(train_set.images, train_set.labels, validation_data=(train_set.images, train_set.labels),
                       batch_size=BATCH_SIZE, epochs=epochs, shuffle=True, callbacks=[timer], verbose=0)
         rates.append(len(train_set) / statistics.median(timer.seconds[1:]))

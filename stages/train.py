@@ -4,8 +4,10 @@ Reads:  data/resized/train, data/resized/val, data/resized/preprocessing.json, p
 Writes: models/model.keras (the best epoch's weights), models/classes.json (index -> class name),
         models/preprocessing.json (how images were resized, for `imgclf predict`), models/summary.txt
         (layers and parameter counts; models/architecture.png too when Graphviz is installed),
-        metrics/train.json (the kept epoch's scores), metrics/history/ (DVCLive: per-epoch train
-        and validation loss and accuracy, for `dvc plots`), metrics/figures/train/training_curves.png
+        metrics/train.json (the kept epoch's scores, the device, the training images per second),
+        metrics/history/ (DVCLive: per-epoch curves, for `dvc plots` and a running `dvc exp show`),
+        metrics/figures/train/ (training curves; augmented training images), logs/tensorboard/
+Keeps:  checkpoints/train/ while it runs: with train.resume, an interrupted run continues from there
 Run:    dvc repro train   or   dvc exp run -S train.epochs=50
 """
 
@@ -13,12 +15,16 @@ from __future__ import annotations
 
 import argparse
 import logging
+import shutil
 from pathlib import Path
 
 from imgclf.params import load_section
 from imgclf.stage import run_stage
 
 logger = logging.getLogger(__name__)
+
+AUGMENTED_EXAMPLES = 8  # training images in the augmented grid
+AUGMENTED_VARIANTS = 5  # random augmentations of each
 
 
 def main() -> None:
@@ -29,33 +35,58 @@ def main() -> None:
     parser.add_argument("--metrics", type=Path, required=True, help="JSON summary of the kept epoch")
     parser.add_argument("--preprocessing", type=Path, required=True, help="the resize stage's preprocessing.json")
     parser.add_argument("--history", type=Path, required=True, help="DVCLive folder for per-epoch curves")
-    parser.add_argument("--figures", type=Path, required=True, help="folder for the training curves PNG")
+    parser.add_argument("--figures", type=Path, required=True, help="folder for the training PNGs")
+    parser.add_argument("--tensorboard", type=Path, default=Path("logs/tensorboard"),
+                        help="folder for TensorBoard event files (train.tensorboard)")
+    parser.add_argument("--checkpoints", type=Path, default=Path("checkpoints/train"),
+                        help="folder for the last epoch's checkpoint while training runs")
     args = parser.parse_args()
     params = load_section("train")  # checked before Keras is imported: a bad param fails fast
 
     import keras
+    import numpy as np
     from dvclive import Live
 
     from imgclf.dataset import load_image_folder
-    from imgclf.figures import training_curves
+    from imgclf.devices import setup_devices
+    from imgclf.figures import augmented_grid, training_curves
     from imgclf.files import atomic_directory, write_json
     from imgclf.modelcard import write_model_card
     from imgclf.modelio import save_model
-    from imgclf.models import build_model
+    from imgclf.models import augmentation, build_from_params
     from imgclf.preprocessing import PREPROCESSING_FILE, Preprocessing
-    from imgclf.training import EpochLogger, compile_model, fit, make_deterministic, summary_metrics
+    from imgclf.training import (
+        Checkpoints,
+        LiveSink,
+        TensorBoardSink,
+        fingerprint,
+        make_deterministic,
+        summary_metrics,
+        train,
+    )
 
+    devices = setup_devices(params.distribution, params.mixed_precision)  # first: TensorFlow's strategies need it
     make_deterministic(params.seed)
     train_set = load_image_folder(args.train)
     val_set = load_image_folder(args.val, train_set.class_names)
-    model = build_model(params.model, train_set.images.shape[1:], len(train_set.class_names),
-                        params.dropout_rate, params.augment, params.seed)
-    compile_model(model, params)
-    logger.info("training %s (%s parameters) with the %s backend", params.model,
-                f"{model.count_params():,}", keras.backend.backend())
 
+    def build() -> keras.Model:
+        model = build_from_params(params, train_set.images, len(train_set.class_names))
+        logger.info("training %s (%s parameters)", model.name, f"{model.count_params():,}")
+        return model
+
+    checkpoints = Checkpoints(args.checkpoints, fingerprint(params, train_set.images, train_set.labels,
+                                                             val_set.images, val_set.labels))
+    if not params.resume:
+        checkpoints.clear()
     with Live(dir=str(args.history), dvcyaml=None, save_dvc_exp=False, report=None) as live:
-        result = fit(model, train_set, val_set, params, callbacks=[EpochLogger(live)])
+        sinks = [LiveSink(live)]
+        if params.tensorboard:
+            shutil.rmtree(args.tensorboard, ignore_errors=True)
+            tensorboard = TensorBoardSink.create(args.tensorboard)
+            sinks += [tensorboard] if tensorboard else []
+        model, result = train(build, train_set, val_set, params, sinks=sinks, checkpoints=checkpoints,
+                              scope=devices.scope, shard=devices.shard)
 
     with atomic_directory(args.model_dir) as staging:
         save_model(model, staging / "model.keras")
@@ -64,7 +95,16 @@ def main() -> None:
         write_model_card(model, staging)
     with atomic_directory(args.figures) as staging:
         training_curves(result.history, result.best_epoch, staging / "training_curves.png")
-    write_json(args.metrics, summary_metrics(result, model, train_set, val_set))
+        random_layers = augmentation(params.augment, params.seed)
+        if random_layers:  # a copy of the model's random layers, so the model's own random state is untouched
+            examples = train_set.images[np.linspace(0, len(train_set) - 1, AUGMENTED_EXAMPLES).astype(int)]
+            layer = keras.Sequential(random_layers)
+            variants = [np.clip(keras.ops.convert_to_numpy(layer(examples.astype("float32"), training=True)), 0, 255)
+                        .round().astype(np.uint8) for _ in range(AUGMENTED_VARIANTS)]
+            augmented_grid(examples, variants, staging / "augmented.png")
+    run_details = {**devices.summary(), "train_images_per_second": result.images_per_second}
+    write_json(args.metrics, summary_metrics(result, model, train_set, val_set, params, run_details))
+    checkpoints.clear()  # the run is complete: nothing to resume
 
 
 if __name__ == "__main__":

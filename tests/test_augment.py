@@ -1,5 +1,6 @@
-"""RandomAffine: each setting changes training images when on and leaves them when off; flips are
-exact mirrors; inference never changes an image; a seed fixes the draws."""
+"""ImageDataGenerator parity: each augmentation setting of train.augment changes training images
+when on and leaves them when off; inference never changes an image; the geometry follows
+ImageDataGenerator's units; featurewise normalisation and rescale."""
 
 from __future__ import annotations
 
@@ -8,31 +9,70 @@ import numpy as np
 import pytest
 
 from imgclf.augment import RandomAffine
+from imgclf.models import ChannelStatistics, augmentation, build_model
+from imgclf.params import AugmentParams
 
-IMAGES = np.random.default_rng(0).uniform(0, 255, size=(16, 12, 12, 3)).astype("float32")
-SETTINGS = {"horizontal_flip": True, "vertical_flip": True, "rotation": 0.1, "zoom": 0.2, "translation": 0.2}
-
-
-def augmented(layer: RandomAffine, images: np.ndarray = IMAGES, training: bool = True) -> np.ndarray:
-    return keras.ops.convert_to_numpy(layer(images, training=training))
-
-
-@pytest.mark.parametrize("setting", sorted(SETTINGS))
-def test_each_setting_changes_training_images_and_never_inference_ones(setting):
-    layer = RandomAffine(**{setting: SETTINGS[setting]}, seed=1)
-    changed = [not np.allclose(out, original, atol=1e-3) for out, original in zip(augmented(layer), IMAGES,
-                                                                                     strict=True)]
-    assert sum(changed) >= 4, setting  # a flip leaves about half the images as they were
-    np.testing.assert_array_equal(augmented(layer, training=False), IMAGES)
+IMAGES = np.random.default_rng(0).uniform(0, 200, size=(16, 12, 12, 3)).astype("float32")
+# every setting of train.augment that changes images, with a value that is on
+SETTINGS_ON = {"horizontal_flip": True, "vertical_flip": True, "rotation": 30.0, "width_shift": 0.2,
+               "height_shift": 0.2, "shear": 30.0, "zoom": 0.3, "brightness": (0.5, 1.5), "contrast": 0.5}
 
 
-def test_all_settings_off_leave_training_images_as_they_are():
-    np.testing.assert_allclose(augmented(RandomAffine(seed=1)), IMAGES, atol=1e-4)
+def augmented(params: AugmentParams, images: np.ndarray = IMAGES, training: bool = True, seed: int = 1) -> np.ndarray:
+    random_layers = augmentation(params, seed)
+    if not random_layers:
+        return images
+    return keras.ops.convert_to_numpy(keras.Sequential(random_layers)(images, training=training))
+
+
+def changed_images(outputs: np.ndarray, images: np.ndarray = IMAGES) -> int:
+    return sum(not np.allclose(out, original, atol=1e-3) for out, original in zip(outputs, images, strict=True))
+
+
+@pytest.mark.parametrize("setting", sorted(SETTINGS_ON))
+def test_each_setting_changes_training_images_when_on_and_never_inference_ones(setting):
+    params = AugmentParams(**{setting: SETTINGS_ON[setting]})
+    assert changed_images(augmented(params)) >= 4, setting  # a flip leaves about half the images as they were
+    np.testing.assert_array_equal(augmented(params, training=False), IMAGES)
+
+
+@pytest.mark.parametrize("setting", sorted(SETTINGS_ON))
+def test_each_setting_off_leaves_training_images_as_they_are(setting):
+    off = AugmentParams(**{setting: AugmentParams.__dataclass_fields__[setting].default})
+    others_on = {name: value for name, value in SETTINGS_ON.items() if name != setting}
+    assert augmentation(off, seed=1) == []  # nothing is added for a setting that is off
+    # and with every other setting on, turning this one on changes what comes out
+    assert not np.allclose(augmented(AugmentParams(**others_on)), augmented(AugmentParams(**SETTINGS_ON)))
+
+
+def test_fill_mode_and_cval_decide_the_pixels_from_outside_the_image():
+    shifted = {"width_shift": 0.4, "height_shift": 0.4}
+    constant = augmented(AugmentParams(**shifted, fill_mode="constant", cval=7.0))
+    assert (constant == 7.0).any()
+    nearest = augmented(AugmentParams(**shifted, fill_mode="nearest"))
+    assert not (nearest == 7.0).any()
+    for mode in ("reflect", "wrap"):
+        assert not np.allclose(augmented(AugmentParams(**shifted, fill_mode=mode)), nearest), mode
+
+
+def test_width_shift_moves_columns_and_height_shift_rows():
+    rows = np.repeat(np.arange(12, dtype="float32")[None, :, None, None] * 10, 12, axis=2).repeat(3, axis=3)
+    rows = np.repeat(rows, 8, axis=0)  # every row one value: a horizontal move changes nothing
+    np.testing.assert_allclose(augmented(AugmentParams(width_shift=0.3), rows), rows, atol=1e-3)
+    assert changed_images(augmented(AugmentParams(height_shift=0.3), rows), rows) >= 4
+
+
+def test_brightness_multiplies_each_image_by_one_factor_from_the_range():
+    outputs = augmented(AugmentParams(brightness=(0.5, 1.2)))  # IMAGES < 200: 1.2 x stays below 255
+    factors = outputs / np.maximum(IMAGES, 1e-3)
+    per_image = np.median(factors.reshape(len(IMAGES), -1), axis=1)
+    assert ((per_image >= 0.5 - 1e-4) & (per_image <= 1.2 + 1e-4)).all()
+    np.testing.assert_allclose(outputs, IMAGES * per_image[:, None, None, None], rtol=1e-4)
 
 
 @pytest.mark.parametrize(("setting", "axis"), [("horizontal_flip", 2), ("vertical_flip", 1)])
 def test_a_flip_is_an_exact_mirror(setting, axis):
-    outputs = augmented(RandomAffine(**{setting: True}, seed=3))
+    outputs = augmented(AugmentParams(**{setting: True}), seed=3)
     mirrors = np.flip(IMAGES, axis=axis)
     flipped = [np.allclose(out, mirror, atol=1e-3) for out, mirror in zip(outputs, mirrors, strict=True)]
     kept = [np.allclose(out, original, atol=1e-3) for out, original in zip(outputs, IMAGES, strict=True)]
@@ -40,20 +80,49 @@ def test_a_flip_is_an_exact_mirror(setting, axis):
     assert 0 < sum(flipped) < len(IMAGES)
 
 
-def test_constant_fill_uses_the_fill_value_outside_the_image():
-    layer = RandomAffine(translation=0.4, fill_mode="constant", fill_value=-7.0, seed=2)
-    assert (augmented(layer) == -7.0).any()
-    assert not (augmented(RandomAffine(translation=0.4, seed=2)) == -7.0).any()  # reflect: no fill
+def test_rotation_is_in_degrees():
+    # a centred square rotated by at most 2 degrees stays nearly where it is; by up to 45 it does not
+    square = np.zeros((8, 33, 33, 3), "float32")
+    square[:, 8:25, 8:25] = 255
+    small = augmented(AugmentParams(rotation=2.0, fill_mode="constant"), square)
+    large = augmented(AugmentParams(rotation=45.0, fill_mode="constant"), square)
+    assert np.abs(small - square).mean() < np.abs(large - square).mean() / 4
 
 
 def test_a_seed_fixes_the_draws():
-    first = augmented(RandomAffine(**SETTINGS, seed=5))
-    np.testing.assert_array_equal(first, augmented(RandomAffine(**SETTINGS, seed=5)))
-    assert not np.allclose(first, augmented(RandomAffine(**SETTINGS, seed=6)))
+    everything = AugmentParams(**SETTINGS_ON)
+    np.testing.assert_array_equal(augmented(everything, seed=5), augmented(everything, seed=5))
+    assert not np.allclose(augmented(everything, seed=5), augmented(everything, seed=6))
 
 
 def test_config_round_trips_and_bad_fill_mode_is_refused():
-    layer = RandomAffine(**SETTINGS, fill_mode="constant", fill_value=1.0, seed=4)
+    layer = RandomAffine(rotation=10, shear=5, zoom=0.2, width_shift=0.1, fill_mode="constant", fill_value=1.0, seed=4)
     assert RandomAffine.from_config(layer.get_config()).get_config() == layer.get_config()
-    with pytest.raises(ValueError, match="reflect, wrap, constant, nearest"):
+    with pytest.raises(ValueError, match="nearest, reflect, wrap, constant"):
         RandomAffine(fill_mode="mirror-ish")
+
+
+@pytest.mark.parametrize(("center", "standardize"), [(True, False), (True, True), (False, True)])
+def test_featurewise_normalisation_uses_the_training_split_statistics(center, standardize):
+    images = np.random.default_rng(1).integers(0, 256, size=(50, 6, 6, 3), dtype=np.uint8)
+    images[..., 1] //= 4  # channels with different statistics
+    stats = ChannelStatistics.of(images, 1 / 255, center, standardize)
+    scaled = images.astype(np.float64) / 255
+    expected_mean = scaled.mean(axis=(0, 1, 2)) if center else np.zeros(3)
+    np.testing.assert_allclose(stats.mean, expected_mean, rtol=1e-9)
+    np.testing.assert_allclose(stats.variance, scaled.var(axis=(0, 1, 2)) if standardize else np.ones(3), rtol=1e-9)
+    model = build_model("simple_cnn", (6, 6, 3), 3, normalization=stats)
+    probe = keras.Model(model.input, model.get_layer("featurewise_normalization").output)
+    normalised = keras.ops.convert_to_numpy(probe(images.astype("float32")))
+    spread = scaled.std(axis=(0, 1, 2)) if standardize else 1
+    np.testing.assert_allclose(normalised.mean(axis=(0, 1, 2)), 0 if center else scaled.mean(axis=(0, 1, 2)) / spread,
+                               atol=1e-4)
+    if standardize:
+        np.testing.assert_allclose(normalised.std(axis=(0, 1, 2)), 1, atol=1e-3)
+
+
+def test_rescale_replaces_the_networks_own_input_scaling():
+    assert build_model("simple_cnn", (8, 8, 3), 3).get_layer("rescaling").scale == pytest.approx(1 / 255)
+    assert build_model("simple_cnn", (8, 8, 3), 3, rescale=0.5).get_layer("rescaling").scale == 0.5
+    transfer = build_model("transfer", (32, 32, 3), 3, weights=None, rescale=1 / 127.5)
+    assert transfer.get_layer("rescaling").scale == pytest.approx(1 / 127.5)

@@ -64,7 +64,8 @@ def test_a_second_export_adds_to_the_report(tiny_model_dir, test_folder, tmp_pat
 
 def test_exports_leave_out_the_augmentation_layers_and_keep_the_outputs():
     model = build_model("simple_cnn", (16, 16, 3), 3, augment=AugmentParams(
-        horizontal_flip=True, rotation=0.1, zoom=0.1, translation=0.1, contrast=0.1), seed=0)
+        horizontal_flip=True, rotation=10, zoom=0.1, width_shift=0.1, shear=5, brightness=(0.9, 1.1),
+        contrast=0.1), seed=0)
     stripped = without_layer(model, AUGMENTATION_LAYER)
     assert AUGMENTATION_LAYER in {layer.name for layer in model.layers}
     assert AUGMENTATION_LAYER not in {layer.name for layer in stripped.layers}

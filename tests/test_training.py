@@ -1,6 +1,8 @@
-"""Real Keras training on tiny in-memory data: best-epoch restore, DVCLive files, determinism."""
+"""Real Keras training on tiny in-memory data: best epoch, determinism, resume, schedules,
+plateaus, early stopping, class weights, label smoothing, fine-tuning, DVCLive and TensorBoard."""
 
 import csv
+import dataclasses
 
 import keras
 import numpy as np
@@ -8,45 +10,63 @@ import pytest
 from dvclive import Live
 
 from imgclf.dataset import ImageSet
-from imgclf.models import build_model
-from imgclf.params import TrainParams
-from imgclf.training import (
-    BestWeights,
-    EpochLogger,
-    TrainingError,
-    compile_model,
-    fit,
-    make_deterministic,
+from imgclf.models import BACKBONE_LAYER, build_model
+from imgclf.optim import (
+    OneCycle,
+    SparseCategoricalCrossentropyWithSmoothing,
+    balanced_class_weights,
+    learning_rate_schedule,
     make_optimizer,
+)
+from imgclf.params import FineTuneParams, TrainParams
+from imgclf.training import (
+    Checkpoints,
+    LiveSink,
+    TensorBoardSink,
+    TrainingError,
+    epoch_order,
+    epochs_without_improvement,
+    fingerprint,
+    make_deterministic,
+    should_cut_rate,
+    should_stop,
     summary_metrics,
+    train,
 )
 
 
-def colour_set(count: int, seed: int, num_classes: int = 3) -> ImageSet:
+def colour_set(count: int, seed: int, num_classes: int = 3, side: int = 8) -> ImageSet:
     """Images whose dominant colour channel is their class: learnable in a few epochs."""
     rng = np.random.default_rng(seed)
     labels = np.arange(count, dtype=np.int32) % num_classes
-    images = rng.integers(0, 100, size=(count, 8, 8, 3), dtype=np.uint8)
-    images[np.arange(count), :, :, labels] += 150
+    images = rng.integers(0, 100, size=(count, side, side, 3), dtype=np.uint8)
+    images[np.arange(count), :, :, labels % 3] += 150
     return ImageSet(images, labels, tuple(f"{i}.png" for i in range(count)),
                     tuple(f"class{i}" for i in range(num_classes)))
 
 
-def train_once(params: TrainParams, num_classes: int = 3, callbacks=None):
+def train_once(params: TrainParams, num_classes: int = 3, sinks=(), checkpoints=None, val_set=None, side=8):
     make_deterministic(params.seed)
-    train_set, val_set = colour_set(48, 0, num_classes), colour_set(24, 1, num_classes)
-    model = build_model(params.model, (8, 8, 3), num_classes, seed=params.seed)
-    compile_model(model, params)
-    return model, fit(model, train_set, val_set, params, callbacks), train_set, val_set
+    train_set = colour_set(48, 0, num_classes, side)
+    val_set = val_set or colour_set(24, 1, num_classes, side)
+
+    def build():
+        return build_model(params.model, (side, side, 3), num_classes, seed=params.seed, weights=None,
+                           backbone=params.backbone)
+
+    model, result = train(build, train_set, val_set, params, sinks=sinks, checkpoints=checkpoints)
+    return model, result, train_set, val_set
+
+
+def assert_same_weights(first: keras.Model, second: keras.Model) -> None:
+    for a, b in zip(first.get_weights(), second.get_weights(), strict=True):
+        np.testing.assert_array_equal(a, b)
 
 
 @pytest.mark.slow
 def test_same_seed_same_weights():
     params = TrainParams(epochs=2, batch_size=8, seed=5)
-    first, *_ = train_once(params)
-    second, *_ = train_once(params)
-    for a, b in zip(first.get_weights(), second.get_weights(), strict=True):
-        np.testing.assert_array_equal(a, b)
+    assert_same_weights(train_once(params)[0], train_once(params)[0])
 
 
 @pytest.mark.slow
@@ -54,36 +74,70 @@ def test_same_seed_same_weights():
 def test_training_learns_and_reports_the_best_epoch(num_classes):
     params = TrainParams(epochs=6, batch_size=8, learning_rate=0.01, seed=0)
     model, result, train_set, val_set = train_once(params, num_classes)
-    summary = summary_metrics(result, model, train_set, val_set)
+    summary = summary_metrics(result, model, train_set, val_set, params, {"device": "cpu"})
     assert summary["epochs"] == 6 and 1 <= summary["best_epoch"] <= 6
     assert summary["val_loss"] == round(min(result.history["val_loss"]), 6)
     assert summary["val_accuracy"] > 0.9
     assert summary["parameters"] == model.count_params()
+    assert summary["batch_size"] == 8 and summary["device"] == "cpu"
+    assert result.images_per_second > 0
 
 
-def test_best_weights_are_restored_at_the_end():
-    model = keras.Sequential([keras.Input((1,)), keras.layers.Dense(1)])
-    callback = BestWeights()
-    callback.set_model(model)
-    for epoch, val_loss in enumerate([3.0, 1.0, 2.0]):
-        model.layers[0].kernel.assign([[float(epoch)]])
-        callback.on_epoch_end(epoch, {"val_loss": val_loss})
-    callback.on_train_end()
-    assert callback.best_epoch == 2
-    assert model.get_weights()[0].tolist() == [[1.0]]
+class Interrupt(Exception):
+    pass
+
+
+class InterruptAfter:
+    """A sink that stops the run once epoch ``epoch`` is logged (its checkpoint is not yet written)."""
+
+    def __init__(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def log_epoch(self, epoch, record):
+        if epoch == self.epoch:
+            raise Interrupt
 
 
 @pytest.mark.slow
-def test_dvclive_gets_train_and_val_curves_per_epoch(tmp_path):
+def test_an_interrupted_run_resumes_from_its_checkpoint_and_ends_with_the_same_weights(tmp_path):
+    params = TrainParams(epochs=4, batch_size=8, seed=3, schedule="cosine", dropout_rate=0.3, resume=True)
+    uninterrupted, whole, *_ = train_once(params)
+    key = fingerprint(params, colour_set(48, 0).images)
+    with pytest.raises(Interrupt):
+        train_once(params, sinks=[InterruptAfter(3)], checkpoints=Checkpoints(tmp_path, key))
+    assert (tmp_path / "epoch-0002" / "model.keras").is_file()
+    replayed = []
+
+    class Recorder:
+        def log_epoch(self, epoch, record):
+            replayed.append(epoch)
+
+    resumed, result, *_ = train_once(params, sinks=[Recorder()], checkpoints=Checkpoints(tmp_path, key))
+    assert replayed == [1, 2, 3, 4]  # the first two epochs' curves again, then the two trained ones
+    assert_same_weights(resumed, uninterrupted)
+    for name in ("loss", "val_loss", "accuracy", "learning_rate"):
+        assert result.history[name] == whole.history[name]
+    # other params: the checkpoint is not used
+    assert Checkpoints(tmp_path, "another run").load() is None
+
+
+@pytest.mark.slow
+def test_dvclive_gets_curves_and_tensorboard_gets_event_files(tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
     params = TrainParams(epochs=3, batch_size=16, seed=0)
     with Live(dir=str(tmp_path / "history"), dvcyaml=None, save_dvc_exp=False) as live:
-        train_once(params, callbacks=[EpochLogger(live)])
+        train_once(params, sinks=[LiveSink(live), TensorBoardSink(tmp_path / "tensorboard")])
     for split in ("train", "val"):
         for metric in ("loss", "accuracy"):
             with open(tmp_path / "history" / "plots" / "metrics" / split / f"{metric}.tsv") as handle:
                 rows = list(csv.DictReader(handle, delimiter="\t"))
             assert [row["step"] for row in rows] == ["1", "2", "3"]
             assert set(rows[0]) == {"step", metric}  # no timestamps: reruns give identical files
+        events = EventAccumulator(str(tmp_path / "tensorboard" / split))
+        events.Reload()
+        assert "epoch_loss" in events.Tags()["tensors"]
+        assert [event.step for event in events.Tensors("epoch_loss")] == [1, 2, 3]
 
 
 @pytest.mark.slow
@@ -93,12 +147,86 @@ def test_a_diverging_run_says_to_lower_the_learning_rate():
         train_once(params)
 
 
-@pytest.mark.parametrize(("name", "optimizer_class"), [("sgd", keras.optimizers.SGD), ("adam", keras.optimizers.Adam),
-                                                       ("rmsprop", keras.optimizers.RMSprop),
-                                                       ("adadelta", keras.optimizers.Adadelta)])
-def test_every_optimizer_gets_the_learning_rate(name, optimizer_class):
-    optimizer = make_optimizer(TrainParams(optimizer=name, learning_rate=0.02, momentum=0.5, nesterov=False))
+@pytest.mark.slow
+def test_early_stopping_and_reduce_on_plateau_in_a_real_run():
+    # validation labels that contradict training: val_loss worsens as the model learns
+    contradicting = colour_set(24, 1)
+    contradicting = dataclasses.replace(contradicting, labels=(contradicting.labels + 1) % 3)
+    params = TrainParams(epochs=12, batch_size=8, learning_rate=0.01, seed=0, early_stopping_patience=3,
+                         reduce_lr_patience=2, reduce_lr_factor=0.5)
+    _, result, *_ = train_once(params, val_set=contradicting)
+    epochs = len(result.history["loss"])
+    assert epochs < 12 and epochs - result.best_epoch == 3
+    rates = result.history["learning_rate"]
+    assert rates[0] == pytest.approx(0.01) and rates[-1] == pytest.approx(0.005)
+
+
+@pytest.mark.slow
+def test_fine_tuning_trains_the_backbone_in_a_second_phase_at_its_own_rate():
+    params = TrainParams(model="transfer", backbone="mobilenet_v2", weights="none", epochs=1, batch_size=8,
+                         fine_tune=FineTuneParams(epochs=1, layers=5, learning_rate=1e-4), seed=0)
+    model, result, *_ = train_once(params, side=32)
+    assert len(result.history["loss"]) == 2
+    assert result.history["learning_rate"] == pytest.approx([1e-3, 1e-4])
+    assert model.get_layer(BACKBONE_LAYER).trainable
+
+
+def test_plateau_and_early_stopping_decisions():
+    assert epochs_without_improvement([3, 2, 2.5, 2.6]) == 2
+    assert epochs_without_improvement([3, 2, 2.5, 2.6], since=3) == 1  # a cut after epoch 3 restarts the count
+    assert epochs_without_improvement([float("nan"), float("nan")]) == 2
+    assert should_cut_rate([3, 2, 2.5, 2.6], [], 2) and not should_cut_rate([3, 2, 2.5, 2.6], [4], 2)
+    assert not should_cut_rate([3, 2, 2.5, 2.6], [], None)
+    assert should_stop([1, 2, 3], 2) and not should_stop([3, 2, 1], 2) and not should_stop([1, 2, 3], None)
+
+
+def test_epoch_order_depends_on_seed_and_epoch_only():
+    np.testing.assert_array_equal(epoch_order(10, 1, 3), epoch_order(10, 1, 3))
+    assert sorted(epoch_order(10, 1, 3)) == list(range(10))
+    assert not np.array_equal(epoch_order(10, 1, 3), epoch_order(10, 1, 4))
+
+
+def rates(schedule, steps):
+    return [float(keras.ops.convert_to_numpy(schedule(step))) for step in steps]
+
+
+def test_learning_rate_schedules():
+    base = TrainParams(epochs=10, learning_rate=0.1)
+    assert learning_rate_schedule(base, 5) == 0.1
+    step = learning_rate_schedule(dataclasses.replace(base, schedule="step", step_epochs=4, step_factor=0.5), 5)
+    assert rates(step, [0, 19, 20, 39, 40, 49]) == pytest.approx([0.1, 0.1, 0.05, 0.05, 0.025, 0.025])
+    cosine = learning_rate_schedule(dataclasses.replace(base, schedule="cosine", warmup_epochs=2), 5)
+    assert rates(cosine, [0, 5, 10, 30, 50]) == pytest.approx([0, 0.05, 0.1, 0.05, 0], abs=1e-6)
+    one_cycle = learning_rate_schedule(dataclasses.replace(base, schedule="one_cycle"), 10)
+    assert isinstance(one_cycle, OneCycle) and one_cycle.warmup_steps == 30  # 30% of 100 steps
+    assert rates(one_cycle, [0, 30, 65, 100]) == pytest.approx([0.004, 0.1, 0.05, 0], abs=1e-6)
+
+
+@pytest.mark.parametrize(("name", "optimizer_class"), [
+    ("sgd", keras.optimizers.SGD), ("adam", keras.optimizers.Adam), ("adamw", keras.optimizers.AdamW),
+    ("rmsprop", keras.optimizers.RMSprop), ("adadelta", keras.optimizers.Adadelta)])
+def test_every_optimizer_gets_the_learning_rate_and_weight_decay(name, optimizer_class):
+    params = TrainParams(optimizer=name, learning_rate=0.02, momentum=0.5, nesterov=False, weight_decay=1e-4)
+    optimizer = make_optimizer(params, 0.02)
     assert isinstance(optimizer, optimizer_class)
     assert float(optimizer.learning_rate) == pytest.approx(0.02)
+    assert optimizer.weight_decay == pytest.approx(1e-4)
     if name == "sgd":
         assert optimizer.momentum == 0.5 and optimizer.nesterov is False
+
+
+def test_balanced_class_weights_match_scikit_learn():
+    from sklearn.utils.class_weight import compute_class_weight
+
+    labels = np.array([0] * 6 + [1] * 3 + [2] * 1)
+    expected = compute_class_weight("balanced", classes=np.arange(3), y=labels)
+    assert list(balanced_class_weights(labels, 3).values()) == pytest.approx(list(expected))
+    assert balanced_class_weights(labels, 4)[3] == 1.0  # a class without training images
+
+
+def test_label_smoothing_of_integer_labels_matches_keras_one_hot_loss():
+    probabilities = np.array([[0.7, 0.2, 0.1], [0.1, 0.1, 0.8]], "float32")
+    labels = np.array([0, 1])
+    ours = SparseCategoricalCrossentropyWithSmoothing(0.2)(labels, probabilities)
+    keras_loss = keras.losses.CategoricalCrossentropy(label_smoothing=0.2)(np.eye(3)[labels], probabilities)
+    assert float(ours) == pytest.approx(float(keras_loss), rel=1e-6)

@@ -1,9 +1,11 @@
-"""Geometric augmentation in one resampling per image.
+"""Augmentation layers: the settings of Keras' old ``ImageDataGenerator``, as Keras 3 layers.
 
 Keras' ``RandomFlip``, ``RandomRotation``, ``RandomZoom`` and ``RandomTranslation`` each resample
-every image, one after the other. :class:`RandomAffine` draws all of them per image, composes them
-into one affine matrix and resamples once: the same random geometry, about as fast as a single
-rotation (benchmarks/README.md), and with one interpolation instead of three.
+every image, one after the other, and none of them shears. :class:`RandomAffine` draws flips,
+rotation, shear, zoom and shifts per image, composes them into one affine matrix and resamples
+once: ImageDataGenerator's geometry, about as fast as a single rotation (benchmarks/README.md),
+and with one interpolation instead of three. :class:`RandomBrightnessRange` is its
+``brightness_range``. Both are registered, so saved models load in safe mode.
 """
 
 from __future__ import annotations
@@ -14,30 +16,35 @@ from typing import Any
 import keras
 from keras import ops
 
-FILL_MODES = ("reflect", "wrap", "constant", "nearest")
+FILL_MODES = ("nearest", "reflect", "wrap", "constant")
 
 
 @keras.saving.register_keras_serializable(package="imgclf")
 class RandomAffine(keras.layers.Layer):
-    """Random flips, rotation, zoom and shifts of a batch of (height, width, channels) images.
+    """Random flips, rotation, shear, zoom and shifts of a batch of (height, width, channels) images.
 
-    Ranges follow Keras' own layers: ``rotation`` is a fraction of a full turn (0.1 is up to
-    ±36°), ``zoom`` a fraction of the size (0.2 zooms between 80% and 120%), ``translation`` a
-    fraction of the size per axis; each flip happens with probability 1/2. Pixels from outside the
-    image are filled by ``fill_mode`` (``constant`` uses ``fill_value``). Active in training only.
+    Ranges follow ``ImageDataGenerator``: ``rotation`` and ``shear`` in degrees (drawn from
+    ``[-r, r]``), ``zoom`` scales width and height independently by factors from
+    ``[1 - zoom, 1 + zoom]`` (above 1 shows more of the image), ``width_shift`` and
+    ``height_shift`` are fractions of the size; each flip happens with probability 1/2. Pixels from
+    outside the image are filled by ``fill_mode`` (``constant`` uses ``fill_value``). Active in
+    training only.
     """
 
     def __init__(self, horizontal_flip: bool = False, vertical_flip: bool = False, rotation: float = 0.0,
-                 zoom: float = 0.0, translation: float = 0.0, fill_mode: str = "reflect", fill_value: float = 0.0,
-                 seed: int | None = None, **kwargs: Any) -> None:
+                 shear: float = 0.0, zoom: float = 0.0, width_shift: float = 0.0, height_shift: float = 0.0,
+                 fill_mode: str = "nearest", fill_value: float = 0.0, seed: int | None = None,
+                 **kwargs: Any) -> None:
         super().__init__(**kwargs)
         if fill_mode not in FILL_MODES:
             raise ValueError(f"unknown fill_mode {fill_mode!r}; choose one of {', '.join(FILL_MODES)}")
         self.horizontal_flip = horizontal_flip
         self.vertical_flip = vertical_flip
         self.rotation = rotation
+        self.shear = shear
         self.zoom = zoom
-        self.translation = translation
+        self.width_shift = width_shift
+        self.height_shift = height_shift
         self.fill_mode = fill_mode
         self.fill_value = fill_value
         self.seed = seed
@@ -46,8 +53,12 @@ class RandomAffine(keras.layers.Layer):
     def call(self, images, training: bool = False):
         if not training:
             return images
-        return ops.image.affine_transform(images, self.random_transforms(ops.shape(images)),
-                                          interpolation="bilinear", fill_mode=self.fill_mode,
+        transforms = self.random_transforms(ops.shape(images))
+        if images.dtype != "float32":  # under mixed precision: resample in float32, hand back the input's type
+            return ops.cast(ops.image.affine_transform(
+                ops.cast(images, "float32"), transforms, interpolation="bilinear", fill_mode=self.fill_mode,
+                fill_value=self.fill_value, data_format="channels_last"), images.dtype)
+        return ops.image.affine_transform(images, transforms, interpolation="bilinear", fill_mode=self.fill_mode,
                                           fill_value=self.fill_value, data_format="channels_last")
 
     def random_transforms(self, shape) -> Any:
@@ -62,15 +73,20 @@ class RandomAffine(keras.layers.Layer):
                 return ops.ones((batch,))
             return ops.where(uniform(0.0, 1.0) < 0.5, -1.0, 1.0)
 
-        angle = uniform(-self.rotation, self.rotation) * (2 * math.pi)
-        scale = uniform(1.0 - self.zoom, 1.0 + self.zoom)  # >1 reads a larger area: zooms out
+        angle = uniform(-self.rotation, self.rotation) * (math.pi / 180)
+        shear = uniform(-self.shear, self.shear) * (math.pi / 180)
+        zoom_x, zoom_y = uniform(1.0 - self.zoom, 1.0 + self.zoom), uniform(1.0 - self.zoom, 1.0 + self.zoom)
         flip_x, flip_y = flip_sign(self.horizontal_flip), flip_sign(self.vertical_flip)
         width_f, height_f = ops.cast(width, "float32"), ops.cast(height, "float32")
-        shift_x = uniform(-self.translation, self.translation) * width_f
-        shift_y = uniform(-self.translation, self.translation) * height_f
-        # input = centre + rotation · zoom · flip · (output - centre) + shift
-        cos, sin = ops.cos(angle) * scale, ops.sin(angle) * scale
-        m00, m01, m10, m11 = cos * flip_x, -sin * flip_y, sin * flip_x, cos * flip_y
+        shift_x = uniform(-self.width_shift, self.width_shift) * width_f
+        shift_y = uniform(-self.height_shift, self.height_shift) * height_f
+        # input = centre + rotation · shear · zoom · flip · (output - centre) + shift
+        cos, sin = ops.cos(angle), ops.sin(angle)
+        # shear as ImageDataGenerator applies it: [[1, -sin s], [0, cos s]]
+        a00, a01 = cos, cos * -ops.sin(shear) - sin * ops.cos(shear)
+        a10, a11 = sin, sin * -ops.sin(shear) + cos * ops.cos(shear)
+        m00, m01 = a00 * zoom_x * flip_x, a01 * zoom_y * flip_y
+        m10, m11 = a10 * zoom_x * flip_x, a11 * zoom_y * flip_y
         centre_x, centre_y = (width_f - 1) / 2, (height_f - 1) / 2
         offset_x = centre_x - m00 * centre_x - m01 * centre_y + shift_x
         offset_y = centre_y - m10 * centre_x - m11 * centre_y + shift_y
@@ -82,6 +98,32 @@ class RandomAffine(keras.layers.Layer):
 
     def get_config(self) -> dict[str, Any]:
         return {**super().get_config(), "horizontal_flip": self.horizontal_flip,
-                "vertical_flip": self.vertical_flip, "rotation": self.rotation, "zoom": self.zoom,
-                "translation": self.translation, "fill_mode": self.fill_mode, "fill_value": self.fill_value,
-                "seed": self.seed}
+                "vertical_flip": self.vertical_flip, "rotation": self.rotation, "shear": self.shear,
+                "zoom": self.zoom, "width_shift": self.width_shift, "height_shift": self.height_shift,
+                "fill_mode": self.fill_mode, "fill_value": self.fill_value, "seed": self.seed}
+
+
+@keras.saving.register_keras_serializable(package="imgclf")
+class RandomBrightnessRange(keras.layers.Layer):
+    """Multiply each image by a factor drawn from ``[low, high]``, as ImageDataGenerator's
+    ``brightness_range`` does; pixels stay within 0-255. Active in training only."""
+
+    def __init__(self, low: float, high: float, seed: int | None = None, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.low = low
+        self.high = high
+        self.seed = seed
+        self.seed_generator = keras.random.SeedGenerator(seed)
+
+    def call(self, images, training: bool = False):
+        if not training:
+            return images
+        factors = keras.random.uniform((ops.shape(images)[0], 1, 1, 1), self.low, self.high,
+                                       seed=self.seed_generator, dtype=images.dtype)
+        return ops.clip(images * factors, 0.0, 255.0)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "low": self.low, "high": self.high, "seed": self.seed}

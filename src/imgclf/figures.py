@@ -129,3 +129,16 @@ def samples_grid(images: np.ndarray, labels: np.ndarray, probabilities: np.ndarr
                 for i, ok in zip(chosen, right, strict=True)],
                "Test images per class (true class: prediction)", path, columns=per_class,
                caption_colors=["black" if ok else "firebrick" for ok in right])
+
+
+def augmented_grid(originals: np.ndarray, variants: Sequence[np.ndarray], path: Path) -> None:
+    """Each training image (a row) and random augmentations of it: what the model sees in training."""
+    images, captions = [], []
+    for index, original in enumerate(originals):
+        images.append(original)
+        captions.append("original")
+        for number, variant in enumerate(variants, start=1):
+            images.append(variant[index])
+            captions.append(f"augmented {number}")
+    image_grid(images, captions, "Training images as the model sees them (train.augment)", path,
+               columns=1 + len(variants))

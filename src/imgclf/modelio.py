@@ -17,7 +17,10 @@ from typing import Any
 
 import keras
 
-import imgclf.augment  # noqa: F401  (registers RandomAffine, so that models using it load in safe mode)
+# registered layers, schedules and losses, so that models using them load in safe mode
+import imgclf.augment  # noqa: F401
+import imgclf.backbones  # noqa: F401
+import imgclf.optim  # noqa: F401
 from imgclf.errors import PipelineError
 
 ZIP_EPOCH = (1980, 1, 1, 0, 0, 0)  # the earliest time a zip entry can hold

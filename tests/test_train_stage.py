@@ -1,0 +1,159 @@
+"""The train stage as a process: spread over two devices and two worker processes, killed and
+resumed, and the pipeline's train and evaluate stages under the JAX backend without TensorFlow."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.helpers import command_env, comparable, make_project, run, set_params, stage_command, write_image_folder
+
+pytestmark = pytest.mark.slow
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory) -> Path:
+    """A project whose data is resized (train, val and test folders of 16x16 images), not yet trained."""
+    root = tmp_path_factory.mktemp("train-stage")
+    images = write_image_folder(root / "images", ("red", "green", "blue"), per_class=40)
+    project = make_project(root / "project")
+    set_params(project, **{"data.source": "folder", "data.path": str(images), "resize.size": [16, 16],
+                           "train.batch_size": 16, "train.epochs": 2})
+    run(["dvc", "repro", "resize"], project)
+    return project
+
+
+def train_command(outputs: str, checkpoints: str | None = None) -> list[str]:
+    """The train stage's command from dvc.yaml with every output under the folder ``outputs``."""
+    command = stage_command("train")
+    renamed = {"models": f"{outputs}/models", "metrics/train.json": f"{outputs}/train.json",
+               "metrics/history": f"{outputs}/history", "metrics/figures/train": f"{outputs}/figures"}
+    command = [renamed.get(argument, argument) for argument in command]
+    return [sys.executable, *command[1:], "--tensorboard", f"{outputs}/tensorboard",
+            "--checkpoints", checkpoints or f"{outputs}/checkpoints"]
+
+
+def start(command: list[str], cwd: Path, **env: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(command, cwd=cwd, env={**command_env(), **env}, text=True, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT)
+
+
+def finish(process: subprocess.Popen[str], timeout: float = 600) -> str:
+    output, _ = process.communicate(timeout=timeout)
+    assert process.returncode == 0, output[-6000:]
+    return output
+
+
+def model_weights(path: Path) -> list[np.ndarray]:
+    import keras
+
+    from imgclf.modelio import load_model
+
+    return [keras.ops.convert_to_numpy(w) for w in load_model(path).weights]
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def test_mirrored_on_two_logical_cpu_devices(project):
+    set_params(project, **{"train.distribution": "mirrored"})
+    output = finish(start(train_command("out/mirrored"), project, IMGCLF_LOGICAL_CPUS="2"))
+    metrics = json.loads((project / "out/mirrored/train.json").read_text())
+    assert metrics["distribution"] == "mirrored" and metrics["replicas"] == 2, output[-3000:]
+    assert metrics["epochs"] == 2 and (project / "out/mirrored/models/model.keras").is_file()
+
+
+def test_multi_worker_with_two_worker_processes_on_this_machine(project):
+    """Two JAX processes on 127.0.0.1 train one model, each feeding half of every batch; the cluster
+    is described by TF_CONFIG, as for TensorFlow."""
+    set_params(project, **{"train.distribution": "multi_worker"})
+    workers = [f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"]
+    processes = []
+    for index in range(2):
+        tf_config = json.dumps({"cluster": {"worker": workers}, "task": {"type": "worker", "index": index}})
+        processes.append(start(train_command(f"out/worker{index}"), project, TF_CONFIG=tf_config,
+                               KERAS_BACKEND="jax"))
+    outputs = [finish(process) for process in processes]
+    for index in range(2):
+        metrics = json.loads((project / f"out/worker{index}/train.json").read_text())
+        assert metrics["distribution"] == "multi_worker" and metrics["replicas"] == 2, outputs[index][-3000:]
+        assert metrics["epochs"] == 2 and (project / f"out/worker{index}/models/model.keras").is_file()
+    # the workers trained one model together: the same weights and the same (global) scores on both
+    assert comparable(project / "out/worker0/train.json") == comparable(project / "out/worker1/train.json")
+    for first, second in zip(model_weights(project / "out/worker0/models/model.keras"),
+                             model_weights(project / "out/worker1/models/model.keras"), strict=True):
+        np.testing.assert_array_equal(first, second)
+
+
+def test_multi_worker_with_tensorflow_says_to_use_jax(project):
+    set_params(project, **{"train.distribution": "multi_worker"})
+    tf_config = json.dumps({"cluster": {"worker": ["127.0.0.1:1", "127.0.0.1:2"]},
+                            "task": {"type": "worker", "index": 0}})
+    process = start(train_command("out/refused"), project, TF_CONFIG=tf_config)
+    output, _ = process.communicate(timeout=300)
+    assert process.returncode == 1
+    assert "keras-team/keras#20585" in output and "KERAS_BACKEND=jax" in output
+    assert not (project / "out/refused/models").exists()
+
+
+def test_a_run_killed_after_epoch_two_of_four_resumes_to_the_same_metrics(project):
+    set_params(project, **{"train.distribution": "none", "train.epochs": 4, "train.resume": True,
+                           "train.dropout_rate": 0.3, "train.augment.horizontal_flip": True,
+                           "train.augment.rotation": 10.0, "train.schedule": "cosine"})
+    finish(start(train_command("out/whole"), project))
+    assert not (project / "out/whole/checkpoints").exists()  # a finished run leaves no checkpoint
+
+    pointer = project / "out/resumed/checkpoints/latest.json"
+    process = start(train_command("out/resumed"), project)
+    deadline = time.monotonic() + 300
+    while not (pointer.is_file() and json.loads(pointer.read_text())["checkpoint"] >= "epoch-0002"):
+        assert process.poll() is None, process.communicate()[0][-3000:]
+        assert time.monotonic() < deadline, "no checkpoint of epoch 2 within 5 minutes"
+        time.sleep(0.02)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    killed_at = json.loads(pointer.read_text())["checkpoint"]
+    assert killed_at in ("epoch-0002", "epoch-0003"), killed_at  # killed before the run ended
+    assert not (project / "out/resumed/train.json").exists()
+
+    output = finish(start(train_command("out/resumed"), project))
+    assert f"resuming from the checkpoint after epoch {int(killed_at[-4:])}" in output
+    assert comparable(project / "out/resumed/train.json") == comparable(project / "out/whole/train.json")
+    for resumed, whole in zip(model_weights(project / "out/resumed/models/model.keras"),
+                              model_weights(project / "out/whole/models/model.keras"), strict=True):
+        np.testing.assert_array_equal(resumed, whole)
+    history = project / "out/resumed/history/plots/metrics/val/loss.tsv"
+    assert history.read_text() == (project / "out/whole/history/plots/metrics/val/loss.tsv").read_text()
+
+
+def test_train_and_evaluate_run_under_jax_without_tensorflow(tmp_path):
+    """`dvc repro` with KERAS_BACKEND=jax and every `import tensorflow` failing."""
+    blocker = tmp_path / "no-tensorflow" / "tensorflow"
+    blocker.mkdir(parents=True)
+    (blocker / "__init__.py").write_text('raise ImportError("TensorFlow is blocked in this test")\n')
+    images = write_image_folder(tmp_path / "images", ("red", "green", "blue"), per_class=20)
+    repo = make_project(tmp_path / "project")
+    set_params(repo, **{"data.source": "folder", "data.path": str(images), "resize.size": [16, 16],
+                        "train.epochs": 2, "train.batch_size": 16, "train.augment.horizontal_flip": True})
+    env = {**command_env(), "KERAS_BACKEND": "jax",
+           "PYTHONPATH": os.pathsep.join([str(blocker.parent), os.environ.get("PYTHONPATH", "")])}
+    result = subprocess.run(["dvc", "repro"], cwd=repo, env=env, text=True, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, check=False)
+    assert result.returncode == 0, result.stdout[-6000:]
+    assert "with the jax backend" in result.stdout
+    assert "no TensorBoard logs" in result.stdout  # the one thing that needs TensorFlow says so
+    train = json.loads((repo / "metrics/train.json").read_text())
+    evaluate = json.loads((repo / "metrics/evaluate.json").read_text())
+    assert train["backend"] == "jax" and train["epochs"] == 2
+    assert evaluate["test_images"] > 0 and 0.0 <= evaluate["accuracy"] <= 1.0
