@@ -37,8 +37,8 @@ def main() -> None:
     from imgclf import figures
     from imgclf.dataset import load_image_folder
     from imgclf.evaluation import (
-        class_probabilities,
         precision_recall_rows,
+        predict_probabilities,
         prediction_rows,
         roc_rows,
         score_predictions,
@@ -49,7 +49,7 @@ def main() -> None:
     class_names = read_json(args.model_dir / "classes.json")
     model = load_model(args.model_dir / "model.keras")
     test_set = load_image_folder(args.test, class_names)
-    probabilities = class_probabilities(model.predict(test_set.images, batch_size=params.batch_size, verbose=0))
+    probabilities = predict_probabilities(model, test_set.images, params.batch_size, params.tta)
     labels, predicted = test_set.labels, probabilities.argmax(axis=1)
     roc = roc_rows(labels, probabilities, class_names)
     precision_recall = precision_recall_rows(labels, probabilities, class_names)

@@ -85,8 +85,9 @@ def main() -> None:
             shutil.rmtree(args.tensorboard, ignore_errors=True)
             tensorboard = TensorBoardSink.create(args.tensorboard)
             sinks += [tensorboard] if tensorboard else []
-        model, result = train(build, train_set, val_set, params, sinks=sinks, checkpoints=checkpoints,
-                              scope=devices.scope, shard=devices.shard)
+        model, result = train(build, train_set, val_set, params, sinks=sinks,
+                              checkpoints=checkpoints if params.resume else None, scope=devices.scope,
+                              shard=devices.shard)
 
     with atomic_directory(args.model_dir) as staging:
         save_model(model, staging / "model.keras")

@@ -181,3 +181,18 @@ def test_most_confident_mistakes_come_first():
 def test_samples_per_class_take_the_first_images_of_each_class():
     assert samples_per_class(LABELS, 3, 1) == [[0], [2], [4]]
     assert samples_per_class(np.array([1, 1]), 2, 5) == [[], [0, 1]]
+
+
+def test_flip_test_time_augmentation_averages_each_image_with_its_mirror():
+    import keras
+
+    from imgclf.evaluation import predict_probabilities
+
+    model = keras.Sequential([keras.Input((2, 3, 1)), keras.layers.Flatten(),
+                              keras.layers.Dense(2, activation="softmax", kernel_initializer="glorot_uniform")])
+    images = np.random.default_rng(0).uniform(0, 1, size=(5, 2, 3, 1)).astype("float32")
+    plain = model.predict(images, verbose=0)
+    mirrored = model.predict(images[:, :, ::-1], verbose=0)
+    np.testing.assert_allclose(predict_probabilities(model, images, 4), plain / plain.sum(1, keepdims=True), rtol=1e-6)
+    np.testing.assert_allclose(predict_probabilities(model, images, 4, "flip"), (plain + mirrored) / 2, rtol=1e-5)
+    assert not np.allclose(plain, mirrored)

@@ -157,3 +157,26 @@ def test_train_and_evaluate_run_under_jax_without_tensorflow(tmp_path):
     evaluate = json.loads((repo / "metrics/evaluate.json").read_text())
     assert train["backend"] == "jax" and train["epochs"] == 2
     assert evaluate["test_images"] > 0 and 0.0 <= evaluate["accuracy"] <= 1.0
+
+
+def test_dvc_exp_show_follows_a_running_training(project):
+    """DVCLive rewrites metrics/history/metrics.json after every epoch and dvc.yaml declares it a
+    metric: `dvc exp show` run beside a training shows the epoch it has reached."""
+    set_params(project, **{"train.distribution": "none", "train.epochs": 500, "train.resume": False})
+    summary = project / "metrics/history/metrics.json"
+    summary.unlink(missing_ok=True)
+    process = start(stage_command("train"), project)
+    try:
+        deadline = time.monotonic() + 300
+        while not (summary.is_file() and json.loads(summary.read_text() or "{}").get("step", 0) >= 2):
+            assert process.poll() is None, process.communicate()[0][-3000:]
+            assert time.monotonic() < deadline, "no epoch logged within 5 minutes"
+            time.sleep(0.05)
+        shown = run(["dvc", "exp", "show", "--json"], project).stdout
+        assert process.poll() is None, "the training ended before `dvc exp show` looked at it"
+    finally:
+        process.kill()
+        process.wait()
+    workspace = next(row for row in json.loads(shown) if row.get("rev") == "workspace")
+    live = workspace["data"]["metrics"]["metrics/history/metrics.json"]["data"]
+    assert live["step"] >= 2 and {"train", "val", "learning_rate"} <= set(live)

@@ -37,6 +37,17 @@ def class_probabilities(model_output: np.ndarray) -> np.ndarray:
     return model_output / model_output.sum(axis=1, keepdims=True)
 
 
+def predict_probabilities(model: Any, images: np.ndarray, batch_size: int, tta: str = "none") -> np.ndarray:
+    """(count, classes) probabilities of ``images``; ``tta="flip"`` averages each image's output with
+    its left-right mirror's (test-time augmentation, as in the CIFAR-10 training speedruns)."""
+    outputs = model.predict(images, batch_size=batch_size, verbose=0)
+    if tta == "flip":
+        outputs = (outputs + model.predict(images[:, :, ::-1], batch_size=batch_size, verbose=0)) / 2
+    elif tta != "none":
+        raise ValueError(f"unknown test-time augmentation {tta!r}; choose none or flip")
+    return class_probabilities(outputs)
+
+
 def score_predictions(labels: np.ndarray, probabilities: np.ndarray, class_names: Sequence[str],
                       top_k: int = 5, calibration_bins: int = 15) -> dict[str, Any]:
     """Every test metric of the evaluate stage, as one JSON-ready mapping.

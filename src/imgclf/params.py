@@ -30,7 +30,8 @@ PARAMS_FILE = Path("params.yaml")
 
 SourceName = Literal["digits", "folder", "csv", "cifar10", "cifar100", "kaggle"]
 ResizeMode = Literal["stretch", "pad", "crop"]
-ModelName = Literal["simple_cnn", "small_convnet", "cifar_cnn", "vgg16", "resnet20", "resnet56", "transfer"]
+ModelName = Literal["simple_cnn", "small_convnet", "cifar_cnn", "vgg16", "resnet20", "resnet56", "fast_cnn",
+                    "transfer"]
 BackboneName = Literal["vgg16", "vgg19", "resnet50", "mobilenet_v2", "efficientnet_b0", "inception_v3"]
 OptimizerName = Literal["sgd", "adam", "adamw", "rmsprop", "adadelta"]
 ScheduleName = Literal["constant", "step", "cosine", "one_cycle"]
@@ -340,6 +341,7 @@ class EvaluateParams(Section):
     calibration_bins: int = 15  # equal-width confidence bins of the expected calibration error
     mistakes: int = 24  # images in the gallery of the most confident mistakes
     samples_per_class: int = 8  # test images per class in the samples grid
+    tta: Literal["none", "flip"] = "none"  # test-time augmentation: flip averages each image with its mirror
 
     def validate(self, section: str) -> None:
         for key in ("batch_size", "top_k", "calibration_bins", "mistakes", "samples_per_class"):

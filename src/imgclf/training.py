@@ -299,11 +299,10 @@ def train(build: Callable[[], keras.Model], train_set: ImageSet, val_set: ImageS
     model together feeds its own share of every batch. ``callbacks`` go to every epoch's ``fit``.
     """
     scope = scope or contextlib.nullcontext()
-    process, processes = shard
+    processes = shard[1]
     if params.batch_size % processes:
         raise TrainingError(f"train.batch_size {params.batch_size} must be divisible by the {processes} processes "
                             "training together: each feeds the same share of every batch.")
-    val_rows = _share(np.arange(len(val_set)), process, processes)
     steps = steps_per_epoch(len(train_set), params.batch_size)
     restored = checkpoints.load() if checkpoints is not None and params.resume else None
     with scope:
@@ -322,7 +321,6 @@ def train(build: Callable[[], keras.Model], train_set: ImageSet, val_set: ImageS
         class_weight = balanced_class_weights(train_set.labels, len(train_set.class_names))
         logger.info("class weights: %s",
                     {name: round(class_weight[index], 3) for index, name in enumerate(train_set.class_names)})
-    verbose = 1 if sys.stdout.isatty() else 0  # a progress bar in a terminal; the log line below everywhere
     epoch_seconds: list[float] = []
 
     for epoch in range(state.epoch, params.total_epochs):
@@ -333,19 +331,10 @@ def train(build: Callable[[], keras.Model], train_set: ImageSet, val_set: ImageS
             state.phase = "fine_tune"
             logger.info("fine-tuning: %d backbone layers train now, learning rate %g", trainable,
                         params.fine_tune.learning_rate)
-        order = _share(epoch_order(len(train_set), params.seed, epoch), process, processes)
-        timer = EpochTimer()
-        learning_rate = current_learning_rate(model)
-        logs = model.fit(train_set.images[order], train_set.labels[order],
-                         validation_data=(val_set.images[val_rows], val_set.labels[val_rows]),
-                         batch_size=params.batch_size // processes,
-                         epochs=epoch + 1, initial_epoch=epoch, shuffle=False, class_weight=class_weight,
-                         callbacks=[timer, *callbacks], verbose=verbose).history
-        record = {key: float(values[-1]) for key, values in logs.items() if key in HISTORY_KEYS}
-        record.update(learning_rate=learning_rate, seconds=round(timer.seconds, 3))
+        record = _fit_epoch(model, train_set, val_set, params, epoch, shard, class_weight, callbacks)
         state.record(record)
         state.epoch = epoch + 1
-        epoch_seconds.append(timer.seconds)
+        epoch_seconds.append(record["seconds"])
         if not math.isfinite(record["loss"]):
             raise TrainingError(f"the training loss became {record['loss']} in epoch {epoch + 1}: training diverged; "
                                 f"lower train.learning_rate (now {params.learning_rate}).")
@@ -355,16 +344,16 @@ def train(build: Callable[[], keras.Model], train_set: ImageSet, val_set: ImageS
             best_weights = model.get_weights()
         logger.info("epoch %d/%d: loss %.4f, accuracy %.4f, val_loss %.4f, val_accuracy %.4f, lr %.3g, %.1f s "
                     "(%.0f images/s)", epoch + 1, params.total_epochs, record["loss"], record.get("accuracy", math.nan),
-                    val_loss, record.get("val_accuracy", math.nan), learning_rate, timer.seconds,
-                    len(train_set) / max(timer.seconds, 1e-9))
+                    val_loss, record.get("val_accuracy", math.nan), record["learning_rate"], record["seconds"],
+                    len(train_set) / max(record["seconds"], 1e-9))
         for sink in sinks:
             sink.log_epoch(epoch + 1, record)
         if state.phase == "train" and should_cut_rate(state.history["val_loss"], state.rate_cuts,
                                                       params.reduce_lr_patience):
-            model.optimizer.learning_rate = learning_rate * params.reduce_lr_factor
+            model.optimizer.learning_rate = record["learning_rate"] * params.reduce_lr_factor
             state.rate_cuts.append(epoch + 1)
             logger.info("no better val_loss for %d epochs: learning rate cut to %g", params.reduce_lr_patience,
-                        learning_rate * params.reduce_lr_factor)
+                        record["learning_rate"] * params.reduce_lr_factor)
         stop = should_stop(state.history["val_loss"], params.early_stopping_patience)
         if checkpoints is not None:
             checkpoints.save(model, best_weights, state)
@@ -378,10 +367,29 @@ def train(build: Callable[[], keras.Model], train_set: ImageSet, val_set: ImageS
                             f"diverged; lower train.learning_rate (now {params.learning_rate}).")
     model.set_weights(best_weights)
     logger.info("best epoch %d of %d (val_loss %.4f)", state.best_epoch, state.epoch, state.best_value)
-    # the first epoch of a run (or of its fine-tuning phase) includes compiling: leave it out when there are others
+    # the first epoch includes compiling: leave it out when there are others
     rates = [len(train_set) / seconds for seconds in (epoch_seconds[1:] or epoch_seconds) if seconds > 0]
     return model, TrainingResult(history=state.history, best_epoch=state.best_epoch,
                                  images_per_second=round(statistics.median(rates), 1) if rates else 0.0)
+
+
+def _fit_epoch(model: keras.Model, train_set: ImageSet, val_set: ImageSet, params: TrainParams, epoch: int,
+               shard: tuple[int, int], class_weight: dict[int, float] | None,
+               callbacks: Sequence[keras.callbacks.Callback]) -> dict[str, float]:
+    """Train epoch ``epoch`` (0-based) in its own shuffled order, validate; return the epoch's record:
+    losses and accuracies, the learning rate it started with, and the seconds its training steps took."""
+    process, processes = shard
+    order = _share(epoch_order(len(train_set), params.seed, epoch), process, processes)
+    val_rows = _share(np.arange(len(val_set)), process, processes)
+    timer = EpochTimer()
+    learning_rate = current_learning_rate(model)
+    logs = model.fit(train_set.images[order], train_set.labels[order],
+                     validation_data=(val_set.images[val_rows], val_set.labels[val_rows]),
+                     batch_size=params.batch_size // processes, epochs=epoch + 1, initial_epoch=epoch, shuffle=False,
+                     class_weight=class_weight, callbacks=[timer, *callbacks],
+                     verbose=1 if sys.stdout.isatty() else 0)  # a progress bar in a terminal; our log line always
+    record = {key: float(values[-1]) for key, values in logs.history.items() if key in HISTORY_KEYS}
+    return {**record, "learning_rate": learning_rate, "seconds": round(timer.seconds, 3)}
 
 
 def summary_metrics(result: TrainingResult, model: keras.Model, train_set: ImageSet, val_set: ImageSet,
