@@ -19,20 +19,18 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
-import subprocess
 import sys
 import tarfile
 import tempfile
-import time
-from datetime import datetime
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 ARCHIVE = ROOT.parent / "shared" / "datasets" / "cifar10-jpg.tar.gz"
 sys.path.insert(0, str(ROOT))  # the project copy is made as the end-to-end tests make theirs
 
-from tests.helpers import command_env, make_project, set_params  # noqa: E402
+from dvc_overhead import run, training_seconds  # noqa: E402  (the same timing as the DVC benchmark's)
+
+from tests.helpers import make_project, set_params  # noqa: E402
 
 # fast_cnn with the speedruns' recipe: SGD with Nesterov momentum, one-cycle schedule, label smoothing,
 # flips and 2-pixel shifts. The README's "Quality" table quotes it as a `dvc exp run -S` line.
@@ -46,27 +44,6 @@ RECIPE = {
 }
 TARGET_ACCURACY = 0.85
 TARGET_MINUTES = 30
-
-
-def run(args: list[str], cwd: Path) -> tuple[float, str]:
-    """Run a command as the tests do; return its wall time and output, or stop with its output."""
-    start = time.perf_counter()
-    result = subprocess.run(args, cwd=cwd, env=command_env(), text=True, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT)
-    seconds = time.perf_counter() - start
-    if result.returncode != 0:
-        sys.exit(f"{' '.join(args)} failed:\n{result.stdout[-4000:]}")
-    return seconds, result.stdout
-
-
-def training_seconds(log: str) -> float:
-    """Seconds between the train stage's "training ..." and "best epoch ..." log lines (1 s resolution)."""
-    start = re.search(r"^(\d\d:\d\d:\d\d) INFO\s+__main__: training ", log, re.M)
-    end = re.search(r"^(\d\d:\d\d:\d\d) INFO\s+imgclf\.training: best epoch", log, re.M)
-    if not (start and end):
-        sys.exit("the train stage's log lacks its 'training' or 'best epoch' line:\n" + log[-3000:])
-    elapsed = datetime.strptime(end[1], "%H:%M:%S") - datetime.strptime(start[1], "%H:%M:%S")
-    return elapsed.total_seconds() % 86400
 
 
 def results(project: Path) -> tuple[float, dict]:
