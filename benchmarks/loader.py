@@ -5,13 +5,14 @@ the train stage's fit against a plain fit on arrays already in memory.
     .venv/bin/python benchmarks/loader.py                  # about 5 minutes on 2 cores
 
 Images: real CIFAR-10 JPEGs from ../shared/datasets (the first ``--per-class`` training images of
-each class), brought to the training size by the resize stage's own code, as PNG class folders.
+each class), brought to the training size by the resize stage's own code and packed as the stage packs
+them; the seeds' side reads the same images as PNG class folders.
 
 1. Loader, 64x64, with the seeds' augmentation (rotation 10 degrees, width and height shifts 0.2,
    horizontal flips), ``--epochs`` epochs each side:
    - the seeds' way: ``tf_keras`` ``ImageDataGenerator(...).flow_from_directory(...)``, every batch
      drawn (it reads and decodes the files again every epoch and augments image by image);
-   - ours: the train stage's path: :func:`imgclf.dataset.load_image_folder` once, then
+   - ours: the train stage's path: :func:`imgclf.dataset.load_image_set` once, then
      :func:`imgclf.training.train` of a model whose only work is the stage's augmentation layers
      (a pooling and a dense layer after them, so there is something to train).
    Both report their median epoch; ours leaves out its first (tracing and compiling), and also
@@ -38,9 +39,10 @@ from pathlib import Path
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import keras  # noqa: E402
+import numpy as np  # noqa: E402
 from dvclive import Live  # noqa: E402
 
-from imgclf.dataset import load_image_folder  # noqa: E402
+from imgclf.dataset import ImageSet, load_image_set, save_image_set, write_image_folder  # noqa: E402
 from imgclf.images import ResizeJob, resize_files  # noqa: E402
 from imgclf.models import augmentation, build_model  # noqa: E402
 from imgclf.params import AugmentParams, TrainParams  # noqa: E402
@@ -77,7 +79,11 @@ class EpochTimes(keras.callbacks.Callback):
 
 
 def prepare_images(scratch: Path, per_class: int, side: int) -> Path:
-    """The first ``per_class`` CIFAR-10 training images per class, resized by the resize stage's code."""
+    """The first ``per_class`` CIFAR-10 training images per class, resized by the resize stage's code.
+
+    Returns the packed split the train stage reads; beside it, the same images as class folders of
+    PNGs (the same path without ``.npz``) for the seeds' ``flow_from_directory``.
+    """
     if not ARCHIVE.exists():
         sys.exit(f"{ARCHIVE} is missing: this benchmark needs the real CIFAR-10 images in ../shared/datasets.")
     raw = scratch / "raw"
@@ -85,11 +91,15 @@ def prepare_images(scratch: Path, per_class: int, side: int) -> Path:
         members = [member for member in tar if member.isfile() and member.name.startswith("cifar10/train/")
                    and int(Path(member.name).stem) < per_class]
         tar.extractall(raw, members=members, filter="data")
-    output = scratch / f"resized{side}"
-    jobs = [ResizeJob(path, output / path.parent.name / f"{path.stem}.png")
-            for path in sorted((raw / "cifar10" / "train").glob("*/*.jpg"))]
-    resize_files(jobs, (side, side), "stretch", max_pixels=200e6)
-    return output
+    sources = sorted((raw / "cifar10" / "train").glob("*/*.jpg"))
+    images, _ = resize_files([ResizeJob(path) for path in sources], (side, side), "stretch", max_pixels=200e6)
+    class_names = tuple(sorted({path.parent.name for path in sources}))
+    labels = np.asarray([class_names.index(path.parent.name) for path in sources], dtype=np.int32)
+    packed = scratch / f"resized{side}.npz"
+    save_image_set(packed, ImageSet(images, labels, tuple(f"{path.parent.name}/{path.name}" for path in sources),
+                                    class_names))
+    write_image_folder(load_image_set(packed), scratch / f"resized{side}")  # for flow_from_directory
+    return packed
 
 
 def seeds_loader(folder: Path, epochs: int) -> float:
@@ -109,27 +119,27 @@ def seeds_loader(folder: Path, epochs: int) -> float:
     return batches.samples / statistics.median(seconds)
 
 
-def our_loader(folder: Path, epochs: int) -> tuple[float, float]:
+def our_loader(packed: Path, epochs: int) -> tuple[float, float]:
     """Images per second through the train stage's path: (the median epoch after the first, the whole run
     with loading, compiling and validation included)."""
     start = time.perf_counter()
-    train_set = load_image_folder(folder)
+    train_set = load_image_set(packed)
     inputs = keras.Input(train_set.images.shape[1:])
     features = keras.Sequential(augmentation(SEEDS_AUGMENTATION, seed=0), name="augmentation")(inputs)
     features = keras.layers.Rescaling(1 / 255)(features)
     features = keras.layers.GlobalAveragePooling2D()(features)
     model = keras.Model(inputs, keras.layers.Dense(len(train_set.class_names), activation="softmax")(features))
     params = TrainParams(epochs=epochs, batch_size=BATCH_SIZE)
-    val_set = load_image_folder(folder, train_set.class_names)  # the stage validates every epoch too
+    val_set = load_image_set(packed, train_set.class_names)  # the stage validates every epoch too
     timer = EpochTimes()
     train(lambda: model, train_set, val_set, params, callbacks=[timer])
     whole_run = epochs * len(train_set) / (time.perf_counter() - start)
     return len(train_set) / statistics.median(timer.seconds[1:]), whole_run
 
 
-def training_rates(name: str, folder: Path, epochs: int, history: Path) -> tuple[float, float]:
+def training_rates(name: str, packed: Path, epochs: int, history: Path) -> tuple[float, float]:
     """Training images per second after the first epoch: (the stage's fit, a plain fit)."""
-    train_set = load_image_folder(folder)
+    train_set = load_image_set(packed)
     params = TrainParams(model=name, epochs=epochs, batch_size=BATCH_SIZE)
     rates = []
     for stage_way in (True, False):
@@ -156,13 +166,14 @@ def main() -> int:
           f"Keras {keras.__version__} ({keras.backend.backend()})")
 
     with tempfile.TemporaryDirectory(prefix="loader-bench-") as scratch:
-        folder64 = prepare_images(Path(scratch), args.per_class, 64)
-        folder32 = prepare_images(Path(scratch), args.per_class, 32)
+        packed64 = prepare_images(Path(scratch), args.per_class, 64)
+        packed32 = prepare_images(Path(scratch), args.per_class, 32)
+        folder64 = packed64.with_suffix("")
         count = sum(1 for _ in folder64.glob("*/*.png"))
         print(f"{count} real CIFAR-10 training images, 10 classes, batch size {BATCH_SIZE}, {args.epochs} epochs\n")
 
         seeds = seeds_loader(folder64, args.epochs)
-        ours, ours_whole_run = our_loader(folder64, args.epochs)
+        ours, ours_whole_run = our_loader(packed64, args.epochs)
         print("loader at 64x64 with rotation 10, shifts 0.2, flips (median epoch):")
         print(f"  seeds' ImageDataGenerator.flow_from_directory                  {seeds:8.0f} images/s")
         print(f"  the train stage's path (arrays in memory, augmentation in the model)  {ours:8.0f} images/s "
@@ -170,7 +181,7 @@ def main() -> int:
 
         fit_ratios = {}
         for name in ("simple_cnn", "cifar_cnn"):
-            stage, plain = training_rates(name, folder32, args.epochs, Path(scratch) / f"history-{name}")
+            stage, plain = training_rates(name, packed32, args.epochs, Path(scratch) / f"history-{name}")
             fit_ratios[name] = stage / plain
             print(f"fit {name} at 32x32: the stage's fit {stage:7.0f} images/s, plain fit on arrays {plain:7.0f} "
                   f"images/s: {fit_ratios[name]:.2f}x (target >= {FIT_TARGET:g}x): "

@@ -4,9 +4,11 @@
     .venv/bin/python benchmarks/resize.py --photos 48 --repeats 5
 
 The seeds' way, in one process: ``Image.open``, ``convert("RGB")``, ``resize(..., LANCZOS)``, ``save``
-(under the photo's own name, so as a JPEG). Ours: :func:`imgclf.images.resize_files`, exactly what
-the resize stage runs, on all cores. Both read the same files and write into a fresh folder; each
-side runs ``--repeats`` times and the median wall time counts (the machine is shared and noisy).
+(under the photo's own name, so as a JPEG). Ours: :func:`imgclf.images.resize_files` and
+:func:`imgclf.dataset.save_image_set`, exactly what the resize stage runs, on all cores. Both read
+the same files and write into a fresh folder (the seeds' way a file per photo, ours one packed
+file); each side runs ``--repeats`` times and the median wall time counts (the machine is shared
+and noisy).
 
 The photos are scikit-learn's two bundled real photographs (china.jpg, flower.jpg: 640x427),
 cropped, flipped and enlarged to 4256x2848 (12.1 megapixels) with LANCZOS, with a little
@@ -35,6 +37,7 @@ import numpy as np
 from PIL import Image
 from sklearn.datasets import load_sample_images
 
+from imgclf.dataset import ImageSet, load_image_set, save_image_set
 from imgclf.images import REDUCING_GAP, ResizeJob, draft_request, resize_files
 
 PHOTO_SIZE = (4256, 2848)  # width, height: 12.1 megapixels, a 3:2 camera sensor
@@ -82,9 +85,12 @@ def one_lever(paths: list[Path], output: Path, side: int, draft: bool, reducing_
 
 
 def ours(paths: list[Path], output: Path, side: int, workers: int | None = None) -> None:
-    jobs = [ResizeJob(path, output / f"{path.stem}.png") for path in paths]
-    outcomes = resize_files(jobs, (side, side), "stretch", max_pixels=200e6, workers=workers)
+    """What the resize stage does for a split: resize on ``workers`` cores, then write the packed file."""
+    images, outcomes = resize_files([ResizeJob(path) for path in paths], (side, side), "stretch", max_pixels=200e6,
+                                    workers=workers)
     assert not any(outcome.action == "skipped" for outcome in outcomes), outcomes
+    save_image_set(output / "photos.npz", ImageSet(images, np.zeros(len(paths), np.int32),
+                                                    tuple(path.name for path in paths), ("photo",)))
 
 
 def median_seconds(run, repeats: int) -> float:
@@ -107,12 +113,12 @@ def quality(paths: list[Path], side: int) -> tuple[float, float]:
     """(lowest, mean) PSNR of our outputs against LANCZOS from the fully decoded photo."""
     output = Path(tempfile.mkdtemp(prefix="resize-quality-"))
     ours(paths, output, side)
+    resized = load_image_set(output / "photos.npz").images
     scores = []
-    for path in paths:
+    for path, pixels in zip(paths, resized, strict=True):
         with Image.open(path) as image:
             reference = np.asarray(image.convert("RGB").resize((side, side), Image.Resampling.LANCZOS))
-        with Image.open(output / f"{path.stem}.png") as result:
-            scores.append(psnr(np.asarray(result), reference))
+        scores.append(psnr(pixels, reference))
     shutil.rmtree(output)
     return min(scores), statistics.mean(scores)
 

@@ -1,6 +1,6 @@
 """Evaluate stage: score the trained model on the test split and draw where it fails.
 
-Reads:  models/ (model.keras, classes.json), data/resized/test, params.yaml ``evaluate``
+Reads:  models/ (model.keras, classes.json), data/resized/test.npz, params.yaml ``evaluate``
 Writes: metrics/evaluate.json (accuracy, top-k accuracy, loss, macro and weighted precision/recall/F1,
         ROC AUC, calibration error, per-class scores), metrics/predictions.csv (file, actual,
         predicted, confidence: the confusion matrix's data), metrics/roc.csv and
@@ -25,7 +25,7 @@ logger = logging.getLogger(__name__)
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model-dir", type=Path, required=True, help="the train stage's model folder")
-    parser.add_argument("--test", type=Path, required=True, help="folder of test images by class")
+    parser.add_argument("--test", type=Path, required=True, help="the packed test split (test.npz)")
     parser.add_argument("--metrics", type=Path, required=True, help="JSON of test metrics")
     parser.add_argument("--predictions", type=Path, required=True, help="CSV of per-image predictions")
     parser.add_argument("--roc", type=Path, required=True, help="CSV of ROC curve points")
@@ -35,7 +35,7 @@ def main() -> None:
     params = load_section("evaluate")
 
     from imgclf import figures
-    from imgclf.dataset import load_image_folder
+    from imgclf.dataset import load_image_set
     from imgclf.evaluation import (
         precision_recall_rows,
         predict_probabilities,
@@ -48,7 +48,7 @@ def main() -> None:
 
     class_names = read_json(args.model_dir / "classes.json")
     model = load_model(args.model_dir / "model.keras")
-    test_set = load_image_folder(args.test, class_names)
+    test_set = load_image_set(args.test, class_names)
     probabilities = predict_probabilities(model, test_set.images, params.batch_size, params.tta)
     labels, predicted = test_set.labels, probabilities.argmax(axis=1)
     roc = roc_rows(labels, probabilities, class_names)

@@ -1,69 +1,93 @@
-"""Resize stage: every image to ``resize.size`` as 8-bit RGB PNG, on all cores.
+"""Resize stage: every image of the split to ``resize.size`` as 8-bit RGB, on all cores.
 
-Reads:  data/split (from the split stage), params.yaml ``resize``
-Writes: data/resized/{train,val,test}/<class>/<file>.png;
+Reads:  data/split.csv (from the split stage) and the files of data/raw it lists, params.yaml ``resize``
+Writes: data/resized/{train,val,test}.npz, each split's images packed in one array file with their
+        labels and source paths (`imgclf unpack` writes one out as folders of PNGs to look at);
         data/resized/preprocessing.json, the size and resize mode, kept with the model for predictions;
         metrics/skipped_resize.csv, every file that could not be used (or was used only after a
         repair: first frame of an animation, 16-bit scaled...) and why;
         metrics/data.json, images per split and class, unusable and repaired files per split
 Run:    dvc repro resize
+
+data/raw is not a DVC dependency of this stage: the manifest holds each file's SHA-256, so it
+changes whenever an image does, and a file that differs from its digest stops the stage.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+from collections import Counter
 from pathlib import Path
 
+import numpy as np
+
+from imgclf.dataset import ImageSet, save_image_set
+from imgclf.errors import PipelineError
 from imgclf.files import atomic_directory, write_csv, write_json
-from imgclf.images import ResizeJob, output_name, resize_files
-from imgclf.layout import SUBSETS, scan_folder
+from imgclf.images import ResizeJob, ResizeOutcome, resize_files
+from imgclf.layout import SUBSETS
 from imgclf.params import load_section
 from imgclf.preprocessing import PREPROCESSING_FILE, Preprocessing
-from imgclf.split import count_by_class
+from imgclf.split import read_manifest
 from imgclf.stage import run_stage
 
 logger = logging.getLogger(__name__)
 
 
+class OutputWriteError(PipelineError):
+    """A packed split could not be written (a full disk, a file size limit...)."""
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--input", type=Path, required=True, help="the split stage's output")
-    parser.add_argument("--output", type=Path, required=True, help="folder to write resized images to")
+    parser.add_argument("--raw", type=Path, required=True, help="the download stage's output")
+    parser.add_argument("--split", type=Path, required=True, help="the split stage's manifest")
+    parser.add_argument("--output", type=Path, required=True, help="folder to write the packed splits to")
     parser.add_argument("--report", type=Path, required=True, help="CSV of the unusable files")
     parser.add_argument("--counts", type=Path, required=True, help="JSON of image counts (a DVC metric)")
     args = parser.parse_args()
     params = load_section("resize")
 
-    files, _ = scan_folder(args.input)
+    entries = read_manifest(args.split)
+    class_names = tuple(sorted({entry.label for entry in entries}))
+    index_of = {name: index for index, name in enumerate(class_names)}
+    logger.info("resizing %d images to %dx%d (%s)", len(entries), *params.size, params.mode)
+    outcomes: dict[str, list[ResizeOutcome]] = {}
+    kept_per_class: dict[str, dict[str, int]] = {}
     with atomic_directory(args.output) as staging:
-        names_taken: dict[Path, set[str]] = {}
-        jobs = []
-        for item in files:
-            folder = staging / item.subset / item.label
-            name = output_name(Path(item.name), names_taken.setdefault(folder, set()))
-            jobs.append(ResizeJob(item.path, folder / name))
-        logger.info("resizing %d images to %dx%d (%s)", len(jobs), *params.size, params.mode)
-        noteworthy = resize_files(jobs, params.size, params.mode, params.max_megapixels * 1e6)
+        for subset in SUBSETS:
+            subset_entries = [entry for entry in entries if entry.subset == subset]
+            jobs = [ResizeJob(args.raw / entry.file, entry.sha256) for entry in subset_entries]
+            images, outcomes[subset] = resize_files(jobs, params.size, params.mode, params.max_megapixels * 1e6,
+                                                    description=f"resizing {subset}")
+            kept = [entry for entry, outcome in zip(subset_entries, outcomes[subset], strict=True)
+                    if outcome.action != "skipped"]
+            kept_per_class[subset] = dict(sorted(Counter(entry.label for entry in kept).items()))
+            packed = ImageSet(images, np.asarray([index_of[entry.label] for entry in kept], dtype=np.int32),
+                              tuple(entry.file for entry in kept), class_names)
+            destination = staging / f"{subset}.npz"
+            try:
+                save_image_set(destination, packed)
+            except OSError as error:
+                raise OutputWriteError(f"cannot write {destination}: {error.strerror or error}. Free disk space "
+                                       "(or raise the file size limit) and run again; nothing was kept.") from None
         Preprocessing(params.size, params.mode, params.max_megapixels).save(staging / PREPROCESSING_FILE)
 
-    action_of = {outcome.source: outcome.action for outcome in noteworthy}
-    kept = {subset: [item for item in files if item.subset == subset and action_of.get(item.path) != "skipped"]
-            for subset in SUBSETS}
+    noteworthy = [outcome for subset in SUBSETS for outcome in outcomes[subset] if outcome.action != "used"]
 
     def count(action: str) -> dict[str, int]:
-        return {subset: sum(action_of.get(item.path) == action for item in files if item.subset == subset)
-                for subset in SUBSETS}
+        return {subset: sum(outcome.action == action for outcome in outcomes[subset]) for subset in SUBSETS}
 
-    write_json(args.counts, {"images": {subset: len(kept[subset]) for subset in SUBSETS},
-                             "per_class": count_by_class(kept), "unusable": count("skipped"),
+    write_json(args.counts, {"images": {subset: sum(kept_per_class[subset].values()) for subset in SUBSETS},
+                             "per_class": kept_per_class, "unusable": count("skipped"),
                              "repaired": count("repaired"), "damaged_but_used": count("warning")})
     write_csv(args.report, ["file", "action", "reason"],
               [(str(outcome.source), outcome.action, outcome.reason) for outcome in noteworthy])
-    skipped = sum(outcome.action == "skipped" for outcome in noteworthy)
+    skipped = sum(count("skipped").values())
     if noteworthy:
         logger.warning("%d of %d files could not be used, %d were used after a repair or with a warning; see %s",
-                       skipped, len(jobs), len(noteworthy) - skipped, args.report)
+                       skipped, len(entries), len(noteworthy) - skipped, args.report)
 
 
 if __name__ == "__main__":

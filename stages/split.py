@@ -1,8 +1,9 @@
-"""Split stage: stratified, seeded train/val/test folders, keeping a source's own split.
+"""Split stage: a stratified, seeded train/val/test split, keeping a source's own split.
 
 Reads:  data/raw (from the download stage), params.yaml ``split``
-Writes: data/split/{train,val,test}/<class>/<file>, hard links to data/raw where the filesystem
-        allows (copies otherwise), so a split costs no extra disk;
+Writes: data/split.csv, the manifest: every image's path below data/raw, its class, its subset
+        (train, val or test) and the SHA-256 of its bytes. A manifest rather than folders of links:
+        DVC checks one file instead of one per image (see the README's "Outputs");
         metrics/duplicates.csv, files whose bytes repeat another file's: dropped
         (split.deduplicate: true) or, when kept, listed where they leak across splits
 Run:    dvc repro split
@@ -16,10 +17,10 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from imgclf.files import atomic_directory, file_digest, link_or_copy, write_csv
-from imgclf.layout import SUBSETS, scan_folder
+from imgclf.files import file_digest, write_csv
+from imgclf.layout import scan_folder
 from imgclf.params import load_section
-from imgclf.split import count_by_class, drop_duplicates, leaks, split_items
+from imgclf.split import MANIFEST_COLUMNS, count_by_class, drop_duplicates, leaks, manifest_rows, split_items
 from imgclf.stage import run_stage
 
 logger = logging.getLogger(__name__)
@@ -28,7 +29,7 @@ logger = logging.getLogger(__name__)
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--input", type=Path, required=True, help="the download stage's output")
-    parser.add_argument("--output", type=Path, required=True, help="folder to write the splits to")
+    parser.add_argument("--output", type=Path, required=True, help="the manifest (CSV) to write")
     parser.add_argument("--duplicates", type=Path, required=True, help="CSV of files with the same bytes")
     args = parser.parse_args()
     params = load_section("split")
@@ -48,10 +49,7 @@ def main() -> None:
         logger.warning("%d files repeat another file's bytes (%s); see %s", len(rows),
                        "dropped" if params.deduplicate else "kept, and leaking across splits", args.duplicates)
 
-    with atomic_directory(args.output) as staging:
-        for subset in SUBSETS:
-            for item in split[subset]:
-                link_or_copy(item.path, staging / subset / item.label / item.name)
+    write_csv(args.output, MANIFEST_COLUMNS, manifest_rows(split, digests, args.input))
     write_csv(args.duplicates, ["file", "same_bytes_as", "action"], rows)
     for subset, counts in count_by_class(split).items():
         logger.info("%s: %d images (%s)", subset, sum(counts.values()),

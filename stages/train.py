@@ -1,6 +1,6 @@
 """Train stage: fit ``train.model`` on the training split; keep the best epoch by validation loss.
 
-Reads:  data/resized/train, data/resized/val, data/resized/preprocessing.json, params.yaml ``train``
+Reads:  data/resized/train.npz, val.npz and preprocessing.json, params.yaml ``train``
 Writes: models/model.keras (the best epoch's weights), models/classes.json (index -> class name),
         models/preprocessing.json (how images were resized, for `imgclf predict`), models/summary.txt
         (layers and parameter counts; models/architecture.png too when Graphviz is installed),
@@ -29,8 +29,8 @@ AUGMENTED_VARIANTS = 5  # random augmentations of each
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--train", type=Path, required=True, help="folder of training images by class")
-    parser.add_argument("--val", type=Path, required=True, help="folder of validation images by class")
+    parser.add_argument("--train", type=Path, required=True, help="the packed training split (train.npz)")
+    parser.add_argument("--val", type=Path, required=True, help="the packed validation split (val.npz)")
     parser.add_argument("--model-dir", type=Path, required=True, help="folder for the model and its classes")
     parser.add_argument("--metrics", type=Path, required=True, help="JSON summary of the kept epoch")
     parser.add_argument("--preprocessing", type=Path, required=True, help="the resize stage's preprocessing.json")
@@ -47,7 +47,7 @@ def main() -> None:
     import numpy as np
     from dvclive import Live
 
-    from imgclf.dataset import load_image_folder
+    from imgclf.dataset import load_image_set
     from imgclf.devices import setup_devices
     from imgclf.figures import augmented_grid, training_curves
     from imgclf.files import atomic_directory, write_json
@@ -67,8 +67,8 @@ def main() -> None:
 
     devices = setup_devices(params.distribution, params.mixed_precision)  # first: TensorFlow's strategies need it
     make_deterministic(params.seed)
-    train_set = load_image_folder(args.train)
-    val_set = load_image_folder(args.val, train_set.class_names)
+    train_set = load_image_set(args.train)
+    val_set = load_image_set(args.val, train_set.class_names)
 
     def build() -> keras.Model:
         model = build_from_params(params, train_set.images, len(train_set.class_names))

@@ -20,7 +20,7 @@ from PIL import Image, features
 from imgclf.images import ResizeJob, resize_file
 from imgclf.layout import LabelledFile, scan_folder
 from imgclf.sources import import_files
-from imgclf.split import SplitError, drop_duplicates, leaks, split_items
+from imgclf.split import SplitError, drop_duplicates, leaks, read_manifest, split_items
 
 SIZE = (16, 16)
 MAX_PIXELS = 200e6
@@ -42,15 +42,12 @@ def encoded(image: Image.Image, image_format: str, **options) -> bytes:
 def resize(tmp_path: Path, name: str, content: bytes, mode: str = "stretch"):
     source = tmp_path / name
     source.write_bytes(content)
-    destination = tmp_path / "out" / f"{Path(name).stem}.png"
-    outcome = resize_file(ResizeJob(source, destination), SIZE, mode, MAX_PIXELS)
-    return outcome, destination
+    return resize_file(ResizeJob(source), SIZE, mode, MAX_PIXELS)
 
 
-def assert_rgb_output(destination: Path) -> np.ndarray:
-    with Image.open(destination) as image:
-        assert image.mode == "RGB" and image.size == (SIZE[1], SIZE[0])
-        return np.asarray(image)
+def assert_rgb_output(pixels: np.ndarray | None) -> np.ndarray:
+    assert pixels is not None and pixels.dtype == np.uint8 and pixels.shape == (*SIZE, 3)
+    return pixels
 
 
 # --- files that are no image: the download stage lists them ------------------------------------
@@ -85,9 +82,9 @@ def test_an_empty_class_folder_is_listed(tmp_path):
 # --- images that cannot be decoded: skipped with the reason --------------------------------------
 
 def test_a_truncated_jpeg_is_skipped(tmp_path):
-    outcome, destination = resize(tmp_path, "cut.jpg", jpeg()[:-200])
+    outcome, pixels = resize(tmp_path, "cut.jpg", jpeg()[:-200])
     assert outcome.action == "skipped" and "truncated" in outcome.reason.lower()
-    assert not destination.exists()
+    assert pixels is None
 
 
 def test_a_header_claiming_400_megapixels_is_refused_before_decoding(tmp_path):
@@ -106,10 +103,10 @@ def test_a_header_claiming_400_megapixels_is_refused_before_decoding(tmp_path):
 
 def test_a_jpeg_with_junk_before_its_end_marker_loads_with_a_warning(tmp_path):
     clean = jpeg()
-    outcome, destination = resize(tmp_path, "junk.jpg", clean[:-2] + bytes(range(1, 120)) + clean[-2:])
+    outcome, pixels = resize(tmp_path, "junk.jpg", clean[:-2] + bytes(range(1, 120)) + clean[-2:])
     assert outcome.action == "warning"
     assert "extraneous bytes before marker 0xd9" in outcome.reason
-    assert_rgb_output(destination)
+    assert_rgb_output(pixels)
 
 
 def test_an_exif_only_jpeg_without_jfif_marker_is_kept(tmp_path):
@@ -118,32 +115,32 @@ def test_an_exif_only_jpeg_without_jfif_marker_is_kept(tmp_path):
     app0_length = struct.unpack(">H", data[4:6])[0]
     exif_only = data[:2] + data[4 + app0_length:]
     assert b"JFIF" not in exif_only and b"Exif" in exif_only
-    outcome, destination = resize(tmp_path, "exif_only.jpg", exif_only)
+    outcome, pixels = resize(tmp_path, "exif_only.jpg", exif_only)
     assert outcome.action == "used"  # keras-io's JFIF filter would have dropped it
-    assert_rgb_output(destination)
+    assert_rgb_output(pixels)
 
 
 # --- unusual but valid: decoded by content, repaired where needed, listed when repaired ----------
 
 @pytest.mark.parametrize("image_format", ["PNG", "BMP"])
 def test_a_png_or_bmp_named_jpg_is_decoded_by_content(tmp_path, image_format):
-    outcome, destination = resize(tmp_path, "photo.jpg", encoded(Image.new("RGB", (20, 20), (0, 0, 255)), image_format))
+    outcome, pixels = resize(tmp_path, "photo.jpg", encoded(Image.new("RGB", (20, 20), (0, 0, 255)), image_format))
     assert outcome.action == "used"
-    assert assert_rgb_output(destination)[8, 8].tolist() == [0, 0, 255]
+    assert assert_rgb_output(pixels)[8, 8].tolist() == [0, 0, 255]
 
 
 def test_a_cmyk_jpeg_is_converted_and_listed(tmp_path):
-    outcome, destination = resize(tmp_path, "print.jpg", encoded(Image.new("CMYK", (20, 20), (0, 255, 255, 0)), "JPEG"))
+    outcome, pixels = resize(tmp_path, "print.jpg", encoded(Image.new("CMYK", (20, 20), (0, 255, 255, 0)), "JPEG"))
     assert (outcome.action, outcome.reason) == ("repaired", "CMYK converted to RGB")
-    red, green, blue = assert_rgb_output(destination)[8, 8].tolist()
+    red, green, blue = assert_rgb_output(pixels)[8, 8].tolist()
     assert red > 200 and green < 50 and blue < 50
 
 
 def test_a_16_bit_png_is_scaled_to_8_bits_not_clipped_to_white(tmp_path):
     mid_grey = Image.fromarray(np.full((20, 20), 32896, dtype=np.uint16))
-    outcome, destination = resize(tmp_path, "deep.png", encoded(mid_grey, "PNG"))
+    outcome, pixels = resize(tmp_path, "deep.png", encoded(mid_grey, "PNG"))
     assert (outcome.action, outcome.reason) == ("repaired", "I;16 pixels scaled to 8 bits")
-    assert assert_rgb_output(destination)[8, 8].tolist() == [128, 128, 128]
+    assert assert_rgb_output(pixels)[8, 8].tolist() == [128, 128, 128]
 
 
 @pytest.mark.parametrize("kind", ["rgba", "palette"])
@@ -154,16 +151,16 @@ def test_transparency_is_composited_on_a_fixed_background_and_listed(tmp_path, k
         image = Image.new("P", (20, 20), 0)
         image.putpalette([255, 0, 0] + [0, 0, 0] * 255)
         image.info["transparency"] = 0
-    outcome, destination = resize(tmp_path, f"{kind}.png", encoded(image, "PNG", **(
+    outcome, pixels = resize(tmp_path, f"{kind}.png", encoded(image, "PNG", **(
         {"transparency": 0} if kind == "palette" else {})))
     assert (outcome.action, outcome.reason) == ("repaired", "transparency composited on white")
-    assert assert_rgb_output(destination)[8, 8].tolist() == [255, 255, 255]
+    assert assert_rgb_output(pixels)[8, 8].tolist() == [255, 255, 255]
 
 
 def test_grayscale_becomes_rgb(tmp_path):
-    outcome, destination = resize(tmp_path, "grey.png", encoded(Image.new("L", (20, 20), 90), "PNG"))
+    outcome, pixels = resize(tmp_path, "grey.png", encoded(Image.new("L", (20, 20), 90), "PNG"))
     assert outcome.action == "used"
-    assert assert_rgb_output(destination)[8, 8].tolist() == [90, 90, 90]
+    assert assert_rgb_output(pixels)[8, 8].tolist() == [90, 90, 90]
 
 
 def test_exif_orientation_6_is_applied_before_resizing(tmp_path):
@@ -171,9 +168,9 @@ def test_exif_orientation_6_is_applied_before_resizing(tmp_path):
     wide.paste((255, 255, 255), (0, 0, 20, 20))  # the left half is white
     exif = Image.Exif()
     exif[0x0112] = 6  # displayed rotated 90° clockwise: the white half ends on top
-    outcome, destination = resize(tmp_path, "rotated.jpg", encoded(wide, "JPEG", exif=exif, quality=100), mode="pad")
+    outcome, pixels = resize(tmp_path, "rotated.jpg", encoded(wide, "JPEG", exif=exif, quality=100), mode="pad")
     assert outcome.action == "used"
-    pixels = assert_rgb_output(destination)
+    pixels = assert_rgb_output(pixels)
     assert pixels[4, 8].mean() > 200 and pixels[12, 8].mean() < 50  # top white, bottom black
 
 
@@ -181,17 +178,17 @@ def test_an_animated_gif_gives_its_first_frame_and_is_listed(tmp_path):
     frames = [Image.new("RGB", (20, 20), colour) for colour in ((255, 0, 0), (0, 255, 0), (0, 0, 255))]
     animation = io.BytesIO()
     frames[0].save(animation, format="GIF", save_all=True, append_images=frames[1:], duration=100)
-    outcome, destination = resize(tmp_path, "animated.gif", animation.getvalue())
+    outcome, pixels = resize(tmp_path, "animated.gif", animation.getvalue())
     assert (outcome.action, outcome.reason) == ("repaired", "animated (3 frames): the first frame is used")
-    assert assert_rgb_output(destination)[8, 8].tolist() == [255, 0, 0]
+    assert assert_rgb_output(pixels)[8, 8].tolist() == [255, 0, 0]
 
 
 @pytest.mark.skipif(not features.check("webp"), reason="this Pillow has no WebP support")
 def test_webp_is_decoded(tmp_path):
-    outcome, destination = resize(tmp_path, "photo.webp", encoded(Image.new("RGB", (20, 20), (0, 200, 0)), "WEBP",
+    outcome, pixels = resize(tmp_path, "photo.webp", encoded(Image.new("RGB", (20, 20), (0, 200, 0)), "WEBP",
                                                                   lossless=True))
     assert outcome.action == "used"
-    assert assert_rgb_output(destination)[8, 8].tolist() == [0, 200, 0]
+    assert assert_rgb_output(pixels)[8, 8].tolist() == [0, 200, 0]
 
 
 # --- datasets that cannot be split as asked: an error before training ------------------------------
@@ -240,12 +237,13 @@ def test_the_split_stage_finds_a_copy_across_the_sources_splits_by_its_bytes(tmp
     copy = project / "data/raw/train/cat/copy_of_test.png"
     copy.write_bytes((project / "data/raw/test/cat/0.png").read_bytes())
 
-    run(["python", "stages/split.py", "--input", "data/raw", "--output", "data/split",
+    run(["python", "stages/split.py", "--input", "data/raw", "--output", "data/split.csv",
          "--duplicates", "metrics/duplicates.csv"], project)
 
     report = (project / "metrics/duplicates.csv").read_text().splitlines()
     assert report[0] == "file,same_bytes_as,action"
-    in_split = [path.name for path in (project / "data/split").rglob("copy_of_test.png")]
+    in_split = [Path(entry.file).name for entry in read_manifest(project / "data/split.csv")
+                if entry.file.endswith("copy_of_test.png")]
     if deduplicate:
         assert report[1:] == ["data/raw/train/cat/copy_of_test.png,data/raw/test/cat/0.png,dropped"]
         assert in_split == []  # the test image is kept, its training copy dropped

@@ -15,9 +15,10 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
-from PIL import Image
 
+from imgclf.dataset import ImageSet, save_image_set
 from tests.helpers import command_env, comparable, make_project, run, set_params, stage_command, write_image_folder
 
 pytestmark = pytest.mark.slow
@@ -104,9 +105,8 @@ def test_a_full_disk_while_writing_images_names_the_path_and_keeps_nothing(tmp_p
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
         resource.setrlimit(resource.RLIMIT_FSIZE, (200, 200))
 
-    result = subprocess.run([sys.executable, "stages/resize.py", "--input", "data/split", "--output",
-                             "data/resized", "--report", "metrics/r.csv", "--counts", "metrics/c.json"],
-                            cwd=project, env=command_env(), text=True, capture_output=True,
+    result = subprocess.run([sys.executable, *stage_command("resize")[1:]], cwd=project, env=command_env(),
+                            text=True, capture_output=True,
                             preexec_fn=small_file_limit, check=False)
     assert result.returncode == 1
     assert "cannot write data/.resized." in result.stderr and "File too large" in result.stderr
@@ -177,9 +177,10 @@ def test_a_model_with_a_lambda_layer_is_refused_by_evaluate(tmp_path):
     (project / "models").mkdir()
     keras.Model(inputs, outputs).save(project / "models" / "model.keras")
     (project / "models" / "classes.json").write_text('["a", "b", "c"]')
-    for label in "abc":
-        (project / "data/resized/test" / label).mkdir(parents=True)
-        Image.new("RGB", (16, 16)).save(project / "data/resized/test" / label / "1.png")
+    (project / "data/resized").mkdir(parents=True)
+    save_image_set(project / "data/resized/test.npz", ImageSet(np.zeros((3, 16, 16, 3), np.uint8),
+                                                              np.arange(3, dtype=np.int32), ("1", "2", "3"),
+                                                              ("a", "b", "c")))
     result = run(stage_command("evaluate"), project, check=False)
     assert result.returncode == 1
     assert "refused to load models/model.keras" in result.stdout and "Lambda" in result.stdout

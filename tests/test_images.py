@@ -1,5 +1,5 @@
+import hashlib
 import io
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -9,10 +9,10 @@ from imgclf.images import (
     BACKGROUND,
     DRAFT_MARGIN,
     ResizeJob,
+    StaleSplitError,
     fit_to_size,
     fitted_size,
     load_rgb,
-    output_name,
     resize_files,
     to_rgb,
 )
@@ -86,33 +86,42 @@ def test_crop_keeps_the_center():
     assert pixels(fit_to_size(image, (10, 10), "crop"))[5, 5].tolist() == [0, 255, 0]
 
 
-def test_resize_files_writes_png_and_reports_unusable_files_with_a_reason(tmp_path):
-    good = tmp_path / "in" / "good.jpg"
-    good.parent.mkdir()
-    Image.new("RGB", (64, 48), (10, 200, 30)).save(good, quality=95)
+def test_resize_files_returns_the_usable_pixels_in_order_and_reports_unusable_files_with_a_reason(tmp_path):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    Image.new("RGB", (64, 48), (10, 200, 30)).save(folder / "green.jpg", quality=95)
     buffer = io.BytesIO()
     Image.new("RGB", (64, 64), (1, 2, 3)).save(buffer, format="JPEG")
-    truncated = tmp_path / "in" / "truncated.jpg"
-    truncated.write_bytes(buffer.getvalue()[:300])
-    text = tmp_path / "in" / "text.png"
-    text.write_text("hello")
-    jobs = [ResizeJob(path, tmp_path / "out" / f"{path.stem}.png") for path in (good, truncated, text)]
+    (folder / "truncated.jpg").write_bytes(buffer.getvalue()[:300])
+    (folder / "text.png").write_text("hello")
+    Image.new("RGB", (20, 30), (200, 0, 0)).save(folder / "red.png")
+    names = ["green.jpg", "truncated.jpg", "text.png", "red.png"]
 
-    unusable = {outcome.source: outcome.reason for outcome in resize_files(jobs, (16, 16), "stretch", workers=2)
-                if outcome.action == "skipped"}
+    images, outcomes = resize_files([ResizeJob(folder / name) for name in names], (16, 8), "stretch", workers=2)
 
-    with Image.open(tmp_path / "out" / "good.png") as result:
-        assert result.size == (16, 16) and result.mode == "RGB"
-    assert set(unusable) == {truncated, text}
-    assert "truncated" in unusable[truncated].lower()
-    assert "cannot identify image file" in unusable[text]
-    assert not (tmp_path / "out" / "truncated.png").exists()
+    assert images.shape == (2, 16, 8, 3) and images.dtype == np.uint8
+    assert np.abs(images[0].astype(int) - (10, 200, 30)).max() <= 3  # green, then red: the order of the jobs
+    assert images[1].tolist() == np.full((16, 8, 3), (200, 0, 0)).tolist()
+    assert [outcome.source.name for outcome in outcomes] == names
+    unusable = {outcome.source.name: outcome.reason for outcome in outcomes if outcome.action == "skipped"}
+    assert set(unusable) == {"truncated.jpg", "text.png"}
+    assert "truncated" in unusable["truncated.jpg"].lower()
+    assert "cannot identify image file" in unusable["text.png"]
 
 
-def test_output_names_never_collide():
-    taken: set[str] = set()
-    names = [output_name(Path(name), taken) for name in ("a.jpg", "a.png", "b.jpeg")]
-    assert names == ["a.png", "a_png.png", "b.png"]
+def test_a_file_that_changed_or_vanished_since_the_split_stops_the_resize(tmp_path):
+    path = tmp_path / "a.png"
+    Image.new("RGB", (8, 8)).save(path)
+    recorded = hashlib.sha256(path.read_bytes()).hexdigest()
+    images, _ = resize_files([ResizeJob(path, recorded)], (4, 4), "stretch", workers=1)
+    assert len(images) == 1
+
+    Image.new("RGB", (8, 8), (1, 1, 1)).save(path)
+    with pytest.raises(StaleSplitError, match="a.png has changed since the split recorded it: run `dvc repro`"):
+        resize_files([ResizeJob(path, recorded)], (4, 4), "stretch", workers=1)
+    path.unlink()
+    with pytest.raises(StaleSplitError, match="a.png is listed in the split but does not exist"):
+        resize_files([ResizeJob(path, recorded)], (4, 4), "stretch", workers=1)
 
 
 def photo_like(width: int, height: int, seed: int = 0) -> Image.Image:

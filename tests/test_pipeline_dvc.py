@@ -15,6 +15,8 @@ import pytest
 from PIL import Image
 from ruamel.yaml import YAML
 
+from imgclf.files import file_digest
+from imgclf.split import read_manifest
 from tests.helpers import comparable, make_project, render_in_browser, run, set_params, write_image_folder
 
 pytestmark = pytest.mark.slow
@@ -54,7 +56,7 @@ def repo(tmp_path_factory) -> Path:
 
 
 def test_repro_writes_every_output(repo):
-    for path in ("data/raw", "data/split", "data/resized/train", "models/model.keras", "models/classes.json",
+    for path in ("data/raw", "data/split.csv", "data/resized/train.npz", "models/model.keras", "models/classes.json",
                  "models/preprocessing.json", "models/summary.txt", "metrics/history/plots/metrics/val/loss.tsv",
                  *TRACKED_RESULTS, *FIGURES):
         assert (repo / path).exists(), path
@@ -69,9 +71,13 @@ def test_repro_writes_every_output(repo):
     assert "notes.txt" in skipped and "not an image" in skipped
     unusable = (repo / "metrics/skipped_resize.csv").read_text()
     assert "red/cut.jpg,skipped," in unusable and "truncated" in unusable.lower()
-    # the split costs no disk: its files are hard links to data/raw
-    split_file = next((repo / "data/split/train/green").iterdir())
-    assert split_file.stat().st_ino == (repo / "data/raw/green" / split_file.name).stat().st_ino
+    # the split is a manifest of every usable raw image with its digest; each split is one packed file
+    manifest = read_manifest(repo / "data/split.csv")
+    assert sorted(entry.file for entry in manifest) == sorted(
+        path.relative_to(repo / "data/raw").as_posix() for path in (repo / "data/raw").rglob("*") if path.is_file())
+    assert all(entry.sha256 == file_digest(repo / "data/raw" / entry.file) for entry in manifest)
+    assert sorted(path.name for path in (repo / "data/resized").iterdir()) == [
+        ".gitignore", "preprocessing.json", "test.npz", "train.npz", "val.npz"]
     assert json.loads((repo / "models/classes.json").read_text()) == sorted(CLASSES)
     evaluation = json.loads((repo / "metrics/evaluate.json").read_text())
     assert evaluation["test_images"] == 20 and set(evaluation["per_class"]) == set(CLASSES)
@@ -80,6 +86,14 @@ def test_repro_writes_every_output(repo):
     assert "top_5_accuracy" not in evaluation  # 4 classes: top-5 would always be right
     roc_classes = {line.split(",")[0] for line in (repo / "metrics/roc.csv").read_text().splitlines()[1:]}
     assert roc_classes == set(CLASSES)
+
+
+def test_imgclf_unpack_writes_the_packed_test_split_as_folders_to_look_at(repo, tmp_path):
+    run(["imgclf", "unpack", "data/resized/test.npz", str(tmp_path / "test")], repo)
+    pngs = list((tmp_path / "test").rglob("*.png"))
+    assert {png.parent.name for png in pngs} == set(CLASSES) and len(pngs) == 20
+    with Image.open(pngs[0]) as image:
+        assert image.size == (16, 16) and image.mode == "RGB"
 
 
 def test_second_repro_runs_no_stage(repo):

@@ -10,18 +10,17 @@ import pytest
 from imgclf.files import atomic_directory, atomic_file
 from tests.helpers import make_project, run, set_params, stage_command
 
-SPLIT = ["stages/split.py", "--input", "data/raw", "--output", "data/split", "--duplicates", "metrics/d.csv"]
+SPLIT = stage_command("split")[1:]
 
 # (params to set, stage command, the output that must not appear, the message)
 BAD_PARAMS = [
     ({"data.bogus": 1}, ["stages/download.py", "--output", "data/raw", "--report", "metrics/s.csv"],
      "data/raw", r"unknown key data\.bogus"),
     ({"split.val": 1.5}, SPLIT,
-     "data/split", r"split\.val = 1\.5 is not allowed: use a fraction strictly between 0 and 1"),
+     "data/split.csv", r"split\.val = 1\.5 is not allowed: use a fraction strictly between 0 and 1"),
     ({"split.val": 0.6, "split.test": 0.5}, SPLIT,
-     "data/split", r"split\.val \+ split\.test = 1\.1 is not allowed"),
-    ({"resize.size": [32, -1]}, ["stages/resize.py", "--input", "data/split", "--output", "data/resized",
-                                 "--report", "metrics/r.csv", "--counts", "metrics/data.json"],
+     "data/split.csv", r"split\.val \+ split\.test = 1\.1 is not allowed"),
+    ({"resize.size": [32, -1]}, stage_command("resize")[1:],
      "data/resized", r"resize\.size = \[32, -1\]"),
     ({"train.epochs": 0}, stage_command("train")[1:],
      "models", r"train\.epochs = 0 is not allowed: use a number greater than 0"),
@@ -62,7 +61,7 @@ def test_dvc_repro_stops_at_the_bad_stage_and_records_nothing_for_it(tmp_path):
     assert result.returncode != 0
     assert "split.test = 0.0 is not allowed" in result.stdout
     assert (project / "data/raw").is_dir()  # download ran and is complete
-    assert not (project / "data/split").exists()
+    assert not (project / "data/split.csv").exists()
     assert "split:" not in (project / "dvc.lock").read_text()
 
 

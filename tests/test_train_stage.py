@@ -21,7 +21,7 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def project(tmp_path_factory) -> Path:
-    """A project whose data is resized (train, val and test folders of 16x16 images), not yet trained."""
+    """A project whose data is resized (train, val and test splits of 16x16 images), not yet trained."""
     root = tmp_path_factory.mktemp("train-stage")
     images = write_image_folder(root / "images", ("red", "green", "blue"), per_class=40)
     project = make_project(root / "project")

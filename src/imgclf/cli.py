@@ -4,6 +4,8 @@
     imgclf predict photo.jpg                the most probable classes of each image: "dog 0.97, cat 0.03"
     imgclf predict my_folder/ --output predictions.csv
     imgclf export --format onnx             the model for serving, checked against the Keras model
+    imgclf unpack data/resized/test.npz test_images/
+                                            a packed split as <class>/<file>.png folders, to look at
 
 ``predict`` and ``export`` read the model from ``models/`` (``--model-dir``): the model, its class
 names and how its images were resized, all saved by the train stage.
@@ -73,6 +75,14 @@ def export(args: argparse.Namespace) -> int:
     return 0
 
 
+def unpack(args: argparse.Namespace) -> int:
+    from imgclf.dataset import load_image_set, write_image_folder
+
+    written = write_image_folder(load_image_set(args.packed), args.output)
+    logger.info("wrote %d images to %s", written, args.output)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="imgclf", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -92,9 +102,13 @@ def main(argv: list[str] | None = None) -> int:
     export_parser.add_argument("--format", choices=EXPORT_FORMATS, action="append", required=True,
                                help="saved_model (TF Serving), onnx or tflite; repeat for several")
     export_parser.add_argument("--model-dir", type=Path, default=Path("models"))
-    export_parser.add_argument("--test", type=Path, default=Path("data/resized/test"),
+    export_parser.add_argument("--test", type=Path, default=Path("data/resized/test.npz"),
                                help="images to check the export on (default: the test split)")
     export_parser.add_argument("--output", type=Path, default=Path("exports"))
+
+    unpack_parser = commands.add_parser("unpack", help="write a packed split out as folders of PNGs, to look at")
+    unpack_parser.add_argument("packed", type=Path, help="a packed split, such as data/resized/test.npz")
+    unpack_parser.add_argument("output", type=Path, help="folder to write <class>/<file>.png into (must not exist)")
 
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)-7s %(message)s")
@@ -104,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
     if getattr(args, "top_k", 1) < 1 or getattr(args, "batch_size", 1) < 1:
         parser.error("--top-k and --batch-size must be 1 or more")
     try:
-        return predict(args) if args.command == "predict" else export(args)
+        return {"predict": predict, "export": export, "unpack": unpack}[args.command](args)
     except PipelineError as error:
         logger.error("%s", error)
         return 1

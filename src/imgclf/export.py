@@ -96,18 +96,18 @@ def export_model(model: keras.Model, export_format: str, destination: Path, imag
     return check
 
 
-def export_all(model_dir: Path, test_folder: Path, formats: typing.Sequence[str],
+def export_all(model_dir: Path, test_images: Path, formats: typing.Sequence[str],
                destination: Path) -> dict[str, dict[str, object]]:
-    """Export the model of ``model_dir`` in each of ``formats``, each checked on the images of ``test_folder``.
+    """Export the model of ``model_dir`` in each of ``formats``, each checked on ``test_images`` (a packed split).
 
     Returns the checks by format, also merged into ``destination/report.json``.
     """
-    from imgclf.dataset import load_image_folder
+    from imgclf.dataset import load_image_set
     from imgclf.files import read_json, write_json
     from imgclf.modelio import load_model
 
     model = load_model(model_dir / "model.keras")
-    images = load_image_folder(test_folder, read_json(model_dir / "classes.json")).images
+    images = load_image_set(test_images, read_json(model_dir / "classes.json")).images
     report_path = destination / "report.json"
     report = read_json(report_path) if report_path.is_file() else {}
     for export_format in formats:

@@ -1,4 +1,4 @@
-"""The I/O helpers the stages share: atomic outputs, JSON and CSV reports, links.
+"""The I/O helpers the stages share: atomic outputs, JSON and CSV reports, file digests.
 
 A stage builds each output under a temporary name beside it and renames it into place only when
 the whole output is complete, so a run that fails or is killed never leaves a half-written output
@@ -89,15 +89,6 @@ def write_csv(path: Path, header: Sequence[str], rows: Iterable[Sequence[Any]]) 
         writer = csv.writer(handle)
         writer.writerow(header)
         writer.writerows(rows)
-
-
-def link_or_copy(source: Path, destination: Path) -> None:
-    """Hard-link ``source`` to ``destination``; copy when the filesystem cannot link (other device)."""
-    destination.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        os.link(source, destination)
-    except OSError:
-        shutil.copyfile(source, destination)
 
 
 def file_digest(path: Path, algorithm: str = "sha256") -> str:

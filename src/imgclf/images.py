@@ -8,6 +8,7 @@ the reason, and likewise each file that was used only after a repair, for the re
 
 from __future__ import annotations
 
+import hashlib
 import io
 import logging
 import os
@@ -51,14 +52,16 @@ class TooLargeError(ValueError):
     """The image's header claims more pixels than resize.max_megapixels allows."""
 
 
-class OutputWriteError(PipelineError):
-    """A resized image could not be written (a full disk, a file size limit...)."""
+class StaleSplitError(PipelineError):
+    """A file differs from (or is missing since) the digest the split stage recorded for it."""
 
 
 @dataclass(frozen=True)
 class ResizeJob:
+    """A file to resize and, when the split recorded it, the SHA-256 its bytes must have."""
+
     source: Path
-    destination: Path
+    sha256: str | None = None
 
 
 @dataclass(frozen=True)
@@ -185,7 +188,12 @@ def load_rgb(path: Path, max_pixels: float | None = None, size: tuple[int, int] 
     (height, width) and ``mode`` it will be resized to, a JPEG is decoded at a reduced scale that
     still leaves DRAFT_MARGIN times the pixels the resize needs; without, at full size.
     """
-    data = Path(path).read_bytes()
+    return decode_rgb(Path(path).read_bytes(), max_pixels, size, mode)
+
+
+def decode_rgb(data: bytes, max_pixels: float | None = None, size: tuple[int, int] | None = None,
+               mode: str = "stretch") -> Decoded:
+    """:func:`load_rgb` on a file's bytes already read."""
     with Image.open(io.BytesIO(data)) as image:
         width, height = image.size
         if max_pixels is not None and width * height > max_pixels:
@@ -200,48 +208,54 @@ def load_rgb(path: Path, max_pixels: float | None = None, size: tuple[int, int] 
 
 
 def resize_file(job: ResizeJob, size: tuple[int, int], mode: str,
-                max_pixels: float | None = None) -> ResizeOutcome:
-    """Resize one file and write it as PNG; say whether it was used, repaired or skipped, and why."""
+                max_pixels: float | None = None) -> tuple[ResizeOutcome, np.ndarray | None]:
+    """Resize one file to uint8 RGB pixels (height, width, 3); None when it had to be skipped.
+
+    The outcome says whether the file was used, repaired or skipped, and why. Given the job's
+    ``sha256`` (the digest the split stage recorded), a file that is missing or has changed since
+    stops the stage: the split it came from is out of date.
+    """
+    source = job.source
     try:
-        decoded = load_rgb(job.source, max_pixels, size, mode)
-        image = fit_to_size(decoded.image, size, mode)
+        data = source.read_bytes()
+    except FileNotFoundError:
+        raise StaleSplitError(f"{source} is listed in the split but does not exist: the split is out of date; "
+                              "run `dvc repro` to split the current images again.") from None
+    if job.sha256 is not None and hashlib.sha256(data).hexdigest() != job.sha256:
+        raise StaleSplitError(f"{source} has changed since the split recorded it: run `dvc repro` to split "
+                              "the current images again.")
+    try:
+        decoded = decode_rgb(data, max_pixels, size, mode)
+        pixels = np.asarray(fit_to_size(decoded.image, size, mode), dtype=np.uint8)
     except DECODE_ERRORS as error:
-        return ResizeOutcome(job.source, "skipped", f"{type(error).__name__}: {error}")
-    try:
-        job.destination.parent.mkdir(parents=True, exist_ok=True)
-        # compress_level 1: lossless like any PNG, several times faster to write than the default 6.
-        image.save(job.destination, format="PNG", compress_level=1)
-    except OSError as error:
-        raise OutputWriteError(f"cannot write {job.destination}: {error.strerror or error}. Free disk space "
-                               "(or raise the file size limit) and run again; nothing was kept.") from None
+        return ResizeOutcome(source, "skipped", f"{type(error).__name__}: {error}"), None
     if decoded.warnings:
-        return ResizeOutcome(job.source, "warning", "; ".join(decoded.warnings + decoded.repairs))
+        return ResizeOutcome(source, "warning", "; ".join(decoded.warnings + decoded.repairs)), pixels
     if decoded.repairs:
-        return ResizeOutcome(job.source, "repaired", "; ".join(decoded.repairs))
-    return ResizeOutcome(job.source, "used")
+        return ResizeOutcome(source, "repaired", "; ".join(decoded.repairs)), pixels
+    return ResizeOutcome(source, "used"), pixels
 
 
 def resize_files(jobs: Sequence[ResizeJob], size: tuple[int, int], mode: str, max_pixels: float | None = None,
-                 workers: int | None = None) -> list[ResizeOutcome]:
-    """Resize every job on all cores with a progress bar; return the skipped and repaired files."""
+                 workers: int | None = None, description: str = "resizing") -> tuple[np.ndarray, list[ResizeOutcome]]:
+    """Resize every file on all cores with a progress bar.
+
+    Returns the pixels of the usable files, in the order of ``jobs``, as one uint8 array
+    (count, height, width, 3), and an outcome for every job (``skipped`` ones have no pixels).
+    """
     workers = workers or os.cpu_count() or 1
     work = partial(resize_file, size=size, mode=mode, max_pixels=max_pixels)
     chunk_size = max(1, min(256, len(jobs) // (workers * 8) or 1))
-    noteworthy: list[ResizeOutcome] = []
+    images = np.empty((len(jobs), *size, 3), dtype=np.uint8)  # filled in order; skipped files leave a tail
+    outcomes: list[ResizeOutcome] = []
+    used = 0
     with ProcessPoolExecutor(max_workers=workers) as executor:
-        outcomes = executor.map(work, jobs, chunksize=chunk_size)
-        for outcome in tqdm(outcomes, total=len(jobs), desc="resizing", unit="image", disable=None):
-            if outcome.action == "skipped":
+        results = executor.map(work, jobs, chunksize=chunk_size)
+        for outcome, pixels in tqdm(results, total=len(jobs), desc=description, unit="image", disable=None):
+            outcomes.append(outcome)
+            if pixels is None:
                 logger.warning("skipping %s: %s", outcome.source, outcome.reason)
-            if outcome.action != "used":
-                noteworthy.append(outcome)
-    return noteworthy
-
-
-def output_name(source: Path, taken: set[str]) -> str:
-    """The PNG name for ``source`` in its output folder: its stem, unless another file took it."""
-    name = f"{source.stem}.png"
-    if name in taken:
-        name = f"{source.name.replace('.', '_')}.png"
-    taken.add(name)
-    return name
+                continue
+            images[used] = pixels
+            used += 1
+    return images[:used], outcomes
