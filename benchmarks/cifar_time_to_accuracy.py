@@ -35,7 +35,7 @@ from tests.helpers import make_project, set_params  # noqa: E402
 # fast_cnn with the speedruns' recipe: SGD with Nesterov momentum, one-cycle schedule, label smoothing,
 # flips and 2-pixel shifts. The README's "Quality" table quotes it as a `dvc exp run -S` line.
 RECIPE = {
-    "split.val": 0.04, "resize.size": [32, 32], "train.model": "fast_cnn", "train.epochs": 11,
+    "split.val": 0.04, "resize.size": [32, 32], "train.model": "fast_cnn", "train.epochs": 10,
     "train.batch_size": 256, "train.optimizer": "sgd", "train.learning_rate": 0.2, "train.momentum": 0.9,
     "train.nesterov": True, "train.weight_decay": 5e-4, "train.label_smoothing": 0.2,
     "train.schedule": "one_cycle", "train.warmup_epochs": 2.0, "train.augment.horizontal_flip": True,

@@ -7,9 +7,9 @@ import json
 import numpy as np
 import onnxruntime
 import pytest
-from PIL import Image
 
 from imgclf.cli import main
+from imgclf.dataset import ImageSet, save_image_set
 from imgclf.export import TOLERANCE, ExportError, export_model, without_layer
 from imgclf.modelio import load_model
 from imgclf.models import AUGMENTATION_LAYER, build_model
@@ -20,21 +20,19 @@ pytestmark = pytest.mark.slow  # they train a small model first (a few seconds)
 
 
 @pytest.fixture(scope="module")
-def test_folder(tmp_path_factory):
-    """Test images as the resize stage writes them: <class>/<n>.png."""
-    root = tmp_path_factory.mktemp("test_split")
+def test_split(tmp_path_factory):
+    """Test images packed as the resize stage packs them."""
+    path = tmp_path_factory.mktemp("test_split") / "test.npz"
     images, labels = tiny_model_images(count_per_class=10, seed=7)
-    for number, (pixels, label) in enumerate(zip(images, labels, strict=True)):
-        folder = root / TINY_MODEL_CLASSES[label]
-        folder.mkdir(exist_ok=True)
-        Image.fromarray(pixels).save(folder / f"{number:03d}.png")
-    return root
+    save_image_set(path, ImageSet(images, labels.astype(np.int32), tuple(f"{number:03d}.png" for number in
+                                                                         range(len(labels))), TINY_MODEL_CLASSES))
+    return path
 
 
-def test_every_format_round_trips_within_tolerance(tiny_model_dir, test_folder, tmp_path, capsys):
+def test_every_format_round_trips_within_tolerance(tiny_model_dir, test_split, tmp_path, capsys):
     output = tmp_path / "exports"
     code = main(["export", "--format", "saved_model", "--format", "onnx", "--format", "tflite",
-                 "--model-dir", str(tiny_model_dir), "--test", str(test_folder), "--output", str(output)])
+                 "--model-dir", str(tiny_model_dir), "--test", str(test_split), "--output", str(output)])
     assert code == 0
     report = json.loads((output / "report.json").read_text())
     assert set(report) == {"saved_model", "onnx", "tflite"}
@@ -54,11 +52,11 @@ def test_every_format_round_trips_within_tolerance(tiny_model_dir, test_folder, 
     assert (onnx_outputs.argmax(axis=1) == labels).mean() == 1.0
 
 
-def test_a_second_export_adds_to_the_report(tiny_model_dir, test_folder, tmp_path):
+def test_a_second_export_adds_to_the_report(tiny_model_dir, test_split, tmp_path):
     output = tmp_path / "exports"
     for export_format in ("onnx", "tflite"):
         assert main(["export", "--format", export_format, "--model-dir", str(tiny_model_dir),
-                     "--test", str(test_folder), "--output", str(output)]) == 0
+                     "--test", str(test_split), "--output", str(output)]) == 0
     assert set(json.loads((output / "report.json").read_text())) == {"onnx", "tflite"}
 
 
