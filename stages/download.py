@@ -2,7 +2,9 @@
 
 Reads:  params.yaml ``data``; the source (a folder, a CSV, a CIFAR archive, a Kaggle archive...)
 Writes: data/raw/<class>/<file> (or data/raw/<split>/<class>/<file> when the source has its own
-        split), and metrics/skipped_download.csv listing every file not taken, with the reason
+        split); data/raw_index.csv, a manifest of every image there with its class, the source's own
+        split and its SHA-256, which the split stage reads instead of walking data/raw;
+        metrics/skipped_download.csv listing every file not taken, with the reason
 Run:    dvc repro download
 """
 
@@ -14,6 +16,7 @@ import tempfile
 from pathlib import Path
 
 from imgclf.files import atomic_directory, write_csv
+from imgclf.manifest import index_folder, write_manifest
 from imgclf.params import load_section
 from imgclf.sources import download_source
 from imgclf.stage import run_stage
@@ -24,6 +27,7 @@ logger = logging.getLogger(__name__)
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--output", type=Path, required=True, help="folder to write the images to")
+    parser.add_argument("--index", type=Path, required=True, help="manifest (CSV) of the images written")
     parser.add_argument("--report", type=Path, required=True, help="CSV of the files that were skipped")
     args = parser.parse_args()
     params = load_section("data")
@@ -32,6 +36,7 @@ def main() -> None:
     with atomic_directory(args.output) as staging, \
             tempfile.TemporaryDirectory(prefix=".download-", dir=args.output.parent) as scratch:
         skipped = download_source(params, staging, Path(scratch))
+    write_manifest(args.index, index_folder(args.output, args.output))
     for item in skipped:
         logger.warning("skipped %s: %s", item.path, item.reason)
     write_csv(args.report, ["file", "reason"], [(str(item.path), item.reason) for item in skipped])

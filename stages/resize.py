@@ -27,9 +27,9 @@ from imgclf.errors import PipelineError
 from imgclf.files import atomic_directory, write_csv, write_json
 from imgclf.images import ResizeJob, ResizeOutcome, resize_files
 from imgclf.layout import SUBSETS
+from imgclf.manifest import read_manifest
 from imgclf.params import load_section
 from imgclf.preprocessing import PREPROCESSING_FILE, Preprocessing
-from imgclf.split import read_manifest
 from imgclf.stage import run_stage
 
 logger = logging.getLogger(__name__)
@@ -41,7 +41,6 @@ class OutputWriteError(PipelineError):
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--raw", type=Path, required=True, help="the download stage's output")
     parser.add_argument("--split", type=Path, required=True, help="the split stage's manifest")
     parser.add_argument("--output", type=Path, required=True, help="folder to write the packed splits to")
     parser.add_argument("--report", type=Path, required=True, help="CSV of the unusable files")
@@ -49,7 +48,7 @@ def main() -> None:
     args = parser.parse_args()
     params = load_section("resize")
 
-    entries = read_manifest(args.split)
+    entries = read_manifest(args.split, "split")
     class_names = tuple(sorted({entry.label for entry in entries}))
     index_of = {name: index for index, name in enumerate(class_names)}
     logger.info("resizing %d images to %dx%d (%s)", len(entries), *params.size, params.mode)
@@ -58,7 +57,7 @@ def main() -> None:
     with atomic_directory(args.output) as staging:
         for subset in SUBSETS:
             subset_entries = [entry for entry in entries if entry.subset == subset]
-            jobs = [ResizeJob(args.raw / entry.file, entry.sha256) for entry in subset_entries]
+            jobs = [ResizeJob(Path(entry.file), entry.sha256) for entry in subset_entries]
             images, outcomes[subset] = resize_files(jobs, params.size, params.mode, params.max_megapixels * 1e6,
                                                     description=f"resizing {subset}")
             kept = [entry for entry, outcome in zip(subset_entries, outcomes[subset], strict=True)

@@ -1,9 +1,9 @@
 """Split stage: a stratified, seeded train/val/test split, keeping a source's own split.
 
-Reads:  data/raw (from the download stage), params.yaml ``split``
-Writes: data/split.csv, the manifest: every image's path below data/raw, its class, its subset
-        (train, val or test) and the SHA-256 of its bytes. A manifest rather than folders of links:
-        DVC checks one file instead of one per image (see the README's "Outputs");
+Reads:  data/raw_index.csv (the download stage's manifest of data/raw), params.yaml ``split``
+Writes: data/split.csv, the split as a manifest: every image's path, its class, its subset (train,
+        val or test) and the SHA-256 of its bytes. A manifest rather than folders of links: DVC
+        checks one file instead of one per image (README: "Which outputs are folders");
         metrics/duplicates.csv, files whose bytes repeat another file's: dropped
         (split.deduplicate: true) or, when kept, listed where they leak across splits
 Run:    dvc repro split
@@ -15,12 +15,11 @@ import argparse
 import logging
 from pathlib import Path
 
-from tqdm import tqdm
-
-from imgclf.files import file_digest, write_csv
-from imgclf.layout import scan_folder
+from imgclf.files import write_csv
+from imgclf.layout import SUBSETS
+from imgclf.manifest import ManifestEntry, labelled_files, read_manifest, write_manifest
 from imgclf.params import load_section
-from imgclf.split import MANIFEST_COLUMNS, count_by_class, drop_duplicates, leaks, manifest_rows, split_items
+from imgclf.split import count_by_class, drop_duplicates, leaks, split_items
 from imgclf.stage import run_stage
 
 logger = logging.getLogger(__name__)
@@ -28,15 +27,15 @@ logger = logging.getLogger(__name__)
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--input", type=Path, required=True, help="the download stage's output")
+    parser.add_argument("--index", type=Path, required=True, help="the download stage's manifest of data/raw")
     parser.add_argument("--output", type=Path, required=True, help="the manifest (CSV) to write")
     parser.add_argument("--duplicates", type=Path, required=True, help="CSV of files with the same bytes")
     args = parser.parse_args()
     params = load_section("split")
 
-    files, _ = scan_folder(args.input)
-    digests = {item.path: file_digest(item.path)
-               for item in tqdm(files, desc="hashing", unit="file", disable=None)}
+    indexed = read_manifest(args.index, "download")
+    files = labelled_files(indexed)
+    digests = {Path(entry.file): entry.sha256 for entry in indexed}
     rows = []
     if params.deduplicate:
         files, dropped = drop_duplicates(files, digests)
@@ -49,7 +48,8 @@ def main() -> None:
         logger.warning("%d files repeat another file's bytes (%s); see %s", len(rows),
                        "dropped" if params.deduplicate else "kept, and leaking across splits", args.duplicates)
 
-    write_csv(args.output, MANIFEST_COLUMNS, manifest_rows(split, digests, args.input))
+    write_manifest(args.output, [ManifestEntry(item.path.as_posix(), item.label, subset, digests[item.path])
+                                 for subset in SUBSETS for item in split[subset]])
     write_csv(args.duplicates, ["file", "same_bytes_as", "action"], rows)
     for subset, counts in count_by_class(split).items():
         logger.info("%s: %d images (%s)", subset, sum(counts.values()),

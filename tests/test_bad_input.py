@@ -19,8 +19,9 @@ from PIL import Image, features
 
 from imgclf.images import ResizeJob, resize_file
 from imgclf.layout import LabelledFile, scan_folder
+from imgclf.manifest import read_manifest
 from imgclf.sources import import_files
-from imgclf.split import SplitError, drop_duplicates, leaks, read_manifest, split_items
+from imgclf.split import SplitError, drop_duplicates, leaks, split_items
 
 SIZE = (16, 16)
 MAX_PIXELS = 200e6
@@ -225,24 +226,23 @@ def test_the_same_image_in_two_splits_is_found_by_content_and_dropped_or_reporte
 def test_the_split_stage_finds_a_copy_across_the_sources_splits_by_its_bytes(tmp_path, deduplicate):
     from tests.helpers import make_project, run, set_params
 
-    project = make_project(tmp_path / "project")
-    set_params(project, **{"split.deduplicate": deduplicate})
+    images = tmp_path / "images"
     for subset, count in (("train", 10), ("test", 2)):
         for label, colour in (("cat", (200, 0, 0)), ("dog", (0, 0, 200))):
-            folder = project / "data/raw" / subset / label
+            folder = images / subset / label
             folder.mkdir(parents=True)
             for number in range(count):
                 Image.new("RGB", (8, 8), (colour[0], number * 10 + (subset == "test") * 5, colour[2])).save(
                     folder / f"{number}.png")
-    copy = project / "data/raw/train/cat/copy_of_test.png"
-    copy.write_bytes((project / "data/raw/test/cat/0.png").read_bytes())
+    (images / "train/cat/copy_of_test.png").write_bytes((images / "test/cat/0.png").read_bytes())
+    project = make_project(tmp_path / "project")
+    set_params(project, **{"split.deduplicate": deduplicate, "data.source": "folder", "data.path": str(images)})
 
-    run(["python", "stages/split.py", "--input", "data/raw", "--output", "data/split.csv",
-         "--duplicates", "metrics/duplicates.csv"], project)
+    run(["dvc", "repro", "split"], project)
 
     report = (project / "metrics/duplicates.csv").read_text().splitlines()
     assert report[0] == "file,same_bytes_as,action"
-    in_split = [Path(entry.file).name for entry in read_manifest(project / "data/split.csv")
+    in_split = [Path(entry.file).name for entry in read_manifest(project / "data/split.csv", "split")
                 if entry.file.endswith("copy_of_test.png")]
     if deduplicate:
         assert report[1:] == ["data/raw/train/cat/copy_of_test.png,data/raw/test/cat/0.png,dropped"]

@@ -28,6 +28,7 @@ from tests.helpers import (
     make_project,
     run,
     set_params,
+    stage_command,
     write_cifar_archive,
     write_dogs_vs_cats_zip,
 )
@@ -97,8 +98,7 @@ def test_a_failed_download_ends_the_stage_with_its_error_and_no_raw_data(tmp_pat
     try:
         set_params(project, **{"data.source": "cifar10", "data.url": server.url("cifar-10-binary.tar.gz"),
                                "data.retries": 1, "data.cache_dir": str(tmp_path / "cache")})
-        result = run(["python", "stages/download.py", "--output", "data/raw", "--report", "metrics/s.csv"],
-                     project, check=False)
+        result = run(stage_command("download"), project, check=False)
     finally:
         server.close()
     assert result.returncode == 1

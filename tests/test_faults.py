@@ -194,8 +194,7 @@ def test_a_params_file_with_a_python_object_tag_is_refused(tmp_path):
     params = (project / "params.yaml").read_text()
     (project / "params.yaml").write_text(params.replace("source: digits", f"source: !!python/object/apply:os.system "
                                                         f"['touch {marker}']"))
-    result = run(["python", "stages/download.py", "--output", "data/raw", "--report", "metrics/s.csv"],
-                 project, check=False)
+    result = run(stage_command("download"), project, check=False)
     assert result.returncode == 1 and "Python object tag" in result.stdout
     assert not marker.exists() and not (project / "data" / "raw").exists()
 

@@ -16,7 +16,7 @@ from PIL import Image
 from ruamel.yaml import YAML
 
 from imgclf.files import file_digest
-from imgclf.split import read_manifest
+from imgclf.manifest import read_manifest
 from tests.helpers import comparable, make_project, render_in_browser, run, set_params, write_image_folder
 
 pytestmark = pytest.mark.slow
@@ -56,8 +56,9 @@ def repo(tmp_path_factory) -> Path:
 
 
 def test_repro_writes_every_output(repo):
-    for path in ("data/raw", "data/split.csv", "data/resized/train.npz", "models/model.keras", "models/classes.json",
-                 "models/preprocessing.json", "models/summary.txt", "metrics/history/plots/metrics/val/loss.tsv",
+    for path in ("data/raw", "data/raw_index.csv", "data/split.csv", "data/resized/train.npz", "models/model.keras",
+                 "models/classes.json", "models/preprocessing.json", "models/summary.txt",
+                 "metrics/history/plots/metrics/val/loss.tsv",
                  *TRACKED_RESULTS, *FIGURES):
         assert (repo / path).exists(), path
     assert json.loads((repo / "models/preprocessing.json").read_text()) == {
@@ -71,11 +72,13 @@ def test_repro_writes_every_output(repo):
     assert "notes.txt" in skipped and "not an image" in skipped
     unusable = (repo / "metrics/skipped_resize.csv").read_text()
     assert "red/cut.jpg,skipped," in unusable and "truncated" in unusable.lower()
-    # the split is a manifest of every usable raw image with its digest; each split is one packed file
-    manifest = read_manifest(repo / "data/split.csv")
-    assert sorted(entry.file for entry in manifest) == sorted(
-        path.relative_to(repo / "data/raw").as_posix() for path in (repo / "data/raw").rglob("*") if path.is_file())
-    assert all(entry.sha256 == file_digest(repo / "data/raw" / entry.file) for entry in manifest)
+    # data/raw is indexed, the split is a manifest of every image with its digest, each split one packed file
+    raw_files = sorted(path.relative_to(repo).as_posix() for path in (repo / "data/raw").rglob("*") if path.is_file()
+                       and path.name != ".gitignore")
+    for manifest in ("data/raw_index.csv", "data/split.csv"):
+        entries = read_manifest(repo / manifest, "split")
+        assert sorted(entry.file for entry in entries) == raw_files, manifest
+        assert all(entry.sha256 == file_digest(repo / entry.file) for entry in entries), manifest
     assert sorted(path.name for path in (repo / "data/resized").iterdir()) == [
         ".gitignore", "preprocessing.json", "test.npz", "train.npz", "val.npz"]
     assert json.loads((repo / "models/classes.json").read_text()) == sorted(CLASSES)

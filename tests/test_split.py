@@ -3,15 +3,10 @@ from pathlib import Path
 
 import pytest
 
-from imgclf.files import write_csv
 from imgclf.layout import LabelledFile
 from imgclf.split import (
-    MANIFEST_COLUMNS,
-    SplitEntry,
     SplitError,
     count_by_class,
-    manifest_rows,
-    read_manifest,
     split_items,
 )
 
@@ -81,17 +76,3 @@ def test_mixing_split_and_unsplit_files_is_an_error():
     with pytest.raises(SplitError, match="every class folder inside a split folder, or none"):
         split_items(files({"a": 5}, "train") + files({"a": 5}), 0.2, 0.2, seed=0)
 
-
-def test_the_manifest_reads_back_and_refuses_a_file_of_another_layout(tmp_path):
-    root = tmp_path / "raw"
-    items = [LabelledFile(root / "cat" / f"{number}.jpg", "cat", None, f"{number}.jpg") for number in range(2)]
-    digests = {item.path: f"digest{index}" for index, item in enumerate(items)}
-    write_csv(tmp_path / "split.csv", MANIFEST_COLUMNS,
-              manifest_rows({"train": items[:1], "val": [], "test": items[1:]}, digests, root))
-    assert read_manifest(tmp_path / "split.csv") == [SplitEntry("cat/0.jpg", "cat", "train", "digest0"),
-                                                     SplitEntry("cat/1.jpg", "cat", "test", "digest1")]
-    (tmp_path / "old.csv").write_text("file,label\ncat/0.jpg,cat\n")
-    with pytest.raises(SplitError, match="not written by this version of the split stage; run `dvc repro`"):
-        read_manifest(tmp_path / "old.csv")
-    with pytest.raises(SplitError, match="does not exist: run the split stage first"):
-        read_manifest(tmp_path / "nowhere.csv")

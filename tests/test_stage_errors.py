@@ -14,7 +14,7 @@ SPLIT = stage_command("split")[1:]
 
 # (params to set, stage command, the output that must not appear, the message)
 BAD_PARAMS = [
-    ({"data.bogus": 1}, ["stages/download.py", "--output", "data/raw", "--report", "metrics/s.csv"],
+    ({"data.bogus": 1}, stage_command("download")[1:],
      "data/raw", r"unknown key data\.bogus"),
     ({"split.val": 1.5}, SPLIT,
      "data/split.csv", r"split\.val = 1\.5 is not allowed: use a fraction strictly between 0 and 1"),

@@ -8,17 +8,14 @@
 Stratification is scikit-learn's ``train_test_split(stratify=...)``; files are sorted first, so
 the split depends on the seed and the files alone, not on the order the filesystem lists them.
 
-The split is written as a manifest (``data/split.csv``: file, label, subset, sha256), not as
-folders of links: one file for DVC to check instead of one per image, and the digests pin the
-exact bytes the resize stage must find in data/raw.
+The split is handed on as a manifest (``data/split.csv``, see :mod:`imgclf.manifest`), not as
+folders of links.
 """
 
 from __future__ import annotations
 
-import csv
 from collections import Counter, defaultdict
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 from sklearn.model_selection import train_test_split
@@ -30,18 +27,6 @@ from imgclf.layout import SUBSETS, LabelledFile
 class SplitError(PipelineError):
     """The images cannot be split as asked (a class too small for the fractions, say)."""
 
-
-MANIFEST_COLUMNS = ("file", "label", "subset", "sha256")
-
-
-@dataclass(frozen=True)
-class SplitEntry:
-    """One row of the split manifest: a file below the raw folder, its class, subset and digest."""
-
-    file: str  # "/"-separated, relative to the raw folder
-    label: str
-    subset: str
-    sha256: str
 
 
 def split_items(items: Sequence[LabelledFile], val_fraction: float, test_fraction: float,
@@ -131,28 +116,3 @@ def leaks(split: dict[str, list[LabelledFile]], digests: dict[Path, str]
             seen.setdefault(digest, (item, subset))
     return found
 
-
-def manifest_rows(split: dict[str, list[LabelledFile]], digests: dict[Path, str],
-                  root: Path) -> list[tuple[str, str, str, str]]:
-    """The manifest's rows (see MANIFEST_COLUMNS): train, val, then test, each in split order."""
-    return [(item.path.relative_to(root).as_posix(), item.label, subset, digests[item.path])
-            for subset in SUBSETS for item in split[subset]]
-
-
-def read_manifest(path: Path) -> list[SplitEntry]:
-    """Read a manifest written from :func:`manifest_rows`."""
-    try:
-        with open(path, encoding="utf-8", newline="") as handle:
-            reader = csv.reader(handle)
-            header = tuple(next(reader, ()))
-            rows = list(reader)
-    except FileNotFoundError:
-        raise SplitError(f"{path} does not exist: run the split stage first (dvc repro).") from None
-    if header != MANIFEST_COLUMNS:
-        raise SplitError(f"{path} starts with {','.join(header)!r}, not {','.join(MANIFEST_COLUMNS)!r}: "
-                         "it was not written by this version of the split stage; run `dvc repro`.")
-    entries = [SplitEntry(*row) for row in rows]
-    wrong = [entry for entry in entries if entry.subset not in SUBSETS]
-    if wrong:
-        raise SplitError(f"{path}: {wrong[0].file} has subset {wrong[0].subset!r}; allowed: {', '.join(SUBSETS)}.")
-    return entries
