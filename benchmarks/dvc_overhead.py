@@ -107,7 +107,7 @@ def main() -> int:
         used = disk_bytes(project / "data", project / "models", project / ".dvc" / "cache")
         print(f"disk: data/ + models/ + .dvc/cache = {used / 1e6:.1f} MB, {used / on_disk:.2f}x the images on disk, "
               f"{used / apparent:.2f}x their data (target <= 2.5x): {'met' if used / apparent <= 2.5 else 'NOT met'}")
-        for part in ("data/raw", "data/split.csv", "data/resized", "models", ".dvc/cache"):
+        for part in ("data/raw", "data/raw_index.csv", "data/split.csv", "data/resized", "models", ".dvc/cache"):
             print(f"  {part:<14} {disk_bytes(project / part) / 1e6:8.1f} MB alone")
     print(f"no-op dvc repro seconds (median): {statistics.median(no_op):.2f}")
     return 0
