@@ -27,8 +27,8 @@ from imgclf.errors import PipelineError
 from imgclf.files import atomic_directory, write_csv, write_json
 from imgclf.images import ResizeJob, ResizeOutcome, resize_files
 from imgclf.layout import SUBSETS
-from imgclf.manifest import read_manifest
-from imgclf.params import load_section
+from imgclf.manifest import ManifestEntry, read_manifest
+from imgclf.params import ResizeParams, load_section
 from imgclf.preprocessing import PREPROCESSING_FILE, Preprocessing
 from imgclf.stage import run_stage
 
@@ -37,6 +37,18 @@ logger = logging.getLogger(__name__)
 
 class OutputWriteError(PipelineError):
     """A packed split could not be written (a full disk, a file size limit...)."""
+
+
+def resize_subset(entries: list[ManifestEntry], class_names: tuple[str, ...], params: ResizeParams,
+                  description: str) -> tuple[ImageSet, list[ResizeOutcome]]:
+    """The usable images of ``entries`` at the training size, packed with their labels, and every file's outcome."""
+    jobs = [ResizeJob(Path(entry.file), entry.sha256) for entry in entries]
+    images, outcomes = resize_files(jobs, params.size, params.mode, params.max_megapixels * 1e6,
+                                    description=description)
+    kept = [entry for entry, outcome in zip(entries, outcomes, strict=True) if outcome.action != "skipped"]
+    index_of = {name: index for index, name in enumerate(class_names)}
+    labels = np.asarray([index_of[entry.label] for entry in kept], dtype=np.int32)
+    return ImageSet(images, labels, tuple(entry.file for entry in kept), class_names), outcomes
 
 
 def main() -> None:
@@ -50,21 +62,14 @@ def main() -> None:
 
     entries = read_manifest(args.split, "split")
     class_names = tuple(sorted({entry.label for entry in entries}))
-    index_of = {name: index for index, name in enumerate(class_names)}
     logger.info("resizing %d images to %dx%d (%s)", len(entries), *params.size, params.mode)
     outcomes: dict[str, list[ResizeOutcome]] = {}
     kept_per_class: dict[str, dict[str, int]] = {}
     with atomic_directory(args.output) as staging:
         for subset in SUBSETS:
-            subset_entries = [entry for entry in entries if entry.subset == subset]
-            jobs = [ResizeJob(Path(entry.file), entry.sha256) for entry in subset_entries]
-            images, outcomes[subset] = resize_files(jobs, params.size, params.mode, params.max_megapixels * 1e6,
-                                                    description=f"resizing {subset}")
-            kept = [entry for entry, outcome in zip(subset_entries, outcomes[subset], strict=True)
-                    if outcome.action != "skipped"]
-            kept_per_class[subset] = dict(sorted(Counter(entry.label for entry in kept).items()))
-            packed = ImageSet(images, np.asarray([index_of[entry.label] for entry in kept], dtype=np.int32),
-                              tuple(entry.file for entry in kept), class_names)
+            packed, outcomes[subset] = resize_subset([entry for entry in entries if entry.subset == subset],
+                                                     class_names, params, f"resizing {subset}")
+            kept_per_class[subset] = dict(sorted(Counter(class_names[label] for label in packed.labels).items()))
             destination = staging / f"{subset}.npz"
             try:
                 save_image_set(destination, packed)

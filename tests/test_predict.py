@@ -110,3 +110,26 @@ def test_a_missing_model_says_how_to_make_one(tmp_path, caplog):
 def test_the_installed_command_runs(tiny_model_dir, photos):
     result = run(["imgclf", "predict", str(photos / "big_red.jpg"), "--model-dir", str(tiny_model_dir)], photos)
     assert "big_red.jpg: red" in result.stdout
+
+
+def test_tta_flip_averages_each_image_with_its_mirror(tiny_model_dir, tmp_path, capsys):
+    # left half red, right half white, and its mirror: with flip TTA both are the same average
+    pixels = np.zeros((16, 16, 3), np.uint8)
+    pixels[:, :8] = TINY_MODEL_COLOURS["red"]
+    pixels[:, 8:] = TINY_MODEL_COLOURS["white"]
+    Image.fromarray(pixels).save(tmp_path / "half.png")
+    Image.fromarray(pixels[:, ::-1]).save(tmp_path / "mirror.png")
+
+    def probabilities(*extra: str) -> dict[str, dict[str, float]]:
+        assert main(["predict", str(tmp_path / "half.png"), str(tmp_path / "mirror.png"), "--model-dir",
+                     str(tiny_model_dir), "--top-k", "3", *extra]) == 0
+        return {line.split(": ")[0].rsplit("/", 1)[1]: {pair.split()[0]: float(pair.split()[1])
+                                                         for pair in line.split(": ")[1].split(", ")}
+                for line in capsys.readouterr().out.splitlines()}
+
+    plain, flipped = probabilities(), probabilities("--tta", "flip")
+    # printed with two decimals: equal up to rounding
+    assert flipped["half.png"] == pytest.approx(flipped["mirror.png"], abs=0.011)
+    for name in plain["half.png"]:
+        assert flipped["half.png"][name] == pytest.approx(
+            (plain["half.png"][name] + plain["mirror.png"][name]) / 2, abs=0.011)

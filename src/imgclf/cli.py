@@ -3,6 +3,7 @@
     imgclf summary                          the test accuracy of the last run (metrics/evaluate.json)
     imgclf predict photo.jpg                the most probable classes of each image: "dog 0.97, cat 0.03"
     imgclf predict my_folder/ --output predictions.csv
+    imgclf predict photo.jpg --tta flip     with the test-time augmentation of evaluate.tta: flip
     imgclf export --format onnx             the model for serving, checked against the Keras model
     imgclf unpack data/resized/test.npz test_images/
                                             a packed split as <class>/<file>.png folders, to look at
@@ -44,7 +45,7 @@ def predict(args: argparse.Namespace) -> int:
     class_names = read_json(args.model_dir / "classes.json")
     top_k = min(args.top_k, len(class_names))
     predictions, unreadable = predict_files(model, class_names, preprocessing, image_files(args.paths),
-                                            top_k=top_k, batch_size=args.batch_size)
+                                            top_k=top_k, batch_size=args.batch_size, tta=args.tta)
     if args.output:
         write_csv(args.output, CSV_COLUMNS, csv_rows(predictions, unreadable))
         logger.info("wrote %d predictions to %s", len(predictions), args.output)
@@ -97,6 +98,8 @@ def main(argv: list[str] | None = None) -> int:
     predict_parser.add_argument("--top-k", type=int, default=3, help="how many classes to show per image")
     predict_parser.add_argument("--output", type=Path, help="write a CSV here instead of printing")
     predict_parser.add_argument("--batch-size", type=int, default=64)
+    predict_parser.add_argument("--tta", choices=("none", "flip"), default="none",
+                                help="test-time augmentation as evaluate.tta: flip averages each image with its mirror")
 
     export_parser = commands.add_parser("export", help="export the model for serving, checked on the test images")
     export_parser.add_argument("--format", choices=EXPORT_FORMATS, action="append", required=True,

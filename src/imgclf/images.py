@@ -221,6 +221,8 @@ def resize_file(job: ResizeJob, size: tuple[int, int], mode: str,
     except FileNotFoundError:
         raise StaleSplitError(f"{source} is listed in the split but does not exist: the split is out of date; "
                               "run `dvc repro` to split the current images again.") from None
+    except OSError as error:  # unreadable (permissions, an I/O error): this file is skipped, not the run
+        return ResizeOutcome(source, "skipped", f"{type(error).__name__}: {error}"), None
     if job.sha256 is not None and hashlib.sha256(data).hexdigest() != job.sha256:
         raise StaleSplitError(f"{source} has changed since the split recorded it: run `dvc repro` to split "
                               "the current images again.")

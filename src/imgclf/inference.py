@@ -16,7 +16,7 @@ import keras
 import numpy as np
 from tqdm import tqdm
 
-from imgclf.evaluation import class_probabilities
+from imgclf.evaluation import predict_probabilities
 from imgclf.images import DECODE_ERRORS, fit_to_size, load_rgb
 from imgclf.preprocessing import Preprocessing
 
@@ -69,16 +69,20 @@ def prepare(path: Path, preprocessing: Preprocessing) -> np.ndarray:
 
 
 def predict_files(model: keras.Model, class_names: Sequence[str], preprocessing: Preprocessing,
-                  files: Iterable[Path], top_k: int = 3, batch_size: int = 64
+                  files: Iterable[Path], top_k: int = 3, batch_size: int = 64, tta: str = "none"
                   ) -> tuple[list[Prediction], list[Unreadable]]:
-    """Classify every readable file; list the others with the reason, without stopping."""
+    """Classify every readable file; list the others with the reason, without stopping.
+
+    ``tta`` is the evaluate stage's test-time augmentation (``flip``: each image's output averaged
+    with its mirror's), so that predictions can match the evaluated model.
+    """
     predictions: list[Prediction] = []
     unreadable: list[Unreadable] = []
     batch: list[np.ndarray] = []
     batch_files: list[str] = []
 
     def flush() -> None:
-        probabilities = class_probabilities(model.predict(np.stack(batch), verbose=0))
+        probabilities = predict_probabilities(model, np.stack(batch), len(batch), tta)
         for file, row in zip(batch_files, probabilities, strict=True):
             ranked = np.argsort(-row, kind="stable")[:top_k]
             predictions.append(Prediction(file, [(class_names[i], float(row[i])) for i in ranked]))
