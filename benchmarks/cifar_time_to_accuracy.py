@@ -1,7 +1,8 @@
 """Time to accuracy on the 60,000 real CIFAR-10 images: `dvc repro` from the images to the test metrics.
 
     .venv/bin/python benchmarks/cifar_time_to_accuracy.py                   # about 65 minutes on 2 cores
-    .venv/bin/python benchmarks/cifar_time_to_accuracy.py --skip-baseline   # about 35 minutes
+    .venv/bin/python benchmarks/cifar_time_to_accuracy.py --skip-baseline   # about 30 minutes
+    .venv/bin/python benchmarks/cifar_time_to_accuracy.py --baseline-only 24.6   # the baseline alone
 
 In a temporary git + DVC repository holding a copy of the pipeline (as the tests make one), with the
 images of ../shared/datasets unpacked as a ``folder`` source (its own test split kept, 4% of the
@@ -9,10 +10,10 @@ training images for validation):
 
 1. ``dvc repro`` with :data:`RECIPE`: the wall time from the images to metrics/evaluate.json, the
    train stage's training time, and the test accuracy (target: 85% within 30 minutes of training);
-2. the baseline, the seeds' CIFAR net (``cifar_cnn`` with its defaults) trained for the same
-   training time: one epoch to measure its speed, then as many epochs as fit.
+2. the baseline, the seeds' CIFAR net as the Keras example trains it (:data:`BASELINE`) for the
+   same training time: one epoch to measure its speed, then as many epochs as fit.
 
-The last line is the recipe's test accuracy.
+The last line is the recipe's test accuracy (with ``--baseline-only``, the baseline's).
 """
 
 from __future__ import annotations
@@ -46,14 +47,42 @@ TARGET_ACCURACY = 0.85
 TARGET_MINUTES = 30
 
 
+# The seeds' CIFAR net as the Keras example trains it: Adam at 1e-3, batch 32, no schedule, no label
+# smoothing or weight decay (the recipe's flips and shifts stay: the example augments too).
+BASELINE = {
+    "train.model": "cifar_cnn", "train.optimizer": "adam", "train.learning_rate": 0.001, "train.batch_size": 32,
+    "train.schedule": "constant", "train.warmup_epochs": 0.0, "train.label_smoothing": 0.0,
+    "train.weight_decay": 0.0,
+}
+
+
 def results(project: Path) -> tuple[float, dict]:
     evaluate = json.loads((project / "metrics" / "evaluate.json").read_text())
     return evaluate["accuracy"], json.loads((project / "metrics" / "train.json").read_text())
 
 
+def exp_run(project: Path, name: str, params: dict) -> str:
+    """``dvc exp run`` with ``params`` set; its log."""
+    settings = [argument for key, value in params.items() for argument in ("-S", f"{key}={json.dumps(value)}")]
+    return run(["dvc", "exp", "run", "-n", name, *settings], project)[1]
+
+
+def baseline(project: Path, training: float) -> None:
+    """cifar_cnn trained for ``training`` seconds: one epoch to measure its speed, then as many as fit."""
+    exp_run(project, "cifar-cnn-speed", {**BASELINE, "train.epochs": 1})
+    _, speed = results(project)
+    epochs = max(1, int(training * speed["train_images_per_second"] / speed["train_images"]))
+    log = exp_run(project, "cifar-cnn-same-time", {**BASELINE, "train.epochs": epochs})
+    accuracy, _ = results(project)
+    print(f"baseline: cifar_cnn (adam 1e-3, batch 32) for {epochs} epochs in {training_seconds(log) / 60:.1f} min "
+          f"of training (the recipe's {training / 60:.1f}): test accuracy {accuracy:.4f}")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--skip-baseline", action="store_true", help="only the recipe, not cifar_cnn")
+    parser.add_argument("--baseline-only", type=float, metavar="MINUTES",
+                        help="only the baseline, for this many minutes of training (a recipe run's figure)")
     args = parser.parse_args()
     if not ARCHIVE.is_file():
         sys.exit(f"needs the real CIFAR-10 images at {ARCHIVE} (see ../shared/datasets/README.md)")
@@ -64,6 +93,9 @@ def main() -> int:
         project = make_project(Path(scratch) / "project")
         set_params(project, **{"data.source": "folder", "data.path": str(Path(scratch) / "cifar10"), **RECIPE})
         run(["git", "commit", "-qam", "CIFAR-10, the recipe"], project)
+        if args.baseline_only:
+            baseline(project, args.baseline_only * 60)
+            return 0
 
         wall, log = run(["dvc", "repro"], project)
         training = training_seconds(log)
@@ -71,24 +103,12 @@ def main() -> int:
         print(f"recipe: dvc repro {wall / 60:.1f} min from the images to the test metrics; training "
               f"{training / 60:.1f} min ({train['epochs']} epochs, {train['train_images_per_second']:.0f} "
               f"images/s); test accuracy {accuracy:.4f}")
-
         if not args.skip_baseline:
-            run(["dvc", "exp", "run", "-n", "cifar-cnn-speed", "-S", "train.model=cifar_cnn", "-S",
-                 "train.epochs=1", "-S", "train.schedule=constant", "-S", "train.optimizer=adam", "-S",
-                 "train.learning_rate=0.001", "-S", "train.batch_size=32", "-S", "train.label_smoothing=0.0",
-                 "-S", "train.weight_decay=0.0"], project)
-            rate = results(project)[1]["train_images_per_second"]
-            epochs = max(1, int(training * rate / results(project)[1]["train_images"]))
-            _, log = run(["dvc", "exp", "run", "-n", "cifar-cnn-same-time", "-S", "train.model=cifar_cnn", "-S",
-                          f"train.epochs={epochs}", "-S", "train.schedule=constant", "-S",
-                          "train.optimizer=adam", "-S", "train.learning_rate=0.001", "-S", "train.batch_size=32",
-                          "-S", "train.label_smoothing=0.0", "-S", "train.weight_decay=0.0"], project)
-            baseline, _ = results(project)
-            print(f"baseline: cifar_cnn (adam 1e-3, batch 32) for {epochs} epochs in "
-                  f"{training_seconds(log) / 60:.1f} min of training: test accuracy {baseline:.4f}")
+            baseline(project, training)
 
-    met = accuracy >= TARGET_ACCURACY and training <= TARGET_MINUTES * 60
-    print(f"target: {TARGET_ACCURACY:.0%} within {TARGET_MINUTES} minutes of training: {'met' if met else 'NOT met'}")
+    met = accuracy >= TARGET_ACCURACY and training <= TARGET_MINUTES * 60 and wall <= TARGET_MINUTES * 60
+    print(f"target: {TARGET_ACCURACY:.0%} within {TARGET_MINUTES} minutes of training and of `dvc repro`: "
+          f"{'met' if met else 'NOT met'}")
     print(f"recipe test accuracy: {accuracy:.4f}")
     return 0
 
