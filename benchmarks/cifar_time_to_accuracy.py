@@ -1,6 +1,6 @@
 """Time to accuracy on the 60,000 real CIFAR-10 images: `dvc repro` from the images to the test metrics.
 
-    .venv/bin/python benchmarks/cifar_time_to_accuracy.py                   # about 65 minutes on 2 cores
+    .venv/bin/python benchmarks/cifar_time_to_accuracy.py                   # about 60 minutes on 2 cores
     .venv/bin/python benchmarks/cifar_time_to_accuracy.py --skip-baseline   # about 30 minutes
     .venv/bin/python benchmarks/cifar_time_to_accuracy.py --baseline-only 24.6   # the baseline alone
 
@@ -47,10 +47,11 @@ TARGET_ACCURACY = 0.85
 TARGET_MINUTES = 30
 
 
-# The seeds' CIFAR net as the Keras example trains it: Adam at 1e-3, batch 32, no schedule, no label
-# smoothing or weight decay (the recipe's flips and shifts stay: the example augments too).
+# The seeds' CIFAR net as the Keras CIFAR-10 example trains its CNN: RMSprop at 1e-4, batch 32, no
+# schedule, no label smoothing or weight decay (the recipe's flips and shifts stay: the example augments
+# too). cifar_cnn has no batch normalisation: with Adam at 1e-3 it stayed at chance (10%) for 6 epochs.
 BASELINE = {
-    "train.model": "cifar_cnn", "train.optimizer": "adam", "train.learning_rate": 0.001, "train.batch_size": 32,
+    "train.model": "cifar_cnn", "train.optimizer": "rmsprop", "train.learning_rate": 1e-4, "train.batch_size": 32,
     "train.schedule": "constant", "train.warmup_epochs": 0.0, "train.label_smoothing": 0.0,
     "train.weight_decay": 0.0,
 }
@@ -74,7 +75,7 @@ def baseline(project: Path, training: float) -> None:
     epochs = max(1, int(training * speed["train_images_per_second"] / speed["train_images"]))
     log = exp_run(project, "cifar-cnn-same-time", {**BASELINE, "train.epochs": epochs})
     accuracy, _ = results(project)
-    print(f"baseline: cifar_cnn (adam 1e-3, batch 32) for {epochs} epochs in {training_seconds(log) / 60:.1f} min "
+    print(f"baseline: cifar_cnn (rmsprop 1e-4, batch 32) for {epochs} epochs in {training_seconds(log) / 60:.1f} min "
           f"of training (the recipe's {training / 60:.1f}): test accuracy {accuracy:.4f}")
 
 
