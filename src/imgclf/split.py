@@ -28,7 +28,6 @@ class SplitError(PipelineError):
     """The images cannot be split as asked (a class too small for the fractions, say)."""
 
 
-
 def split_items(items: Sequence[LabelledFile], val_fraction: float, test_fraction: float,
                 seed: int) -> dict[str, list[LabelledFile]]:
     """Assign every item to exactly one of train, val and test."""
@@ -115,4 +114,3 @@ def leaks(split: dict[str, list[LabelledFile]], digests: dict[Path, str]
                 found.append((item, *seen[digest]))
             seen.setdefault(digest, (item, subset))
     return found
-
