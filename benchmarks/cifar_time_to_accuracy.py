@@ -58,8 +58,10 @@ BASELINE = {
 
 
 def results(project: Path) -> tuple[float, dict]:
+    """The test accuracy, and the train stage's summary with its timing record (logs/train_timing.json)."""
     evaluate = json.loads((project / "metrics" / "evaluate.json").read_text())
-    return evaluate["accuracy"], json.loads((project / "metrics" / "train.json").read_text())
+    train = json.loads((project / "metrics" / "train.json").read_text())
+    return evaluate["accuracy"], {**train, **json.loads((project / "logs" / "train_timing.json").read_text())}
 
 
 def exp_run(project: Path, name: str, params: dict) -> str:

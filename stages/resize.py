@@ -23,7 +23,6 @@ from pathlib import Path
 import numpy as np
 
 from imgclf.dataset import ImageSet, save_image_set
-from imgclf.errors import PipelineError
 from imgclf.files import atomic_directory, write_csv, write_json
 from imgclf.images import ResizeJob, ResizeOutcome, resize_files
 from imgclf.layout import SUBSETS
@@ -33,10 +32,6 @@ from imgclf.preprocessing import PREPROCESSING_FILE, Preprocessing
 from imgclf.stage import run_stage
 
 logger = logging.getLogger(__name__)
-
-
-class OutputWriteError(PipelineError):
-    """A packed split could not be written (a full disk, a file size limit...)."""
 
 
 def resize_subset(entries: list[ManifestEntry], class_names: tuple[str, ...], params: ResizeParams,
@@ -70,12 +65,7 @@ def main() -> None:
             packed, outcomes[subset] = resize_subset([entry for entry in entries if entry.subset == subset],
                                                      class_names, params, f"resizing {subset}")
             kept_per_class[subset] = dict(sorted(Counter(class_names[label] for label in packed.labels).items()))
-            destination = staging / f"{subset}.npz"
-            try:
-                save_image_set(destination, packed)
-            except OSError as error:
-                raise OutputWriteError(f"cannot write {destination}: {error.strerror or error}. Free disk space "
-                                       "(or raise the file size limit) and run again; nothing was kept.") from None
+            save_image_set(staging / f"{subset}.npz", packed)  # a full disk or a read-only folder: see run_stage
         Preprocessing(params.size, params.mode, params.max_megapixels).save(staging / PREPROCESSING_FILE)
 
     noteworthy = [outcome for subset in SUBSETS for outcome in outcomes[subset] if outcome.action != "used"]

@@ -4,9 +4,11 @@ Reads:  data/resized/train.npz, val.npz and preprocessing.json, params.yaml ``tr
 Writes: models/model.keras (the best epoch's weights), models/classes.json (index -> class name),
         models/preprocessing.json (how images were resized, for `imgclf predict`), models/summary.txt
         (layers and parameter counts; models/architecture.png too when Graphviz is installed),
-        metrics/train.json (the kept epoch's scores, the device, the training images per second),
+        metrics/train.json (the kept epoch's scores, the parameter count, the device and precision),
         metrics/history/ (DVCLive: per-epoch curves, for `dvc plots` and a running `dvc exp show`),
-        metrics/figures/train/ (training curves; augmented training images), logs/tensorboard/
+        metrics/figures/train/ (training curves; augmented training images), logs/tensorboard/,
+        logs/train_timing.json (images per second, seconds per epoch: not a DVC output, since
+        timings differ on every rerun and would change dvc.lock)
 Keeps:  checkpoints/train/ while it runs: with train.resume, an interrupted run continues from there
 Run:    dvc repro train   or   dvc exp run -S train.epochs=50
 """
@@ -38,6 +40,8 @@ def main() -> None:
     parser.add_argument("--figures", type=Path, required=True, help="folder for the training PNGs")
     parser.add_argument("--tensorboard", type=Path, default=Path("logs/tensorboard"),
                         help="folder for TensorBoard event files (train.tensorboard)")
+    parser.add_argument("--timing", type=Path, default=Path("logs/train_timing.json"),
+                        help="JSON of the run's speed, outside DVC's outputs (it differs on every rerun)")
     parser.add_argument("--checkpoints", type=Path, default=Path("checkpoints/train"),
                         help="folder for the last epoch's checkpoint while training runs")
     args = parser.parse_args()
@@ -62,6 +66,7 @@ def main() -> None:
         fingerprint,
         make_deterministic,
         summary_metrics,
+        timing_record,
         train,
     )
 
@@ -103,8 +108,9 @@ def main() -> None:
             variants = [np.clip(keras.ops.convert_to_numpy(layer(examples.astype("float32"), training=True)), 0, 255)
                         .round().astype(np.uint8) for _ in range(AUGMENTED_VARIANTS)]
             augmented_grid(examples, variants, staging / "augmented.png")
-    run_details = {**devices.summary(), "train_images_per_second": result.images_per_second}
-    write_json(args.metrics, summary_metrics(result, model, train_set, val_set, params, run_details))
+    write_json(args.metrics, summary_metrics(result, model, train_set, val_set, params, devices.summary()))
+    write_json(args.timing, timing_record(result))
+    logger.info("%.0f training images per second; epoch timings in %s", result.images_per_second, args.timing)
     checkpoints.clear()  # the run is complete: nothing to resume
 
 

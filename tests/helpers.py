@@ -43,21 +43,6 @@ def run(args: Sequence[str], cwd: Path, check: bool = True) -> subprocess.Comple
     return result
 
 
-# Keys of result files that are timings: they differ between reruns of the same params.
-TIMINGS = {"train.json": ("train_images_per_second",)}
-
-
-def comparable(path: Path) -> object:
-    """A result file's content to compare across reruns: its bytes, or its JSON without timings."""
-    timings = TIMINGS.get(Path(path).name)
-    if timings is None:
-        return Path(path).read_bytes()
-    content = json.loads(Path(path).read_text())
-    for key in timings:
-        content.pop(key)
-    return content
-
-
 def make_project(destination: Path) -> Path:
     """A fresh git + DVC repository with a copy of the pipeline (no outputs), committed."""
     destination.mkdir(parents=True, exist_ok=True)

@@ -31,6 +31,7 @@ from imgclf.training import (
     should_cut_rate,
     should_stop,
     summary_metrics,
+    timing_record,
     train,
 )
 
@@ -81,6 +82,10 @@ def test_training_learns_and_reports_the_best_epoch(num_classes):
     assert summary["parameters"] == model.count_params()
     assert summary["batch_size"] == 8 and summary["device"] == "cpu"
     assert result.images_per_second > 0
+    timing = timing_record(result)
+    assert [epoch["epoch"] for epoch in timing["per_epoch"]] == [1, 2, 3, 4, 5, 6]
+    assert all(epoch["seconds"] >= epoch["train_step_seconds"] > 0 for epoch in timing["per_epoch"])
+    assert not set(timing) & set(summary)  # a timing never lands in metrics/train.json (dvc.lock)
 
 
 class Interrupt(Exception):

@@ -20,7 +20,7 @@ import numpy as np
 from PIL import Image
 
 from imgclf.errors import PipelineError
-from imgclf.files import atomic_directory
+from imgclf.files import atomic_directory, naming_the_file
 
 logger = logging.getLogger(__name__)
 
@@ -40,7 +40,7 @@ class ImageSet:
 
 def save_image_set(path: Path, image_set: ImageSet) -> None:
     """Write ``image_set`` as one uncompressed ``.npz`` (strings as fixed-width text: no pickle)."""
-    with open(path, "wb") as handle:
+    with naming_the_file(path), open(path, "wb") as handle:
         np.savez(handle, images=image_set.images, labels=image_set.labels,
                  files=np.asarray(image_set.files, dtype=str), class_names=np.asarray(image_set.class_names, dtype=str))
 

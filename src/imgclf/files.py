@@ -40,6 +40,18 @@ UMASK = _current_umask()
 
 
 @contextlib.contextmanager
+def naming_the_file(path: Path) -> Iterator[None]:
+    """Give ``path`` to an ``OSError`` that names no file: a write through an open handle names none,
+    and "cannot write an output: No space left on device" does not tell a person where to look."""
+    try:
+        yield
+    except OSError as error:
+        if error.filename is not None:
+            raise
+        raise OSError(error.errno, error.strerror or str(error), str(path)) from error  # same subclass, by errno
+
+
+@contextlib.contextmanager
 def atomic_directory(final: Path) -> Iterator[Path]:
     """Yield an empty temporary folder that replaces ``final`` only if the block succeeds."""
     final = Path(final)
@@ -63,7 +75,7 @@ def atomic_file(final: Path, mode: str = "w", newline: str | None = None) -> Ite
     descriptor, staging = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".partial", dir=final.parent)
     try:
         encoding = None if "b" in mode else "utf-8"
-        with os.fdopen(descriptor, mode, encoding=encoding, newline=newline) as handle:
+        with naming_the_file(Path(staging)), os.fdopen(descriptor, mode, encoding=encoding, newline=newline) as handle:
             yield handle
         os.chmod(staging, 0o666 & ~UMASK)  # mkstemp makes it private; a plain open would not
         os.replace(staging, final)

@@ -8,11 +8,12 @@ the reason, and likewise each file that was used only after a repair, for the re
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from functools import partial
@@ -39,17 +40,39 @@ DRAFT_MARGIN = 2
 REDUCING_GAP = 3.0
 # EXIF orientations that turn the picture by 90 degrees: its stored width is its upright height.
 TRANSPOSED_ORIENTATIONS = (5, 6, 7, 8)
-# What decoding a bad file raises in Pillow; anything else is a bug and stops the stage.
-DECODE_ERRORS = (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError,
-                 Image.DecompressionBombError)
+# What decoding a bad file raises in Pillow; anything else is a bug and stops the stage. Only
+# unusable_image_errors() catches these: ValueError is among them, and so is every PipelineError.
+_DECODE_ERRORS = (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError,
+                  Image.DecompressionBombError)
 # Pillow modes of more than 8 bits per pixel, scaled down to 8 bits by their depth.
 HIGH_DEPTH_MODES = ("I", "I;16", "I;16L", "I;16B", "I;16N", "F")
-# The size limit is ours (resize.max_megapixels), checked from the header before decoding.
+# The size limit is ours (resize.max_megapixels), checked from the header before decoding, so that
+# an image over Pillow's own limit (a 400-megapixel panorama) is listed as skipped instead of
+# stopping the stage. Every module that opens images with Pillow does it through this one.
 Image.MAX_IMAGE_PIXELS = None
 
 
 class TooLargeError(ValueError):
     """The image's header claims more pixels than resize.max_megapixels allows."""
+
+
+class UnusableImageError(Exception):
+    """A file that cannot be used as an image; the message is the reason, for the report."""
+
+
+@contextlib.contextmanager
+def unusable_image_errors() -> Iterator[None]:
+    """Turn what Pillow raises for a bad file into :class:`UnusableImageError`, for the caller to list.
+
+    A :class:`PipelineError` is a ``ValueError`` too, but a mistake a person must fix (a stale
+    split, a bad setting): it passes through and stops the stage instead of becoming a skipped file.
+    """
+    try:
+        yield
+    except PipelineError:
+        raise
+    except _DECODE_ERRORS as error:
+        raise UnusableImageError(f"{type(error).__name__}: {error}") from error
 
 
 class StaleSplitError(PipelineError):
@@ -80,6 +103,17 @@ class ResizeOutcome:
     source: Path
     action: str
     reason: str = ""
+
+
+def image_format(path: Path) -> str:
+    """The image format Pillow recognises in the file's content (its name does not matter).
+
+    Raises :class:`UnidentifiedImageError` or :class:`OSError` when the content is no image. Only
+    the header is read, and no pixel count is refused here: how large an image may be is the
+    resize stage's decision (``resize.max_megapixels``), taken with its reason in its report.
+    """
+    with Image.open(path) as image:
+        return image.format or "unknown"
 
 
 def repairs_needed(image: Image.Image) -> list[str]:
@@ -227,10 +261,11 @@ def resize_file(job: ResizeJob, size: tuple[int, int], mode: str,
         raise StaleSplitError(f"{source} has changed since the split recorded it: run `dvc repro` to split "
                               "the current images again.")
     try:
-        decoded = decode_rgb(data, max_pixels, size, mode)
-        pixels = np.asarray(fit_to_size(decoded.image, size, mode), dtype=np.uint8)
-    except DECODE_ERRORS as error:
-        return ResizeOutcome(source, "skipped", f"{type(error).__name__}: {error}"), None
+        with unusable_image_errors():
+            decoded = decode_rgb(data, max_pixels, size, mode)
+            pixels = np.asarray(fit_to_size(decoded.image, size, mode), dtype=np.uint8)
+    except UnusableImageError as error:
+        return ResizeOutcome(source, "skipped", str(error)), None
     if decoded.warnings:
         return ResizeOutcome(source, "warning", "; ".join(decoded.warnings + decoded.repairs)), pixels
     if decoded.repairs:

@@ -17,7 +17,7 @@ import numpy as np
 from tqdm import tqdm
 
 from imgclf.evaluation import predict_probabilities
-from imgclf.images import DECODE_ERRORS, fit_to_size, load_rgb
+from imgclf.images import UnusableImageError, decode_rgb, fit_to_size, unusable_image_errors
 from imgclf.preprocessing import Preprocessing
 
 logger = logging.getLogger(__name__)
@@ -63,9 +63,15 @@ def image_files(paths: Sequence[Path]) -> Iterator[Path]:
 
 
 def prepare(path: Path, preprocessing: Preprocessing) -> np.ndarray:
-    """One file as the model's input: decoded, upright, RGB, resized as the pipeline resized it."""
-    decoded = load_rgb(path, preprocessing.max_megapixels * 1e6, preprocessing.size, preprocessing.mode)
-    return np.asarray(fit_to_size(decoded.image, preprocessing.size, preprocessing.mode))
+    """One file as the model's input: decoded, upright, RGB, resized as the pipeline resized it.
+
+    Raises :class:`UnusableImageError` for a file that is no usable image, :class:`OSError` for
+    one that cannot be read.
+    """
+    data = Path(path).read_bytes()
+    with unusable_image_errors():
+        decoded = decode_rgb(data, preprocessing.max_megapixels * 1e6, preprocessing.size, preprocessing.mode)
+        return np.asarray(fit_to_size(decoded.image, preprocessing.size, preprocessing.mode))
 
 
 def predict_files(model: keras.Model, class_names: Sequence[str], preprocessing: Preprocessing,
@@ -95,7 +101,10 @@ def predict_files(model: keras.Model, class_names: Sequence[str], preprocessing:
         except FileNotFoundError:
             unreadable.append(Unreadable(str(path), "no such file"))
             continue
-        except DECODE_ERRORS as error:
+        except UnusableImageError as error:
+            unreadable.append(Unreadable(str(path), str(error)))
+            continue
+        except OSError as error:  # a file that cannot be read (permissions, an I/O error)
             unreadable.append(Unreadable(str(path), f"{type(error).__name__}: {error}"))
             continue
         batch_files.append(str(path))

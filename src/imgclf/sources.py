@@ -32,6 +32,7 @@ from imgclf import kaggle
 from imgclf.archives import extract_nested
 from imgclf.cifar import CIFAR, write_images
 from imgclf.downloads import Checksum, fetch
+from imgclf.images import image_format
 from imgclf.layout import (
     SUBSET_ALIASES,
     LabelledFile,
@@ -43,16 +44,6 @@ from imgclf.layout import (
 from imgclf.params import DataParams
 
 logger = logging.getLogger(__name__)
-
-
-def image_format(path: Path) -> str:
-    """The image format Pillow recognises in the file's content (its name does not matter).
-
-    Raises :class:`UnidentifiedImageError` or :class:`OSError` when the content is no image.
-    Only the header is read; full decoding (and its errors) happens in the resize stage.
-    """
-    with Image.open(path) as image:
-        return image.format or "unknown"
 
 
 def check_classes(files: list[LabelledFile], where: Path) -> Counter[str]:

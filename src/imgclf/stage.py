@@ -13,8 +13,9 @@ from imgclf.errors import PipelineError
 def run_stage(main: Callable[[], None]) -> None:
     """Run a stage's ``main`` with logging configured.
 
-    A :class:`PipelineError` (a mistake a person can fix) or a full disk exits 1 with a message
-    instead of a traceback; outputs are built atomically, so nothing partial is left either way.
+    A :class:`PipelineError` (a mistake a person can fix), a full disk and a path the stage may not
+    read or write exit 1 with a message that says which, instead of a traceback; outputs are built
+    atomically, so nothing partial is left either way. Any other error is a bug: its traceback shows.
     """
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
                         datefmt="%H:%M:%S")
@@ -25,8 +26,13 @@ def run_stage(main: Callable[[], None]) -> None:
         logger.error("%s", error)
         sys.exit(1)
     except OSError as error:
-        if error.errno not in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT):
+        if error.errno in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT):
+            logger.error("cannot write %s: %s. Free disk space (or raise the file size limit) and run again; "
+                         "the stage kept no partial output.", error.filename or "an output", error.strerror)
+        elif error.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+            logger.error("cannot access %s: %s. Check that you may read and write there (owner and mode, a "
+                         "read-only file system, an immutable flag: lsattr) and run again; the stage kept no "
+                         "partial output.", error.filename or "a file", error.strerror)
+        else:
             raise
-        logger.error("cannot write %s: %s. Free disk space (or raise the file size limit) and run again; "
-                     "the stage kept no partial output.", error.filename or "an output", error.strerror)
         sys.exit(1)

@@ -277,10 +277,22 @@ class Checkpoints:
 
 
 @dataclass(frozen=True)
+class EpochTiming:
+    """How long one epoch of this run took: all of it, and its training steps alone."""
+
+    epoch: int  # 1-based
+    seconds: float  # the whole epoch: training steps, validation, callbacks, logging, checkpoint
+    train_step_seconds: float  # the training steps alone (EpochTimer)
+
+
+@dataclass(frozen=True)
 class TrainingResult:
     history: dict[str, list[float]]
     best_epoch: int
     images_per_second: float  # training steps only, median over the epochs after the first
+    # this run's epochs (a resumed run's only); timings differ between reruns, so they are kept out
+    # of the DVC-tracked metrics: the train stage writes them to logs/train_timing.json
+    epoch_timings: tuple[EpochTiming, ...] = ()
 
 
 def current_learning_rate(model: keras.Model) -> float:
@@ -321,9 +333,10 @@ def train(build: Callable[[], keras.Model], train_set: ImageSet, val_set: ImageS
         class_weight = balanced_class_weights(train_set.labels, len(train_set.class_names))
         logger.info("class weights: %s",
                     {name: round(class_weight[index], 3) for index, name in enumerate(train_set.class_names)})
-    epoch_seconds: list[float] = []
+    epoch_timings: list[EpochTiming] = []
 
     for epoch in range(state.epoch, params.total_epochs):
+        epoch_start = time.perf_counter()
         if epoch == params.epochs and state.phase == "train":
             with scope:
                 trainable = unfreeze_backbone(model, params.fine_tune.layers)
@@ -334,7 +347,6 @@ def train(build: Callable[[], keras.Model], train_set: ImageSet, val_set: ImageS
         record = _fit_epoch(model, train_set, val_set, params, epoch, shard, class_weight, callbacks)
         state.record(record)
         state.epoch = epoch + 1
-        epoch_seconds.append(record["seconds"])
         if not math.isfinite(record["loss"]):
             raise TrainingError(f"the training loss became {record['loss']} in epoch {epoch + 1}: training diverged; "
                                 f"lower train.learning_rate (now {params.learning_rate}).")
@@ -357,6 +369,7 @@ def train(build: Callable[[], keras.Model], train_set: ImageSet, val_set: ImageS
         stop = should_stop(state.history["val_loss"], params.early_stopping_patience)
         if checkpoints is not None:
             checkpoints.save(model, best_weights, state)
+        epoch_timings.append(EpochTiming(epoch + 1, round(time.perf_counter() - epoch_start, 3), record["seconds"]))
         if stop:
             logger.info("early stopping after epoch %d: no better val_loss for %d epochs", epoch + 1,
                         params.early_stopping_patience)
@@ -368,9 +381,11 @@ def train(build: Callable[[], keras.Model], train_set: ImageSet, val_set: ImageS
     model.set_weights(best_weights)
     logger.info("best epoch %d of %d (val_loss %.4f)", state.best_epoch, state.epoch, state.best_value)
     # the first epoch includes compiling: leave it out when there are others
-    rates = [len(train_set) / seconds for seconds in (epoch_seconds[1:] or epoch_seconds) if seconds > 0]
+    step_seconds = [timing.train_step_seconds for timing in epoch_timings]
+    rates = [len(train_set) / seconds for seconds in (step_seconds[1:] or step_seconds) if seconds > 0]
     return model, TrainingResult(history=state.history, best_epoch=state.best_epoch,
-                                 images_per_second=round(statistics.median(rates), 1) if rates else 0.0)
+                                 images_per_second=round(statistics.median(rates), 1) if rates else 0.0,
+                                 epoch_timings=tuple(epoch_timings))
 
 
 def _fit_epoch(model: keras.Model, train_set: ImageSet, val_set: ImageSet, params: TrainParams, epoch: int,
@@ -390,6 +405,19 @@ def _fit_epoch(model: keras.Model, train_set: ImageSet, val_set: ImageSet, param
                      verbose=1 if sys.stdout.isatty() else 0)  # a progress bar in a terminal; our log line always
     record = {key: float(values[-1]) for key, values in logs.history.items() if key in HISTORY_KEYS}
     return {**record, "learning_rate": learning_rate, "seconds": round(timer.seconds, 3)}
+
+
+def timing_record(result: TrainingResult) -> dict[str, Any]:
+    """What ``logs/train_timing.json`` holds: the run's speed, which differs from rerun to rerun.
+
+    Kept out of ``metrics/train.json`` (a DVC output) so that a rerun with the same params leaves
+    ``dvc.lock`` and ``git status`` as they were.
+    """
+    return {
+        "train_images_per_second": result.images_per_second,
+        "seconds": round(sum(timing.seconds for timing in result.epoch_timings), 3),
+        "per_epoch": [asdict(timing) for timing in result.epoch_timings],
+    }
 
 
 def summary_metrics(result: TrainingResult, model: keras.Model, train_set: ImageSet, val_set: ImageSet,
