@@ -3,12 +3,13 @@ CLI run inside it, tiny image folders written as real files, and the real datase
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
 import subprocess
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -41,6 +42,30 @@ def run(args: Sequence[str], cwd: Path, check: bool = True) -> subprocess.Comple
     if check and result.returncode != 0:
         pytest.fail(f"{' '.join(args)} exited {result.returncode}:\n{result.stdout[-6000:]}")
     return result
+
+
+@contextlib.contextmanager
+def read_only(folder: Path) -> Iterator[None]:
+    """Make ``folder`` unwritable for the block: its mode, or, for root (whom modes do not stop),
+    the immutable flag (``chattr +i``). Skips where neither can be set (fails under CI)."""
+    if os.geteuid() != 0:
+        mode = folder.stat().st_mode
+        folder.chmod(0o555)
+        try:
+            yield
+        finally:
+            folder.chmod(mode)
+        return
+    flagged = subprocess.run(["chattr", "+i", str(folder)], capture_output=True, text=True, check=False)
+    if flagged.returncode != 0:
+        message = f"cannot make {folder} read-only for root (chattr +i: {flagged.stderr.strip()})"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    try:
+        yield
+    finally:
+        subprocess.run(["chattr", "-i", str(folder)], check=True)
 
 
 def make_project(destination: Path) -> Path:

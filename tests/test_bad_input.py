@@ -2,15 +2,12 @@
 always counted and listed with its reason. Each test builds its bad input itself.
 
 The download stage recognises images by content (`import_files`); the resize stage decodes them
-(`resize_file`). These tests call exactly those functions; tests/test_pipeline_dvc.py runs a
-stray text file and a truncated JPEG through the real `dvc repro`.
+(`resize_file`). These tests call exactly those functions; tests/test_bad_folder.py runs every one
+of these files (tests/bad_files.py) through the real `dvc repro` and `imgclf predict`.
 """
 
 from __future__ import annotations
 
-import io
-import struct
-import zlib
 from pathlib import Path
 
 import numpy as np
@@ -22,22 +19,11 @@ from imgclf.layout import LabelledFile, scan_folder
 from imgclf.manifest import read_manifest
 from imgclf.sources import import_files
 from imgclf.split import SplitError, drop_duplicates, leaks, split_items
+from tests import bad_files
+from tests.bad_files import encoded, jpeg
 
 SIZE = (16, 16)
 MAX_PIXELS = 200e6
-
-
-def jpeg(colour=(200, 30, 30), size=(40, 30), **save_options) -> bytes:
-    pixels = np.random.default_rng(0).integers(0, 40, (size[1], size[0], 3), dtype=np.uint8) + np.uint8(colour)
-    buffer = io.BytesIO()
-    Image.fromarray(pixels.astype(np.uint8)).save(buffer, format="JPEG", quality=90, **save_options)
-    return buffer.getvalue()
-
-
-def encoded(image: Image.Image, image_format: str, **options) -> bytes:
-    buffer = io.BytesIO()
-    image.save(buffer, format=image_format, **options)
-    return buffer.getvalue()
 
 
 def resize(tmp_path: Path, name: str, content: bytes, mode: str = "stretch"):
@@ -53,13 +39,10 @@ def assert_rgb_output(pixels: np.ndarray | None) -> np.ndarray:
 
 # --- files that are no image: the download stage lists them ------------------------------------
 
-@pytest.mark.parametrize(("name", "content"), [
-    ("empty.jpg", b""),
-    ("notes.txt", b"just some text"),
-    ("Thumbs.db", b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1" + bytes(504)),
-    (".DS_Store", b"\x00\x00\x00\x01Bud1" + bytes(100)),
-])
-def test_a_file_that_is_no_image_is_listed_with_its_reason(tmp_path, name, content):
+@pytest.mark.parametrize("bad", [bad for bad in bad_files.bad_files() if bad.stage == "download"],
+                         ids=lambda bad: bad.name)
+def test_a_file_that_is_no_image_is_listed_with_its_reason(tmp_path, bad):
+    name, content = bad.name, bad.content
     source = tmp_path / "source"
     for label in ("cats", "dogs"):
         (source / label).mkdir(parents=True)
@@ -83,38 +66,39 @@ def test_an_empty_class_folder_is_listed(tmp_path):
 # --- images that cannot be decoded: skipped with the reason --------------------------------------
 
 def test_a_truncated_jpeg_is_skipped(tmp_path):
-    outcome, pixels = resize(tmp_path, "cut.jpg", jpeg()[:-200])
+    outcome, pixels = resize(tmp_path, "cut.jpg", bad_files.truncated_jpeg())
     assert outcome.action == "skipped" and "truncated" in outcome.reason.lower()
     assert pixels is None
 
 
 def test_a_header_claiming_400_megapixels_is_refused_before_decoding(tmp_path):
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-
-    header = struct.pack(">IIBBBBB", 20_000, 20_000, 8, 2, 0, 0, 0)  # 20,000 x 20,000 RGB
-    bomb = b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\x00" * 100)) + \
-        chunk(b"IEND", b"")
-    outcome, _ = resize(tmp_path, "bomb.png", bomb)
+    outcome, _ = resize(tmp_path, "bomb.png", bad_files.png_claiming_400_megapixels())
     assert outcome.action == "skipped"
     assert "400 megapixels, over resize.max_megapixels (200); refused before decoding" in outcome.reason
+
+
+def test_a_header_over_pillows_own_limit_is_an_image_to_the_download_stage(tmp_path):
+    """Pillow refuses to open more than 179 megapixels; the download stage only asks what a file is."""
+    for label in ("cats", "dogs"):
+        (tmp_path / "source" / label).mkdir(parents=True)
+        (tmp_path / "source" / label / "good.png").write_bytes(encoded(Image.new("RGB", (8, 8)), "PNG"))
+    (tmp_path / "source" / "cats" / "panorama.png").write_bytes(bad_files.png_claiming_400_megapixels())
+    skipped = import_files(*scan_folder(tmp_path / "source"), tmp_path / "raw", tmp_path / "source")
+    assert skipped == []
+    assert (tmp_path / "raw" / "cats" / "panorama.png").is_file()  # the resize stage decides, and lists it
 
 
 # --- damaged but usable: used, and listed with a warning -----------------------------------------
 
 def test_a_jpeg_with_junk_before_its_end_marker_loads_with_a_warning(tmp_path):
-    clean = jpeg()
-    outcome, pixels = resize(tmp_path, "junk.jpg", clean[:-2] + bytes(range(1, 120)) + clean[-2:])
+    outcome, pixels = resize(tmp_path, "junk.jpg", bad_files.jpeg_with_junk_before_its_end_marker())
     assert outcome.action == "warning"
     assert "extraneous bytes before marker 0xd9" in outcome.reason
     assert_rgb_output(pixels)
 
 
 def test_an_exif_only_jpeg_without_jfif_marker_is_kept(tmp_path):
-    data = jpeg(exif=Image.Exif().tobytes())
-    assert data[2:4] == b"\xff\xe0"  # Pillow wrote a JFIF APP0 segment: cut it out
-    app0_length = struct.unpack(">H", data[4:6])[0]
-    exif_only = data[:2] + data[4 + app0_length:]
+    exif_only = bad_files.exif_only_jpeg()
     assert b"JFIF" not in exif_only and b"Exif" in exif_only
     outcome, pixels = resize(tmp_path, "exif_only.jpg", exif_only)
     assert outcome.action == "used"  # keras-io's JFIF filter would have dropped it
@@ -131,29 +115,22 @@ def test_a_png_or_bmp_named_jpg_is_decoded_by_content(tmp_path, image_format):
 
 
 def test_a_cmyk_jpeg_is_converted_and_listed(tmp_path):
-    outcome, pixels = resize(tmp_path, "print.jpg", encoded(Image.new("CMYK", (20, 20), (0, 255, 255, 0)), "JPEG"))
+    outcome, pixels = resize(tmp_path, "print.jpg", bad_files.cmyk_jpeg())
     assert (outcome.action, outcome.reason) == ("repaired", "CMYK converted to RGB")
     red, green, blue = assert_rgb_output(pixels)[8, 8].tolist()
     assert red > 200 and green < 50 and blue < 50
 
 
 def test_a_16_bit_png_is_scaled_to_8_bits_not_clipped_to_white(tmp_path):
-    mid_grey = Image.fromarray(np.full((20, 20), 32896, dtype=np.uint16))
-    outcome, pixels = resize(tmp_path, "deep.png", encoded(mid_grey, "PNG"))
+    outcome, pixels = resize(tmp_path, "deep.png", bad_files.png_16_bit())
     assert (outcome.action, outcome.reason) == ("repaired", "I;16 pixels scaled to 8 bits")
     assert assert_rgb_output(pixels)[8, 8].tolist() == [128, 128, 128]
 
 
 @pytest.mark.parametrize("kind", ["rgba", "palette"])
 def test_transparency_is_composited_on_a_fixed_background_and_listed(tmp_path, kind):
-    if kind == "rgba":
-        image = Image.new("RGBA", (20, 20), (255, 0, 0, 0))  # fully transparent red
-    else:
-        image = Image.new("P", (20, 20), 0)
-        image.putpalette([255, 0, 0] + [0, 0, 0] * 255)
-        image.info["transparency"] = 0
-    outcome, pixels = resize(tmp_path, f"{kind}.png", encoded(image, "PNG", **(
-        {"transparency": 0} if kind == "palette" else {})))
+    content = bad_files.rgba_png() if kind == "rgba" else bad_files.palette_png_with_transparency()
+    outcome, pixels = resize(tmp_path, f"{kind}.png", content)
     assert (outcome.action, outcome.reason) == ("repaired", "transparency composited on white")
     assert assert_rgb_output(pixels)[8, 8].tolist() == [255, 255, 255]
 
@@ -165,29 +142,21 @@ def test_grayscale_becomes_rgb(tmp_path):
 
 
 def test_exif_orientation_6_is_applied_before_resizing(tmp_path):
-    wide = Image.new("RGB", (40, 20), (0, 0, 0))
-    wide.paste((255, 255, 255), (0, 0, 20, 20))  # the left half is white
-    exif = Image.Exif()
-    exif[0x0112] = 6  # displayed rotated 90° clockwise: the white half ends on top
-    outcome, pixels = resize(tmp_path, "rotated.jpg", encoded(wide, "JPEG", exif=exif, quality=100), mode="pad")
+    outcome, pixels = resize(tmp_path, "rotated.jpg", bad_files.exif_rotated_jpeg(), mode="pad")
     assert outcome.action == "used"
     pixels = assert_rgb_output(pixels)
     assert pixels[4, 8].mean() > 200 and pixels[12, 8].mean() < 50  # top white, bottom black
 
 
 def test_an_animated_gif_gives_its_first_frame_and_is_listed(tmp_path):
-    frames = [Image.new("RGB", (20, 20), colour) for colour in ((255, 0, 0), (0, 255, 0), (0, 0, 255))]
-    animation = io.BytesIO()
-    frames[0].save(animation, format="GIF", save_all=True, append_images=frames[1:], duration=100)
-    outcome, pixels = resize(tmp_path, "animated.gif", animation.getvalue())
+    outcome, pixels = resize(tmp_path, "animated.gif", bad_files.animated_gif())
     assert (outcome.action, outcome.reason) == ("repaired", "animated (3 frames): the first frame is used")
     assert assert_rgb_output(pixels)[8, 8].tolist() == [255, 0, 0]
 
 
 @pytest.mark.skipif(not features.check("webp"), reason="this Pillow has no WebP support")
 def test_webp_is_decoded(tmp_path):
-    outcome, pixels = resize(tmp_path, "photo.webp", encoded(Image.new("RGB", (20, 20), (0, 200, 0)), "WEBP",
-                                                                  lossless=True))
+    outcome, pixels = resize(tmp_path, "photo.webp", bad_files.webp())
     assert outcome.action == "used"
     assert assert_rgb_output(pixels)[8, 8].tolist() == [0, 200, 0]
 

@@ -19,7 +19,15 @@ import numpy as np
 import pytest
 
 from imgclf.dataset import ImageSet, save_image_set
-from tests.helpers import command_env, make_project, run, set_params, stage_command, write_image_folder
+from tests.helpers import (
+    command_env,
+    make_project,
+    read_only,
+    run,
+    set_params,
+    stage_command,
+    write_image_folder,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -106,6 +114,20 @@ def test_a_full_disk_while_writing_images_names_the_path_and_keeps_nothing(tmp_p
     assert result.returncode == 1
     assert "cannot write data/.resized." in result.stderr and "File too large" in result.stderr
     assert "Traceback" not in result.stderr
+    assert not (project / "data" / "resized").exists()
+    assert not list((project / "data").glob(".resized.*"))
+
+
+def test_a_read_only_output_folder_is_named_as_such_not_as_a_full_disk(tmp_path, images):
+    project = fault_project(tmp_path / "project", images)
+    run(["dvc", "repro", "split"], project)
+    with read_only(project / "data"):
+        result = subprocess.run([sys.executable, *stage_command("resize")[1:]], cwd=project, env=command_env(),
+                                text=True, capture_output=True, check=False)
+    assert result.returncode == 1
+    assert re.search(r"cannot access data/\.resized\.\S+: (Permission denied|Operation not permitted)\. "
+                     r"Check that you may read and write there", result.stderr), result.stderr
+    assert "disk space" not in result.stderr and "Traceback" not in result.stderr
     assert not (project / "data" / "resized").exists()
     assert not list((project / "data").glob(".resized.*"))
 

@@ -170,3 +170,37 @@ def test_a_rotated_jpeg_asks_for_enough_pixels_on_its_upright_sides(tmp_path):
     photo_like(3200, 800).save(path, quality=92, exif=exif)
     decoded = load_rgb(path, size=(25, 100), mode="stretch")
     assert decoded.image.size == (200, 800)  # upright: width 200 >= 2 x 100, height 800 >= 2 x 25
+
+
+# --- a mistake to fix is never a bad file -------------------------------------------------------
+
+def test_what_pillow_raises_for_a_bad_file_becomes_a_reason_and_a_pipeline_error_passes_through():
+    from imgclf.errors import PipelineError
+    from imgclf.images import UnusableImageError, unusable_image_errors
+
+    with pytest.raises(UnusableImageError, match="ValueError: tile cannot extend outside image"), \
+            unusable_image_errors():
+        raise ValueError("tile cannot extend outside image")
+    with pytest.raises(PipelineError, match="run `dvc repro`"), unusable_image_errors():
+        raise StaleSplitError("run `dvc repro`")  # a ValueError too, but a person's to fix
+
+
+def test_a_pipeline_error_raised_under_the_decode_stops_resize_and_predict_instead_of_skipping(
+        tmp_path, monkeypatch):
+    """PipelineError is a ValueError, as are Pillow's errors for bad files: it must not turn into a skip."""
+    import imgclf.images
+    import imgclf.inference
+    from imgclf.params import ParamsError
+    from imgclf.preprocessing import Preprocessing
+
+    def refuse(*args, **kwargs):
+        raise ParamsError("params.yaml: resize.mode = 'squash' is not allowed")
+
+    path = tmp_path / "good.png"
+    Image.new("RGB", (8, 8), (10, 200, 10)).save(path)
+    monkeypatch.setattr(imgclf.images, "fit_to_size", refuse)
+    with pytest.raises(ParamsError, match="resize.mode"):
+        imgclf.images.resize_file(ResizeJob(path), (4, 4), "stretch", 200e6)
+    monkeypatch.setattr(imgclf.inference, "fit_to_size", refuse)
+    with pytest.raises(ParamsError, match="resize.mode"):
+        imgclf.inference.predict_files(None, ["a", "b"], Preprocessing((4, 4), "stretch", 200.0), [path])

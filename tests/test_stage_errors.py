@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import errno
 import re
 from pathlib import Path
 
 import pytest
 
 from imgclf.files import atomic_directory, atomic_file
+from imgclf.stage import run_stage
 from tests.helpers import make_project, run, set_params, stage_command
 
 SPLIT = stage_command("split")[1:]
@@ -87,3 +89,30 @@ def test_a_failed_file_write_keeps_the_previous_file(tmp_path):
         raise RuntimeError("killed halfway")
     assert (tmp_path / "metrics.json").read_text() == "{}"
     assert [path.name for path in tmp_path.iterdir()] == ["metrics.json"]
+
+
+@pytest.mark.parametrize(("error", "told", "not_told"), [
+    (PermissionError(errno.EACCES, "Permission denied", "data/.resized.x.partial/train.npz"),
+     "cannot access data/.resized.x.partial/train.npz: Permission denied. Check that you may read and write there",
+     "disk space"),
+    (OSError(errno.EROFS, "Read-only file system", "data/raw"), "cannot access data/raw: Read-only file system",
+     "disk space"),
+    (OSError(errno.ENOSPC, "No space left on device", "models/model.keras"),
+     "cannot write models/model.keras: No space left on device. Free disk space", "Check that you may"),
+])
+def test_a_stage_says_what_really_went_wrong_with_a_file(caplog, error, told, not_told):
+    def main() -> None:
+        raise error
+
+    with pytest.raises(SystemExit) as exit_info:
+        run_stage(main)
+    assert exit_info.value.code == 1
+    assert told in caplog.text and not_told not in caplog.text
+
+
+def test_any_other_os_error_is_a_bug_and_keeps_its_traceback():
+    def main() -> None:
+        raise OSError(errno.EIO, "Input/output error", "data/raw/a.png")
+
+    with pytest.raises(OSError, match="Input/output error"):
+        run_stage(main)
