@@ -1,6 +1,6 @@
 # Two entry points for a fresh clone (see README.md):
 #   make repro   set everything up, run the pipeline on the default params, print test accuracy
-#   make test    set everything up, run the test suite
+#   make test    set everything up, check lint and types, run the test suite
 VENV := .venv
 PYTHON := $(VENV)/bin/python
 # dvc runs each stage's `python ...` through the shell: put the venv first on PATH.
@@ -9,7 +9,7 @@ export TF_CPP_MIN_LOG_LEVEL ?= 2
 # The offline page template for `dvc plots show` (.dvc/config: plots.html_template).
 PLOTS_PAGE := .dvc/plots/offline.html
 
-.PHONY: setup system-packages repro test clean
+.PHONY: setup system-packages repro lint test clean
 
 setup: $(VENV)/.installed
 
@@ -37,7 +37,12 @@ system-packages:
 		{ apt-get update -qq && apt-get install -y -qq --no-install-recommends $(SYSTEM_PACKAGES) >/dev/null; }; \
 	else echo "note: install $(SYSTEM_PACKAGES) (Debian/Ubuntu: apt-get install $(SYSTEM_PACKAGES)) for the browser test and the architecture diagram"; fi
 
-test: setup system-packages
+# ruff (style, imports, likely bugs) and mypy (the type hints), configured in pyproject.toml
+lint: setup
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy
+
+test: setup system-packages lint
 	$(PYTHON) -m pytest
 
 clean:

@@ -41,11 +41,12 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 from dvclive import Live  # noqa: E402
+from targets import Targets  # noqa: E402  (benchmarks/targets.py, beside this script)
 
 from imgclf.dataset import ImageSet, load_image_set, save_image_set, write_image_folder  # noqa: E402
 from imgclf.images import ResizeJob, resize_files  # noqa: E402
 from imgclf.models import augmentation, build_model  # noqa: E402
-from imgclf.params import AugmentParams, TrainParams  # noqa: E402
+from imgclf.params import AugmentParams, ModelName, TrainParams  # noqa: E402
 from imgclf.training import LiveSink, compile_model, make_deterministic, train  # noqa: E402
 
 ARCHIVE = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "cifar10-jpg.tar.gz"
@@ -137,7 +138,7 @@ def our_loader(packed: Path, epochs: int) -> tuple[float, float]:
     return len(train_set) / statistics.median(timer.seconds[1:]), whole_run
 
 
-def training_rates(name: str, packed: Path, epochs: int, history: Path) -> tuple[float, float]:
+def training_rates(name: ModelName, packed: Path, epochs: int, history: Path) -> tuple[float, float]:
     """Training images per second after the first epoch: (the stage's fit, a plain fit)."""
     train_set = load_image_set(packed)
     params = TrainParams(model=name, epochs=epochs, batch_size=BATCH_SIZE)
@@ -158,6 +159,7 @@ def training_rates(name: str, packed: Path, epochs: int, history: Path) -> tuple
 
 
 def main() -> int:
+    targets = Targets()
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--per-class", type=int, default=300, help="training images per class (10 classes)")
     parser.add_argument("--epochs", type=int, default=4, help="epochs per measurement; the first is left out")
@@ -185,12 +187,12 @@ def main() -> int:
             fit_ratios[name] = stage / plain
             print(f"fit {name} at 32x32: the stage's fit {stage:7.0f} images/s, plain fit on arrays {plain:7.0f} "
                   f"images/s: {fit_ratios[name]:.2f}x (target >= {FIT_TARGET:g}x): "
-                  f"{'met' if fit_ratios[name] >= FIT_TARGET else 'NOT met'}")
+                  f"{targets.check(f'fit {name} >= {FIT_TARGET:g}x', fit_ratios[name] >= FIT_TARGET)}")
     ratio = ours / seeds
     print(f"loader: {ratio:.1f}x the seeds' throughput (target >= {LOADER_TARGET:g}x): "
-          f"{'met' if ratio >= LOADER_TARGET else 'NOT met'}")
+          f"{targets.check(f'loader >= {LOADER_TARGET:g}x', ratio >= LOADER_TARGET)}")
     print(f"loader throughput ratio (ours / ImageDataGenerator): {ratio:.2f}")
-    return 0
+    return targets.exit_status()
 
 
 if __name__ == "__main__":

@@ -36,6 +36,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 from sklearn.datasets import load_sample_images
+from targets import Targets  # benchmarks/targets.py, beside this script
 
 from imgclf.dataset import ImageSet, load_image_set, save_image_set
 from imgclf.images import REDUCING_GAP, ResizeJob, draft_request, resize_files
@@ -68,19 +69,17 @@ def make_photos(folder: Path, count: int) -> list[Path]:
 
 def seeds_way(paths: list[Path], output: Path, side: int) -> None:
     for path in paths:
-        image = Image.open(path)
-        image = image.convert("RGB")
-        image = image.resize((side, side), Image.Resampling.LANCZOS)
+        image = Image.open(path).convert("RGB").resize((side, side), Image.Resampling.LANCZOS)
         image.save(output / path.name)
 
 
 def one_lever(paths: list[Path], output: Path, side: int, draft: bool, reducing_gap: float | None) -> None:
     """One process, the seeds' steps plus the chosen levers, saved as our stage saves (PNG, level 1)."""
     for path in paths:
-        with Image.open(path) as image:
+        with Image.open(path) as source:
             if draft:
-                image.draft("RGB", draft_request(image, (side, side), "stretch"))
-            image = image.convert("RGB").resize((side, side), Image.Resampling.LANCZOS, reducing_gap=reducing_gap)
+                source.draft("RGB", draft_request(source, (side, side), "stretch"))
+            image = source.convert("RGB").resize((side, side), Image.Resampling.LANCZOS, reducing_gap=reducing_gap)
         image.save(output / f"{path.stem}.png", compress_level=1)
 
 
@@ -124,6 +123,7 @@ def quality(paths: list[Path], side: int) -> tuple[float, float]:
 
 
 def main() -> int:
+    targets = Targets()
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--photos", type=int, default=24)
     parser.add_argument("--repeats", type=int, default=3)
@@ -158,13 +158,13 @@ def main() -> int:
             ratios[side] = rates[list(variants)[-1]] / baseline
             lowest, mean = quality(paths, side)
             print(f"  PSNR against a full-decode LANCZOS resize: lowest {lowest:.1f} dB, mean {mean:.1f} dB "
-                  f"(target >= {PSNR_TARGET:g}): {'met' if lowest >= PSNR_TARGET else 'NOT met'}")
+                  f"(target >= {PSNR_TARGET:g}): {targets.check(f'PSNR at {side}', lowest >= PSNR_TARGET)}")
     print()
     for side, ratio in ratios.items():
         print(f"{side}x{side}: {ratio:.1f}x the seeds' throughput (target >= {RATIO_TARGET:g}x): "
-              f"{'met' if ratio >= RATIO_TARGET else 'NOT met'}")
+              f"{targets.check(f'{side}x{side} >= {RATIO_TARGET:g}x', ratio >= RATIO_TARGET)}")
     print(f"resize throughput ratio (ours / seeds', lowest over sizes): {min(ratios.values()):.2f}")
-    return 0
+    return targets.exit_status()
 
 
 if __name__ == "__main__":

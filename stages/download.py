@@ -17,7 +17,7 @@ from pathlib import Path
 
 from imgclf.files import atomic_directory, write_csv
 from imgclf.manifest import index_folder, write_manifest
-from imgclf.params import load_section
+from imgclf.params import DataParams, load_section
 from imgclf.sources import download_source
 from imgclf.stage import run_stage
 
@@ -30,7 +30,7 @@ def main() -> None:
     parser.add_argument("--index", type=Path, required=True, help="manifest (CSV) of the images written")
     parser.add_argument("--report", type=Path, required=True, help="CSV of the files that were skipped")
     args = parser.parse_args()
-    params = load_section("data")
+    params = load_section(DataParams)
 
     args.output.parent.mkdir(parents=True, exist_ok=True)
     with atomic_directory(args.output) as staging, \

@@ -16,7 +16,7 @@ import argparse
 import logging
 from pathlib import Path
 
-from imgclf.params import load_section
+from imgclf.params import EvaluateParams, load_section
 from imgclf.stage import run_stage
 
 logger = logging.getLogger(__name__)
@@ -32,7 +32,7 @@ def main() -> None:
     parser.add_argument("--precision-recall", type=Path, required=True, help="CSV of precision-recall points")
     parser.add_argument("--figures", type=Path, required=True, help="folder for the PNG figures")
     args = parser.parse_args()
-    params = load_section("evaluate")
+    params = load_section(EvaluateParams)
 
     from imgclf import figures
     from imgclf.dataset import load_image_set

@@ -14,7 +14,7 @@ import logging
 from pathlib import Path
 
 from imgclf.files import atomic_directory, write_json
-from imgclf.params import load_section
+from imgclf.params import ExportParams, load_section
 from imgclf.stage import run_stage
 
 logger = logging.getLogger(__name__)
@@ -27,7 +27,7 @@ def main() -> None:
     parser.add_argument("--output", type=Path, required=True, help="folder for the exported models")
     parser.add_argument("--report", type=Path, required=True, help="JSON of each export's check")
     args = parser.parse_args()
-    params = load_section("export")
+    params = load_section(ExportParams)
 
     with atomic_directory(args.output) as staging:
         if params.formats:

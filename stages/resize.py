@@ -53,7 +53,7 @@ def main() -> None:
     parser.add_argument("--report", type=Path, required=True, help="CSV of the unusable files")
     parser.add_argument("--counts", type=Path, required=True, help="JSON of image counts (a DVC metric)")
     args = parser.parse_args()
-    params = load_section("resize")
+    params = load_section(ResizeParams)
 
     entries = read_manifest(args.split, "split")
     class_names = tuple(sorted({entry.label for entry in entries}))

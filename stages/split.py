@@ -18,7 +18,7 @@ from pathlib import Path
 from imgclf.files import write_csv
 from imgclf.layout import SUBSETS
 from imgclf.manifest import ManifestEntry, labelled_files, read_manifest, write_manifest
-from imgclf.params import load_section
+from imgclf.params import SplitParams, load_section
 from imgclf.split import count_by_class, drop_duplicates, leaks, split_items
 from imgclf.stage import run_stage
 
@@ -31,7 +31,7 @@ def main() -> None:
     parser.add_argument("--output", type=Path, required=True, help="the manifest (CSV) to write")
     parser.add_argument("--duplicates", type=Path, required=True, help="CSV of files with the same bytes")
     args = parser.parse_args()
-    params = load_section("split")
+    params = load_section(SplitParams)
 
     indexed = read_manifest(args.index, "download")
     files = labelled_files(indexed)

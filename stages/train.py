@@ -20,7 +20,7 @@ import logging
 import shutil
 from pathlib import Path
 
-from imgclf.params import load_section
+from imgclf.params import TrainParams, load_section
 from imgclf.stage import run_stage
 
 logger = logging.getLogger(__name__)
@@ -45,7 +45,7 @@ def main() -> None:
     parser.add_argument("--checkpoints", type=Path, default=Path("checkpoints/train"),
                         help="folder for the last epoch's checkpoint while training runs")
     args = parser.parse_args()
-    params = load_section("train")  # checked before Keras is imported: a bad param fails fast
+    params = load_section(TrainParams)  # checked before Keras is imported: a bad param fails fast
 
     import keras
     import numpy as np
@@ -61,6 +61,7 @@ def main() -> None:
     from imgclf.preprocessing import PREPROCESSING_FILE, Preprocessing
     from imgclf.training import (
         Checkpoints,
+        EpochSink,
         LiveSink,
         TensorBoardSink,
         fingerprint,
@@ -85,7 +86,7 @@ def main() -> None:
     if not params.resume:
         checkpoints.clear()
     with Live(dir=str(args.history), dvcyaml=None, save_dvc_exp=False, report=None) as live:
-        sinks = [LiveSink(live)]
+        sinks: list[EpochSink] = [LiveSink(live)]
         if params.tensorboard:
             shutil.rmtree(args.tensorboard, ignore_errors=True)
             tensorboard = TensorBoardSink.create(args.tensorboard)

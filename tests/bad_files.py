@@ -24,8 +24,8 @@ def encoded(image: Image.Image, image_format: str, **options: object) -> bytes:
 
 
 def jpeg(colour: tuple[int, int, int] = (200, 30, 30), size: tuple[int, int] = (40, 30), **options: object) -> bytes:
-    pixels = np.random.default_rng(0).integers(0, 40, (size[1], size[0], 3), dtype=np.uint8) + np.uint8(colour)
-    return encoded(Image.fromarray(pixels.astype(np.uint8)), "JPEG", quality=90, **options)
+    noise = np.random.default_rng(0).integers(0, 40, (size[1], size[0], 3), dtype=np.uint8)
+    return encoded(Image.fromarray(noise + np.asarray(colour, dtype=np.uint8)), "JPEG", quality=90, **options)
 
 
 def truncated_jpeg() -> bytes:

@@ -368,7 +368,6 @@ def chromium_or_skip() -> str:
 def render_in_browser(page: Path, screenshot: Path) -> dict:
     """Open a `dvc plots` page in headless Chromium; return what it drew, and save a screenshot."""
     import html
-    import json
     import re
 
     chromium = chromium_or_skip()

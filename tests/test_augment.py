@@ -4,6 +4,8 @@ ImageDataGenerator's units; featurewise normalisation and rescale."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import keras
 import numpy as np
 import pytest
@@ -14,7 +16,7 @@ from imgclf.params import AugmentParams
 
 IMAGES = np.random.default_rng(0).uniform(0, 200, size=(16, 12, 12, 3)).astype("float32")
 # every setting of train.augment that changes images, with a value that is on
-SETTINGS_ON = {"horizontal_flip": True, "vertical_flip": True, "rotation": 30.0, "width_shift": 0.2,
+SETTINGS_ON: dict[str, Any] = {"horizontal_flip": True, "vertical_flip": True, "rotation": 30.0, "width_shift": 0.2,
                "height_shift": 0.2, "shear": 30.0, "zoom": 0.3, "brightness": (0.5, 1.5), "contrast": 0.5}
 
 
@@ -38,7 +40,8 @@ def test_each_setting_changes_training_images_when_on_and_never_inference_ones(s
 
 @pytest.mark.parametrize("setting", sorted(SETTINGS_ON))
 def test_each_setting_off_leaves_training_images_as_they_are(setting):
-    off = AugmentParams(**{setting: AugmentParams.__dataclass_fields__[setting].default})
+    default: dict[str, Any] = {setting: AugmentParams.__dataclass_fields__[setting].default}
+    off = AugmentParams(**default)
     others_on = {name: value for name, value in SETTINGS_ON.items() if name != setting}
     assert augmentation(off, seed=1) == []  # nothing is added for a setting that is off
     # and with every other setting on, turning this one on changes what comes out
@@ -46,7 +49,7 @@ def test_each_setting_off_leaves_training_images_as_they_are(setting):
 
 
 def test_fill_mode_and_cval_decide_the_pixels_from_outside_the_image():
-    shifted = {"width_shift": 0.4, "height_shift": 0.4}
+    shifted: dict[str, Any] = {"width_shift": 0.4, "height_shift": 0.4}
     constant = augmented(AugmentParams(**shifted, fill_mode="constant", cval=7.0))
     assert (constant == 7.0).any()
     nearest = augmented(AugmentParams(**shifted, fill_mode="nearest"))
@@ -72,7 +75,8 @@ def test_brightness_multiplies_each_image_by_one_factor_from_the_range():
 
 @pytest.mark.parametrize(("setting", "axis"), [("horizontal_flip", 2), ("vertical_flip", 1)])
 def test_a_flip_is_an_exact_mirror(setting, axis):
-    outputs = augmented(AugmentParams(**{setting: True}), seed=3)
+    flip: dict[str, Any] = {setting: True}
+    outputs = augmented(AugmentParams(**flip), seed=3)
     mirrors = np.flip(IMAGES, axis=axis)
     flipped = [np.allclose(out, mirror, atol=1e-3) for out, mirror in zip(outputs, mirrors, strict=True)]
     kept = [np.allclose(out, original, atol=1e-3) for out, original in zip(outputs, IMAGES, strict=True)]

@@ -20,7 +20,7 @@ from imgclf.manifest import read_manifest
 from imgclf.sources import import_files
 from imgclf.split import SplitError, drop_duplicates, leaks, split_items
 from tests import bad_files
-from tests.bad_files import encoded, jpeg
+from tests.bad_files import encoded
 
 SIZE = (16, 16)
 MAX_PIXELS = 200e6

@@ -217,7 +217,7 @@ def test_a_params_file_with_a_python_object_tag_is_refused(tmp_path):
 
 
 def test_our_code_reads_params_exactly_as_dvc_params_diff_does(tmp_path):
-    from imgclf.params import load_section
+    from imgclf.params import DataParams, TrainParams, load_section
 
     project = make_project(tmp_path / "project")
     set_params(project, **{"train.learning_rate": 0.5})
@@ -227,7 +227,7 @@ def test_our_code_reads_params_exactly_as_dvc_params_diff_does(tmp_path):
     text = re.sub(r"(?m)^  path:.*$", "  path: no", text)  # data.path, a string field
     (project / "params.yaml").write_text(text)
     diff = json.loads(run(["dvc", "params", "diff", "--json"], project).stdout)["params.yaml"]
-    data, train = load_section("data", project / "params.yaml"), load_section("train", project / "params.yaml")
+    data, train = load_section(DataParams, project / "params.yaml"), load_section(TrainParams, project / "params.yaml")
     assert diff["train.learning_rate"]["new"] == train.learning_rate == 0.001
     assert diff["train.epochs"]["new"] == train.epochs == 42
     assert diff["data.path"]["new"] == data.path == "no"

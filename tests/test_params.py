@@ -1,14 +1,15 @@
+import dataclasses
+import re
 from pathlib import Path
 
 import pytest
+from ruamel.yaml import YAML
 
 from imgclf.params import (
+    SECTIONS,
     AugmentParams,
-    DataParams,
-    EvaluateParams,
     ExportParams,
     ParamsError,
-    SplitParams,
     TrainParams,
     load_section,
     parse_section,
@@ -24,32 +25,31 @@ def write(tmp_path: Path, text: str) -> Path:
     return path
 
 
-@pytest.mark.parametrize("section", ["data", "split", "resize", "train", "evaluate", "export"])
+@pytest.mark.parametrize("section", SECTIONS)
 def test_project_params_are_valid(section):
-    load_section(section, PROJECT_PARAMS)
+    load_section(SECTIONS[section], PROJECT_PARAMS)
 
 
-def test_project_params_are_the_dataclass_defaults():
-    """params.yaml spells out every default, so a reader sees every setting in one place."""
-    assert load_section("split", PROJECT_PARAMS) == SplitParams()
-    assert load_section("data", PROJECT_PARAMS) == DataParams()
-    assert load_section("train", PROJECT_PARAMS).augment == AugmentParams()
-    assert load_section("evaluate", PROJECT_PARAMS) == EvaluateParams()
-    assert load_section("export", PROJECT_PARAMS) == ExportParams()
+def test_a_section_is_loaded_as_its_own_type_and_only_a_section_can_be():
+    params = load_section(TrainParams, PROJECT_PARAMS)
+    assert type(params) is TrainParams  # what the stage's type checker sees too
+    with pytest.raises(TypeError, match="AugmentParams is not a section of params.yaml"):
+        load_section(AugmentParams, PROJECT_PARAMS)
 
 
 def test_a_list_param_reads_as_a_tuple(tmp_path):
-    assert load_section("export", write(tmp_path, "export:\n  formats: [onnx, tflite]\n")).formats == ("onnx", "tflite")
+    params = load_section(ExportParams, write(tmp_path, "export:\n  formats: [onnx, tflite]\n"))
+    assert params.formats == ("onnx", "tflite")
 
 
 def test_values_are_read_as_yaml_1_2_like_dvc(tmp_path):
     path = write(tmp_path, "train:\n  learning_rate: 1e-3\n  epochs: 042\n")
-    params = load_section("train", path)
+    params = load_section(TrainParams, path)
     assert params.learning_rate == 0.001  # PyYAML (YAML 1.1) would give the string "1e-3"
     assert params.epochs == 42  # not octal 34
     # YAML 1.2 has no `no` boolean: it is the string "no", rejected for a boolean key.
     with pytest.raises(ParamsError, match=r"train\.nesterov = 'no'.*true or false"):
-        load_section("train", write(tmp_path, "train:\n  nesterov: no\n"))
+        load_section(TrainParams, write(tmp_path, "train:\n  nesterov: no\n"))
 
 
 def test_python_object_tags_are_refused(tmp_path):
@@ -59,7 +59,7 @@ def test_python_object_tags_are_refused(tmp_path):
 
 
 def test_missing_keys_take_defaults(tmp_path):
-    assert load_section("train", write(tmp_path, "train:\n  epochs: 3\n")) == TrainParams(epochs=3)
+    assert load_section(TrainParams, write(tmp_path, "train:\n  epochs: 3\n")) == TrainParams(epochs=3)
 
 
 @pytest.mark.parametrize(
@@ -109,15 +109,104 @@ def test_missing_keys_take_defaults(tmp_path):
 def test_bad_values_name_the_key_the_value_and_what_is_allowed(tmp_path, text, message):
     section = text.split(":")[0]
     with pytest.raises(ParamsError, match=message):
-        load_section(section, write(tmp_path, text))
+        load_section(SECTIONS[section], write(tmp_path, text))
 
 
 def test_params_are_frozen():
     params = parse_section(TrainParams, {"epochs": 3}, "train")
     with pytest.raises(AttributeError):
-        params.epochs = 4
+        params.epochs = 4  # type: ignore[misc]  # the point: frozen
 
 
 def test_missing_params_file_says_where_to_run(tmp_path):
     with pytest.raises(ParamsError, match="project's root folder"):
-        load_section("train", tmp_path / "params.yaml")
+        load_section(TrainParams, tmp_path / "params.yaml")
+
+
+# --- every param documented once, with its default, in params.yaml and in the README ---------------
+
+README = PROJECT_PARAMS.parent / "README.md"
+
+
+def _plain(value):
+    """A default as YAML gives it back: tuples are lists."""
+    return [_plain(item) for item in value] if isinstance(value, (tuple, list)) else value
+
+
+def dataclass_defaults(cls: type, prefix: str) -> dict[str, object]:
+    """Every leaf field of a params dataclass as ``dotted.key: default`` (nested sections flattened)."""
+    defaults: dict[str, object] = {}
+    for item in dataclasses.fields(cls()):
+        value = getattr(cls(), item.name)
+        if dataclasses.is_dataclass(value):
+            defaults.update(dataclass_defaults(type(value), f"{prefix}.{item.name}"))
+        else:
+            defaults[f"{prefix}.{item.name}"] = _plain(value)
+    return defaults
+
+
+def code_defaults() -> dict[str, object]:
+    return {key: value for section, cls in SECTIONS.items() for key, value in dataclass_defaults(cls, section).items()}
+
+
+def yaml_leaves(values: dict, prefix: str = "") -> dict[str, object]:
+    leaves: dict[str, object] = {}
+    for key, value in values.items():
+        dotted = f"{prefix}{key}"
+        if isinstance(value, dict):
+            leaves.update(yaml_leaves(value, dotted + "."))
+        else:
+            leaves[dotted] = value
+    return leaves
+
+
+def readme_parameter_table(text: str) -> dict[str, str]:
+    """The keys of the README's parameter table with their defaults as written (YAML text).
+
+    A row may document several keys: ``a.b.c`` / ``d`` (or ``, ``): later names take the first one's
+    prefix, and the default cell lists one value per key in the same order.
+    """
+    section = text[text.index("\n## Parameters\n"):]
+    section = section[: section.index("\n## ", 1)]
+    documented: dict[str, str] = {}
+    for line in section.splitlines():
+        if not line.startswith("| `"):
+            continue
+        key_cell, default_cell = (cell.strip() for cell in line.strip("|").split("|")[:2])
+        names = re.findall(r"`([^`]+)`", key_cell)
+        defaults = re.findall(r"`([^`]*)`", default_cell)
+        assert len(names) == len(defaults), f"README row {key_cell}: {len(names)} keys, {len(defaults)} defaults"
+        prefix = names[0].rsplit(".", 1)[0]
+        for name, default in zip(names, defaults, strict=True):
+            documented[name if "." in name else f"{prefix}.{name}"] = default
+    return documented
+
+
+def test_params_yaml_holds_every_param_with_its_default_and_nothing_else():
+    expected = code_defaults()
+    written = yaml_leaves(read_params_file(PROJECT_PARAMS))
+    assert sorted(set(expected) - set(written)) == [], "params.yaml lacks these params"
+    assert sorted(set(written) - set(expected)) == [], "params.yaml has keys the code does not know"
+    wrong = {key: (written[key], default) for key, default in expected.items() if written[key] != default}
+    assert wrong == {}, "params.yaml value != the dataclass default (written, default)"
+
+
+def test_the_readme_table_documents_every_param_with_its_default_and_nothing_else():
+    expected = code_defaults()
+    documented = readme_parameter_table(README.read_text(encoding="utf-8"))
+    assert sorted(set(expected) - set(documented)) == [], "the README's parameter table lacks these params"
+    assert sorted(set(documented) - set(expected)) == [], "the README's parameter table has keys the code does not know"
+    yaml = YAML(typ="safe")
+    wrong = {key: (documented[key], default) for key, default in expected.items()
+             if yaml.load(documented[key]) != default}
+    assert wrong == {}, "README default != the dataclass default (README, default)"
+
+
+def test_the_guards_name_a_param_left_out_or_unknown():
+    text = README.read_text(encoding="utf-8")
+    broken = text.replace("| `split.seed` | `42` | seed of the stratified split |\n", "").replace(
+        "| `evaluate.tta` |", "| `evaluate.test_time_augmentation` |")
+    documented = readme_parameter_table(broken)
+    assert "split.seed" not in documented and "evaluate.test_time_augmentation" in documented
+    assert sorted(set(code_defaults()) ^ set(documented)) == [
+        "evaluate.test_time_augmentation", "evaluate.tta", "split.seed"]

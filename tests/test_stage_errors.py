@@ -15,7 +15,7 @@ from tests.helpers import make_project, run, set_params, stage_command
 SPLIT = stage_command("split")[1:]
 
 # (params to set, stage command, the output that must not appear, the message)
-BAD_PARAMS = [
+BAD_PARAMS: list[tuple[dict[str, object], list[str], str, str]] = [
     ({"data.bogus": 1}, stage_command("download")[1:],
      "data/raw", r"unknown key data\.bogus"),
     ({"split.val": 1.5}, SPLIT,

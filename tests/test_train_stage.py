@@ -37,8 +37,8 @@ def train_command(outputs: str, checkpoints: str | None = None) -> list[str]:
     renamed = {"models": f"{outputs}/models", "metrics/train.json": f"{outputs}/train.json",
                "metrics/history": f"{outputs}/history", "metrics/figures/train": f"{outputs}/figures"}
     command = [renamed.get(argument, argument) for argument in command]
-    return [sys.executable, *command[1:], "--tensorboard", f"{outputs}/tensorboard", "--timing", f"{outputs}/timing.json",
-            "--checkpoints", checkpoints or f"{outputs}/checkpoints"]
+    return [sys.executable, *command[1:], "--tensorboard", f"{outputs}/tensorboard",
+            "--timing", f"{outputs}/timing.json", "--checkpoints", checkpoints or f"{outputs}/checkpoints"]
 
 
 def start(command: list[str], cwd: Path, **env: str) -> subprocess.Popen[str]:

@@ -88,7 +88,7 @@ def test_training_learns_and_reports_the_best_epoch(num_classes):
     assert not set(timing) & set(summary)  # a timing never lands in metrics/train.json (dvc.lock)
 
 
-class Interrupt(Exception):
+class SimulatedInterruptError(Exception):
     pass
 
 
@@ -100,7 +100,7 @@ class InterruptAfter:
 
     def log_epoch(self, epoch, record):
         if epoch == self.epoch:
-            raise Interrupt
+            raise SimulatedInterruptError
 
 
 @pytest.mark.slow
@@ -108,7 +108,7 @@ def test_an_interrupted_run_resumes_from_its_checkpoint_and_ends_with_the_same_w
     params = TrainParams(epochs=4, batch_size=8, seed=3, schedule="cosine", dropout_rate=0.3, resume=True)
     uninterrupted, whole, *_ = train_once(params)
     key = fingerprint(params, colour_set(48, 0).images)
-    with pytest.raises(Interrupt):
+    with pytest.raises(SimulatedInterruptError):
         train_once(params, sinks=[InterruptAfter(3)], checkpoints=Checkpoints(tmp_path, key))
     assert (tmp_path / "epoch-0002" / "model.keras").is_file()
     replayed = []

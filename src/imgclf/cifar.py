@@ -87,8 +87,9 @@ def read_archive(archive: Path, name: str, label_mode: str = "fine") -> Iterator
     with tarfile.open(archive) as tar:
         for member in tar:
             path = str(PurePosixPath(member.name))
-            if member.isfile() and path in wanted:
-                contents[path.split("/", 1)[1]] = tar.extractfile(member).read()
+            extracted = tar.extractfile(member) if member.isfile() and path in wanted else None
+            if extracted is not None:
+                contents[path.split("/", 1)[1]] = extracted.read()
     missing = sorted(path.split("/", 1)[1] for path in wanted if path.split("/", 1)[1] not in contents)
     if missing:
         raise CifarError(f"{archive} lacks {', '.join(missing)} in {spec.folder}/: it is not the official "

@@ -33,7 +33,7 @@ class DownloadError(PipelineError):
     """A download failed for good, or its bytes are not the expected ones."""
 
 
-class _Interrupted(Exception):
+class _IncompleteDownloadError(Exception):
     """The connection ended before the whole file arrived: worth another (resumed) attempt."""
 
 
@@ -109,7 +109,7 @@ def fetch(url: str, destination: Path, checksum: Checksum | None, timeout: float
             if error.code < 500 or attempt == retries:
                 raise DownloadError(_http_advice(url, error.code, attempts=attempt + 1)) from None
             reason = f"HTTP {error.code}"
-        except (_Interrupted, urllib.error.URLError, HTTPException, TimeoutError, ConnectionError) as error:
+        except (_IncompleteDownloadError, urllib.error.URLError, HTTPException, TimeoutError, ConnectionError) as error:
             if attempt == retries:
                 raise DownloadError(
                     f"downloading {url} failed after {retries + 1} attempts ({error}); the partial file "
@@ -151,7 +151,7 @@ def _transfer(url: str, partial: Path, timeout: float) -> None:
                 output.write(chunk)
                 progress.update(len(chunk))
     if total is not None and partial.stat().st_size < total:
-        raise _Interrupted(f"the connection closed at {partial.stat().st_size:,} of {total:,} bytes")
+        raise _IncompleteDownloadError(f"the connection closed at {partial.stat().st_size:,} of {total:,} bytes")
 
 
 def _verify(path: Path, checksum: Checksum | None, url: str, delete: bool) -> None:

@@ -126,7 +126,7 @@ def _roc_auc_summary(class_auc: list[float | None], class_count: int) -> float |
     if class_count == 2:
         return _round_or_none(class_auc[1])
     defined = [area for area in class_auc if area is not None]
-    return _round(np.mean(defined)) if defined else None
+    return _round(float(np.mean(defined))) if defined else None
 
 
 def curve_classes(class_names: Sequence[str]) -> list[int]:
@@ -164,7 +164,7 @@ def _curve_rows(labels: np.ndarray, probabilities: np.ndarray, class_names: Sequ
 
     A class without test images gets no curve, nor, when ``needs_negatives``, one that has them all.
     """
-    rows = []
+    rows: list[tuple[str, int, float, float]] = []
     for index in curve_classes(class_names):
         positives = labels == index
         if not positives.any() or (needs_negatives and positives.all()):

@@ -45,8 +45,9 @@ class ParamsError(PipelineError):
     """A parameter in params.yaml is missing, unknown, of the wrong type or out of range."""
 
 
+@dataclass(frozen=True)
 class Section:
-    """Base of every params section: ``validate`` checks values that the types alone cannot."""
+    """Base of every params section (a frozen dataclass): ``validate`` checks values that the types alone cannot."""
 
     def validate(self, section: str) -> None:
         """Raise :class:`ParamsError` for an impossible value; ``section`` is the key's dotted prefix."""
@@ -359,7 +360,7 @@ class ExportParams(Section):
             _fail(f"{section}.formats", list(self.formats), "name each format once")
 
 
-SECTIONS: dict[str, type] = {
+SECTIONS: dict[str, type[Section]] = {
     "data": DataParams,
     "split": SplitParams,
     "resize": ResizeParams,
@@ -390,12 +391,15 @@ def read_params_file(path: Path = PARAMS_FILE) -> dict[str, Any]:
     return document
 
 
-def load_section(section: str, path: Path = PARAMS_FILE) -> Any:
-    """Read one section of params.yaml into its typed, validated dataclass."""
-    if section not in SECTIONS:
-        raise ParamsError(f"unknown params section {section!r}; known: {', '.join(SECTIONS)}")
+def load_section(cls: type[SectionType], path: Path = PARAMS_FILE) -> SectionType:
+    """Read the section of params.yaml that ``cls`` describes (``load_section(TrainParams)``: ``train``)
+    into that typed, validated dataclass."""
+    names = [name for name, known in SECTIONS.items() if known is cls]
+    if not names:
+        raise TypeError(f"{cls.__name__} is not a section of params.yaml; the sections are "
+                        f"{', '.join(known.__name__ for known in SECTIONS.values())}")
     document = read_params_file(path)
-    return parse_section(SECTIONS[section], document.get(section) or {}, section)
+    return parse_section(cls, document.get(names[0]) or {}, names[0])
 
 
 def parse_section(cls: type[SectionType], values: Any, section: str) -> SectionType:
@@ -434,7 +438,7 @@ def _coerce(hint: Any, value: Any, key: str) -> Any:
     """Check ``value`` against the annotation ``hint``; return it in the dataclass's type."""
     origin = typing.get_origin(hint)
     args = typing.get_args(hint)
-    if dataclasses.is_dataclass(hint):
+    if isinstance(hint, type) and issubclass(hint, Section):
         return parse_section(hint, value, key)
     if origin is Literal:
         if value not in args:

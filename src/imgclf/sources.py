@@ -193,6 +193,13 @@ def default_cache_dir() -> Path:
     return Path(os.environ.get("KERAS_HOME", Path.home() / ".keras")).expanduser() / "datasets"
 
 
+def _required_path(value: str | None, key: str) -> Path:
+    """A path param that this source needs (DataParams.validate has checked that it is set)."""
+    if value is None:
+        raise SourceError(f"{key} is not set: data.source {key.split('.')[0]} needs it.")
+    return Path(value).expanduser()
+
+
 def download_source(params: DataParams, destination: Path, scratch: Path) -> list[SkippedFile]:
     """Bring the images of ``params.source`` into ``destination``; return the files not taken.
 
@@ -202,10 +209,10 @@ def download_source(params: DataParams, destination: Path, scratch: Path) -> lis
         write_digits(destination)
         return []
     if params.source == "folder":
-        return import_folder(Path(params.path).expanduser(), destination)
+        return import_folder(_required_path(params.path, "data.path"), destination)
     if params.source == "csv":
-        folder = Path(params.path).expanduser()
-        found = scan_labels_csv(folder, Path(params.labels_csv).expanduser(), params.csv.file_column,
+        folder = _required_path(params.path, "data.path")
+        found = scan_labels_csv(folder, _required_path(params.labels_csv, "data.labels_csv"), params.csv.file_column,
                                 params.csv.label_column, params.csv.extension)
         return import_files(*found, destination, folder)
 

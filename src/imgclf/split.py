@@ -45,14 +45,17 @@ def split_items(items: Sequence[LabelledFile], val_fraction: float, test_fractio
     if None in by_subset:
         raise SplitError("some files have a split folder (train/, test/...) and others do not; "
                          "put every class folder inside a split folder, or none.")
-    if "train" not in by_subset:
-        raise SplitError(f"the source has {', '.join(sorted(by_subset))} images but no training images.")
-    train = by_subset["train"]
-    test = by_subset.get("test")
-    if test is None:
+    own_split = {subset: files for subset, files in by_subset.items() if subset is not None}
+    if "train" not in own_split:
+        raise SplitError(f"the source has {', '.join(sorted(own_split))} images but no training images.")
+    train = own_split["train"]
+    if "test" in own_split:
+        test = own_split["test"]
+    else:
         train, test = _carve(train, test_fraction, seed, "test")
-    val = by_subset.get("val")
-    if val is None:
+    if "val" in own_split:
+        val = own_split["val"]
+    else:
         train, val = _carve(train, val_fraction, seed, "val")
     return {"train": train, "val": val, "test": test}
 

@@ -318,7 +318,7 @@ def train(build: Callable[[], keras.Model], train_set: ImageSet, val_set: ImageS
     steps = steps_per_epoch(len(train_set), params.batch_size)
     restored = checkpoints.load() if checkpoints is not None and params.resume else None
     with scope:
-        if restored is not None:
+        if restored is not None and checkpoints is not None:
             model, best_weights, state = restored
             logger.info("resuming from the checkpoint after epoch %d in %s", state.epoch, checkpoints.folder)
         else:

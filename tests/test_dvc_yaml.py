@@ -1,0 +1,159 @@
+"""dvc.yaml's dependencies are complete: each stage lists exactly the src/ modules its script imports.
+
+A module a stage uses but does not list would let `dvc repro` keep results that a code change made
+stale, silently; one it lists but does not use reruns the stage for nothing. The import closure is
+computed from the code itself, imports inside functions included (the stages import Keras and
+most of the library lazily), imports only for the type checker (``if TYPE_CHECKING:``) left out.
+"""
+
+from __future__ import annotations
+
+import ast
+import shlex
+from pathlib import Path
+
+import pytest
+from ruamel.yaml import YAML
+
+from tests.helpers import PROJECT_ROOT
+
+PACKAGE = "imgclf"
+SOURCE_ROOT = PROJECT_ROOT / "src"
+
+
+def module_file(module: str, source_root: Path) -> Path | None:
+    """The file of a module of the package (``imgclf.images`` -> src/imgclf/images.py), or None."""
+    base = source_root.joinpath(*module.split("."))
+    for candidate in (base.with_suffix(".py"), base / "__init__.py"):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _is_type_checking_block(node: ast.AST) -> bool:
+    if not isinstance(node, ast.If):
+        return False
+    test = node.test
+    return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or (
+        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING")
+
+
+def imported_modules(path: Path, module: str | None = None) -> set[str]:
+    """Every module name an import statement of ``path`` may load, anywhere in the file.
+
+    ``from a import b`` yields ``a`` and ``a.b`` (b may be a submodule); relative imports are
+    resolved against ``module``, the file's own dotted name.
+    """
+    found: set[str] = set()
+
+    def visit(node: ast.AST) -> None:
+        if isinstance(node, ast.If) and _is_type_checking_block(node):
+            for statement in node.orelse:  # the else branch runs
+                visit(statement)
+            return
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                package = (module or "").split(".")
+                package = package[: len(package) - node.level + (path.name == "__init__.py")]
+                base = ".".join(filter(None, [*package, base]))
+            found.add(base)
+            found.update(f"{base}.{alias.name}" for alias in node.names)
+        for child in ast.iter_child_nodes(node):
+            visit(child)
+
+    visit(ast.parse(path.read_text(encoding="utf-8"), filename=str(path)))
+    return found
+
+
+def import_closure(script: Path, source_root: Path = SOURCE_ROOT) -> dict[Path, list[str]]:
+    """The package's files that running ``script`` can import, each with the chain that imports it."""
+    chains: dict[Path, list[str]] = {}
+    pending: list[tuple[Path, str | None, list[str]]] = [(script, None, [])]
+    while pending:
+        path, module, chain = pending.pop()
+        for name in sorted(imported_modules(path, module)):
+            if name.split(".")[0] != PACKAGE:
+                continue
+            parts = name.split(".")
+            for depth in range(1, len(parts) + 1):  # importing a.b.c runs a/__init__.py and a/b/__init__.py
+                dotted = ".".join(parts[:depth])
+                found = module_file(dotted, source_root)
+                if found is not None and found not in chains:
+                    chains[found] = [*chain, dotted]
+                    pending.append((found, dotted, chains[found]))
+    return chains
+
+
+def stage_scripts(dvc_yaml: Path) -> dict[str, tuple[Path, list[str]]]:
+    """Each stage's script (the ``python stages/x.py`` of its cmd) and its listed dependencies."""
+    stages = YAML(typ="safe").load(dvc_yaml.read_text())["stages"]
+    scripts = {}
+    for name, stage in stages.items():
+        words = shlex.split(stage["cmd"])
+        assert words[0] == "python" and words[1].endswith(".py"), f"stage {name}: cmd must run `python <script>`"
+        scripts[name] = (dvc_yaml.parent / words[1], [str(dep) for dep in stage["deps"]])
+    return scripts
+
+
+def dependency_problems(dvc_yaml: Path, source_root: Path) -> list[str]:
+    """Every module dvc.yaml lists too few or too many, each said the way a person fixes it."""
+    problems = []
+    project = dvc_yaml.parent
+    for stage, (script, deps) in stage_scripts(dvc_yaml).items():
+        script_name = script.relative_to(project).as_posix()
+        if script_name not in deps:
+            problems.append(f"stage {stage!r}: add {script_name} (the stage's own script) to its deps")
+        listed = {dep for dep in deps if dep.startswith(source_root.relative_to(project).as_posix() + "/")}
+        closure = {path.relative_to(project).as_posix(): chain
+                   for path, chain in import_closure(script, source_root).items()}
+        for missing in sorted(set(closure) - listed):
+            problems.append(f"stage {stage!r}: add {missing} to its deps in dvc.yaml; {script_name} imports it "
+                            f"through {' -> '.join(closure[missing])}")
+        for unused in sorted(listed - set(closure)):
+            problems.append(f"stage {stage!r}: remove {unused} from its deps in dvc.yaml; {script_name} never "
+                            "imports it")
+    return problems
+
+
+def test_every_stage_lists_exactly_the_modules_its_script_imports():
+    problems = dependency_problems(PROJECT_ROOT / "dvc.yaml", SOURCE_ROOT)
+    assert not problems, "dvc.yaml's deps do not match the code:\n" + "\n".join(problems)
+
+
+def test_the_closure_follows_imports_inside_functions_and_skips_type_checking_blocks(tmp_path):
+    package = tmp_path / "src" / PACKAGE
+    (package / "sub").mkdir(parents=True)
+    (package / "__init__.py").write_text("")
+    (package / "sub" / "__init__.py").write_text("from . import deep\n")
+    (package / "sub" / "deep.py").write_text("")
+    (package / "lazy.py").write_text("def later():\n    from imgclf.sub import deep\n")
+    (package / "typed.py").write_text("")
+    (package / "unused.py").write_text("")
+    script = tmp_path / "stage.py"
+    script.write_text("from typing import TYPE_CHECKING\nimport numpy\n"
+                      "if TYPE_CHECKING:\n    import imgclf.typed\n"
+                      "def main():\n    from imgclf import lazy\n")
+    closure = import_closure(script, tmp_path / "src")
+    assert sorted(path.relative_to(package).as_posix() for path in closure) == [
+        "__init__.py", "lazy.py", "sub/__init__.py", "sub/deep.py"]
+    assert closure[package / "sub" / "deep.py"] == ["imgclf.lazy", "imgclf.sub.deep"]
+
+
+@pytest.mark.parametrize("change", ["forget", "extra"])
+def test_the_guard_names_the_stage_and_the_module_when_a_line_is_wrong(tmp_path, change):
+    text = (PROJECT_ROOT / "dvc.yaml").read_text()
+    if change == "forget":  # the train stage no longer lists augment.py
+        broken = text.replace("      - src/imgclf/augment.py\n", "", 1)
+        expected = "stage 'train': add src/imgclf/augment.py to its deps in dvc.yaml; stages/train.py imports it"
+    else:  # the split stage lists a module it never imports
+        broken = text.replace("      - src/imgclf/split.py\n",
+                              "      - src/imgclf/split.py\n      - src/imgclf/models.py\n", 1)
+        expected = "stage 'split': remove src/imgclf/models.py"
+    (tmp_path / "dvc.yaml").write_text(broken)
+    (tmp_path / "stages").symlink_to(PROJECT_ROOT / "stages")
+    (tmp_path / "src").symlink_to(SOURCE_ROOT)
+    problems = dependency_problems(tmp_path / "dvc.yaml", tmp_path / "src")
+    assert len(problems) == 1 and expected in problems[0], problems
