@@ -26,7 +26,7 @@ repro: setup
 	imgclf summary
 
 # Debian packages that some tests need, installed where this runs as root with apt-get: Chromium
-# (the dvc plots page opened in a real browser) and Graphviz (models/architecture.png). Elsewhere
+# (the dvc plots page opened in a real browser) and Graphviz (logs/architecture.png). Elsewhere
 # those tests skip and say why.
 SYSTEM_PACKAGES := chromium graphviz
 system-packages:

@@ -3,12 +3,13 @@
 Reads:  data/resized/train.npz, val.npz and preprocessing.json, params.yaml ``train``
 Writes: models/model.keras (the best epoch's weights), models/classes.json (index -> class name),
         models/preprocessing.json (how images were resized, for `imgclf predict`), models/summary.txt
-        (layers and parameter counts; models/architecture.png too when Graphviz is installed),
+        (layers and parameter counts),
         metrics/train.json (the kept epoch's scores, the parameter count, the device and precision),
         metrics/history/ (DVCLive: per-epoch curves, for `dvc plots` and a running `dvc exp show`),
         metrics/figures/train/ (training curves; augmented training images), logs/tensorboard/,
-        logs/train_timing.json (images per second, seconds per epoch: not a DVC output, since
-        timings differ on every rerun and would change dvc.lock)
+        logs/train_timing.json (images per second, seconds per epoch) and, with Graphviz,
+        logs/architecture.png: not DVC outputs, since they differ between reruns and machines
+        and would change dvc.lock
 Keeps:  checkpoints/train/ while it runs: with train.resume, an interrupted run continues from there
 Run:    dvc repro train   or   dvc exp run -S train.epochs=50
 """
@@ -42,6 +43,8 @@ def main() -> None:
                         help="folder for TensorBoard event files (train.tensorboard)")
     parser.add_argument("--timing", type=Path, default=Path("logs/train_timing.json"),
                         help="JSON of the run's speed, outside DVC's outputs (it differs on every rerun)")
+    parser.add_argument("--diagram", type=Path, default=Path("logs/architecture.png"),
+                        help="PNG of the layer graph (with Graphviz), outside DVC's outputs")
     parser.add_argument("--checkpoints", type=Path, default=Path("checkpoints/train"),
                         help="folder for the last epoch's checkpoint while training runs")
     args = parser.parse_args()
@@ -55,7 +58,7 @@ def main() -> None:
     from imgclf.devices import setup_devices
     from imgclf.figures import augmented_grid, training_curves
     from imgclf.files import atomic_directory, write_json
-    from imgclf.modelcard import write_model_card
+    from imgclf.modelcard import draw_architecture, write_model_card
     from imgclf.modelio import save_model
     from imgclf.models import augmentation, build_from_params
     from imgclf.preprocessing import PREPROCESSING_FILE, Preprocessing
@@ -100,6 +103,7 @@ def main() -> None:
         write_json(staging / "classes.json", list(train_set.class_names))
         Preprocessing.load(args.preprocessing).save(staging / PREPROCESSING_FILE)
         write_model_card(model, staging)
+    draw_architecture(model, args.diagram)
     with atomic_directory(args.figures) as staging:
         training_curves(result.history, result.best_epoch, staging / "training_curves.png")
         random_layers = augmentation(params.augment, params.seed)

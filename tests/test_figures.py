@@ -6,7 +6,7 @@ import numpy as np
 from PIL import Image
 
 from imgclf import figures
-from imgclf.modelcard import GRAPHVIZ_HELP, SUMMARY_FILE, write_model_card
+from imgclf.modelcard import GRAPHVIZ_HELP, SUMMARY_FILE, draw_architecture, write_model_card
 from imgclf.models import build_model
 
 
@@ -36,25 +36,36 @@ def test_figures_are_pngs_and_reproducible(tmp_path):
         assert b"matplotlib" not in (tmp_path / "first" / name).read_bytes()  # no version stamp
 
 
-def test_model_card_lists_layers_and_parameter_counts(tmp_path, monkeypatch):
-    monkeypatch.setenv("PATH", str(tmp_path / "empty-bin"))  # no Graphviz `dot` on this PATH
+def test_model_card_lists_layers_and_parameter_counts_the_same_with_or_without_graphviz(tmp_path, monkeypatch):
     model = build_model("simple_cnn", (16, 16, 3), 3)
     write_model_card(model, tmp_path)
     card = (tmp_path / SUMMARY_FILE).read_text()
     assert "conv2d" in card and "classifier (Dense)" in card
     assert f"Total params: {model.count_params():,}" in card
-    assert GRAPHVIZ_HELP in card and "apt-get install graphviz" in card
+    monkeypatch.setenv("PATH", str(tmp_path / "empty-bin"))  # no Graphviz `dot` on this PATH
+    (tmp_path / "again").mkdir()
+    write_model_card(model, tmp_path / "again")
+    assert (tmp_path / "again" / SUMMARY_FILE).read_text() == card  # models/ (a DVC output) is the same
+    assert sorted(path.name for path in (tmp_path / "again").iterdir()) == [SUMMARY_FILE]
+
+
+def test_without_graphviz_the_diagram_is_left_out_with_how_to_get_it(tmp_path, monkeypatch, caplog):
+    import logging
+
+    monkeypatch.setenv("PATH", str(tmp_path / "empty-bin"))
+    with caplog.at_level(logging.INFO, logger="imgclf.modelcard"):
+        assert not draw_architecture(build_model("simple_cnn", (16, 16, 3), 3), tmp_path / "architecture.png")
+    assert GRAPHVIZ_HELP in caplog.text and "apt-get install graphviz" in caplog.text
     assert not (tmp_path / "architecture.png").exists()
 
 
-def test_model_card_draws_the_architecture_when_graphviz_is_installed(tmp_path):
+def test_the_architecture_is_drawn_when_graphviz_is_installed(tmp_path):
     import shutil
 
     import pytest
 
     if shutil.which("dot") is None:
         pytest.skip("Graphviz's `dot` is not installed (make test installs it where it can: apt-get install graphviz)")
-    write_model_card(build_model("simple_cnn", (16, 16, 3), 3), tmp_path)
-    with Image.open(tmp_path / "architecture.png") as diagram:
+    assert draw_architecture(build_model("simple_cnn", (16, 16, 3), 3), tmp_path / "logs" / "architecture.png")
+    with Image.open(tmp_path / "logs" / "architecture.png") as diagram:
         assert diagram.format == "PNG" and diagram.size[1] > 300
-    assert "Architecture diagram: architecture.png" in (tmp_path / SUMMARY_FILE).read_text()

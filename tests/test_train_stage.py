@@ -38,7 +38,8 @@ def train_command(outputs: str, checkpoints: str | None = None) -> list[str]:
                "metrics/history": f"{outputs}/history", "metrics/figures/train": f"{outputs}/figures"}
     command = [renamed.get(argument, argument) for argument in command]
     return [sys.executable, *command[1:], "--tensorboard", f"{outputs}/tensorboard",
-            "--timing", f"{outputs}/timing.json", "--checkpoints", checkpoints or f"{outputs}/checkpoints"]
+            "--timing", f"{outputs}/timing.json", "--diagram", f"{outputs}/architecture.png",
+            "--checkpoints", checkpoints or f"{outputs}/checkpoints"]
 
 
 def start(command: list[str], cwd: Path, **env: str) -> subprocess.Popen[str]:

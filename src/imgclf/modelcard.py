@@ -1,7 +1,10 @@
-"""A model card beside the model: its layer summary and parameter counts, and a diagram if possible.
+"""A model card beside the model (its layer summary and parameter counts), and a diagram if possible.
 
-The diagram needs Graphviz's ``dot`` program (and the ``pydot`` package, a dependency of DVC).
-Without ``dot`` the card says how to get it instead of failing the stage.
+The card is part of ``models/``, a DVC output: it depends on the code, the params and the data
+only, so a fresh clone's reproduction gives the same bytes. The diagram needs Graphviz's ``dot``
+program (and the ``pydot`` package, a dependency of DVC), a system tool whose presence and version
+vary from machine to machine: it is drawn outside DVC's outputs (``logs/architecture.png``), and
+without ``dot`` the stage logs how to get it instead of failing.
 """
 
 from __future__ import annotations
@@ -15,10 +18,9 @@ import keras
 logger = logging.getLogger(__name__)
 
 SUMMARY_FILE = "summary.txt"
-DIAGRAM_FILE = "architecture.png"
 GRAPHVIZ_HELP = ("architecture diagram not drawn: Graphviz's `dot` program is not installed. Install it "
                  "(Debian/Ubuntu: apt-get install graphviz; macOS: brew install graphviz; conda: conda install "
-                 "graphviz) and rerun the train stage (dvc repro -f train) to get models/architecture.png.")
+                 "graphviz) and rerun the train stage (dvc repro -f train) to get logs/architecture.png.")
 
 
 def layer_summary(model: keras.Model) -> str:
@@ -29,13 +31,16 @@ def layer_summary(model: keras.Model) -> str:
 
 
 def write_model_card(model: keras.Model, folder: Path) -> None:
-    """Write ``summary.txt`` and, when Graphviz is installed, ``architecture.png`` into ``folder``."""
-    card = layer_summary(model)
-    if shutil.which("dot"):
-        keras.utils.plot_model(model, to_file=str(folder / DIAGRAM_FILE), show_shapes=True,
-                               show_layer_names=True, expand_nested=True, dpi=80)
-        card += f"\nArchitecture diagram: {DIAGRAM_FILE}\n"
-    else:
+    """Write ``summary.txt`` into ``folder``: the same bytes on every machine with the same packages."""
+    (folder / SUMMARY_FILE).write_text(layer_summary(model), encoding="utf-8")
+
+
+def draw_architecture(model: keras.Model, path: Path) -> bool:
+    """Draw the model's layer graph into ``path`` (PNG) when Graphviz is installed; else log how to get it."""
+    if not shutil.which("dot"):
         logger.info(GRAPHVIZ_HELP)
-        card += f"\nNote: {GRAPHVIZ_HELP}\n"
-    (folder / SUMMARY_FILE).write_text(card, encoding="utf-8")
+        return False
+    path.parent.mkdir(parents=True, exist_ok=True)
+    keras.utils.plot_model(model, to_file=str(path), show_shapes=True, show_layer_names=True, expand_nested=True,
+                           dpi=80)
+    return True
