@@ -48,7 +48,8 @@ _DECODE_ERRORS = (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFE
 HIGH_DEPTH_MODES = ("I", "I;16", "I;16L", "I;16B", "I;16N", "F")
 # The size limit is ours (resize.max_megapixels), checked from the header before decoding, so that
 # an image over Pillow's own limit (a 400-megapixel panorama) is listed as skipped instead of
-# stopping the stage. Every module that opens images with Pillow does it through this one.
+# stopping the stage. A user's files are opened only through this module (image_format in the
+# download stage, the decodes of resize and predict), so the setting holds wherever they are read.
 Image.MAX_IMAGE_PIXELS = None
 
 
