@@ -9,6 +9,7 @@ import os
 import shutil
 import subprocess
 import sys
+import typing
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -44,6 +45,13 @@ def run(args: Sequence[str], cwd: Path, check: bool = True) -> subprocess.Comple
     return result
 
 
+def skip_unless_ci(message: str) -> typing.NoReturn:
+    """Skip a test whose tool this machine lacks; under CI, where `make test` installs it, fail instead."""
+    if os.environ.get("CI"):
+        pytest.fail(message)
+    pytest.skip(message)
+
+
 @contextlib.contextmanager
 def read_only(folder: Path) -> Iterator[None]:
     """Make ``folder`` unwritable for the block: its mode, or, for root (whom modes do not stop),
@@ -58,10 +66,7 @@ def read_only(folder: Path) -> Iterator[None]:
         return
     flagged = subprocess.run(["chattr", "+i", str(folder)], capture_output=True, text=True, check=False)
     if flagged.returncode != 0:
-        message = f"cannot make {folder} read-only for root (chattr +i: {flagged.stderr.strip()})"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
+        skip_unless_ci(f"cannot make {folder} read-only for root (chattr +i: {flagged.stderr.strip()})")
     try:
         yield
     finally:
@@ -358,10 +363,8 @@ def chromium_or_skip() -> str:
     """Debian's Chromium; skip (fail under CI) where it is not installed."""
     path = shutil.which("chromium")
     if path is None:
-        message = "Chromium is not installed: `make test` installs Debian's chromium package where it can (as root)"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
+        skip_unless_ci("Chromium is not installed: `make test` installs Debian's chromium package where it can "
+                       "(as root)")
     return path
 
 

@@ -136,8 +136,9 @@ def _plain(value):
 def dataclass_defaults(cls: type, prefix: str) -> dict[str, object]:
     """Every leaf field of a params dataclass as ``dotted.key: default`` (nested sections flattened)."""
     defaults: dict[str, object] = {}
-    for item in dataclasses.fields(cls()):
-        value = getattr(cls(), item.name)
+    instance = cls()
+    for item in dataclasses.fields(instance):
+        value = getattr(instance, item.name)
         if dataclasses.is_dataclass(value):
             defaults.update(dataclass_defaults(type(value), f"{prefix}.{item.name}"))
         else:
