@@ -83,7 +83,7 @@ def prepare_images(scratch: Path, per_class: int, side: int) -> Path:
     """The first ``per_class`` CIFAR-10 training images per class, resized by the resize stage's code.
 
     Returns the packed split the train stage reads; beside it, the same images as class folders of
-    PNGs (the same path without ``.npz``) for the seeds' ``flow_from_directory``.
+    PNGs (``resized<side>/``) for the seeds' ``flow_from_directory``.
     """
     if not ARCHIVE.exists():
         sys.exit(f"{ARCHIVE} is missing: this benchmark needs the real CIFAR-10 images in ../shared/datasets.")
@@ -96,7 +96,7 @@ def prepare_images(scratch: Path, per_class: int, side: int) -> Path:
     images, _ = resize_files([ResizeJob(path) for path in sources], (side, side), "stretch", max_pixels=200e6)
     class_names = tuple(sorted({path.parent.name for path in sources}))
     labels = np.asarray([class_names.index(path.parent.name) for path in sources], dtype=np.int32)
-    packed = scratch / f"resized{side}.npz"
+    packed = scratch / f"resized{side}-split"
     save_image_set(packed, ImageSet(images, labels, tuple(f"{path.parent.name}/{path.name}" for path in sources),
                                     class_names))
     write_image_folder(load_image_set(packed), scratch / f"resized{side}")  # for flow_from_directory
@@ -125,7 +125,7 @@ def our_loader(packed: Path, epochs: int) -> tuple[float, float]:
     with loading, compiling and validation included)."""
     start = time.perf_counter()
     train_set = load_image_set(packed)
-    inputs = keras.Input(train_set.images.shape[1:])
+    inputs = keras.Input(train_set.image_shape)
     features = keras.Sequential(augmentation(SEEDS_AUGMENTATION, seed=0), name="augmentation")(inputs)
     features = keras.layers.Rescaling(1 / 255)(features)
     features = keras.layers.GlobalAveragePooling2D()(features)
@@ -145,7 +145,7 @@ def training_rates(name: ModelName, packed: Path, epochs: int, history: Path) ->
     rates = []
     for stage_way in (True, False):
         make_deterministic(0)
-        model = build_model(name, train_set.images.shape[1:], len(train_set.class_names), seed=0)
+        model = build_model(name, train_set.image_shape, len(train_set.class_names), seed=0)
         timer = EpochTimes()
         if stage_way:
             with Live(dir=str(history), dvcyaml=None, save_dvc_exp=False, report=None) as live:

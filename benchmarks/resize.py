@@ -84,11 +84,11 @@ def one_lever(paths: list[Path], output: Path, side: int, draft: bool, reducing_
 
 
 def ours(paths: list[Path], output: Path, side: int, workers: int | None = None) -> None:
-    """What the resize stage does for a split: resize on ``workers`` cores, then write the packed file."""
+    """What the resize stage does for a split: resize on ``workers`` cores, write the split folder."""
     images, outcomes = resize_files([ResizeJob(path) for path in paths], (side, side), "stretch", max_pixels=200e6,
                                     workers=workers)
     assert not any(outcome.action == "skipped" for outcome in outcomes), outcomes
-    save_image_set(output / "photos.npz", ImageSet(images, np.zeros(len(paths), np.int32),
+    save_image_set(output / "photos", ImageSet(images, np.zeros(len(paths), np.int32),
                                                     tuple(path.name for path in paths), ("photo",)))
 
 
@@ -112,7 +112,7 @@ def quality(paths: list[Path], side: int) -> tuple[float, float]:
     """(lowest, mean) PSNR of our outputs against LANCZOS from the fully decoded photo."""
     output = Path(tempfile.mkdtemp(prefix="resize-quality-"))
     ours(paths, output, side)
-    resized = load_image_set(output / "photos.npz").images
+    resized = load_image_set(output / "photos").images
     scores = []
     for path, pixels in zip(paths, resized, strict=True):
         with Image.open(path) as image:

@@ -1,6 +1,6 @@
 """Evaluate stage: score the trained model on the test split and draw where it fails.
 
-Reads:  models/ (model.keras, classes.json), data/resized/test.npz, params.yaml ``evaluate``
+Reads:  models/ (model.keras, classes.json), data/resized/test/ (batch by batch), params.yaml ``evaluate``
 Writes: metrics/evaluate.json (accuracy, top-k accuracy, loss, macro and weighted precision/recall/F1,
         ROC AUC, calibration error, per-class scores), metrics/predictions.csv (file, actual,
         predicted, confidence: the confusion matrix's data), metrics/roc.csv and
@@ -25,7 +25,7 @@ logger = logging.getLogger(__name__)
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model-dir", type=Path, required=True, help="the train stage's model folder")
-    parser.add_argument("--test", type=Path, required=True, help="the packed test split (test.npz)")
+    parser.add_argument("--test", type=Path, required=True, help="the test split's folder")
     parser.add_argument("--metrics", type=Path, required=True, help="JSON of test metrics")
     parser.add_argument("--predictions", type=Path, required=True, help="CSV of per-image predictions")
     parser.add_argument("--roc", type=Path, required=True, help="CSV of ROC curve points")
@@ -35,10 +35,10 @@ def main() -> None:
     params = load_section(EvaluateParams)
 
     from imgclf import figures
-    from imgclf.dataset import load_image_set
+    from imgclf.batches import predict_split
+    from imgclf.dataset import open_split
     from imgclf.evaluation import (
         precision_recall_rows,
-        predict_probabilities,
         prediction_rows,
         roc_rows,
         score_predictions,
@@ -48,8 +48,8 @@ def main() -> None:
 
     class_names = read_json(args.model_dir / "classes.json")
     model = load_model(args.model_dir / "model.keras")
-    test_set = load_image_set(args.test, class_names)
-    probabilities = predict_probabilities(model, test_set.images, params.batch_size, params.tta)
+    test_set = open_split(args.test, class_names)
+    probabilities = predict_split(model, test_set, params.batch_size, params.tta)  # pixels are never all in memory
     labels, predicted = test_set.labels, probabilities.argmax(axis=1)
     roc = roc_rows(labels, probabilities, class_names)
     precision_recall = precision_recall_rows(labels, probabilities, class_names)
@@ -60,9 +60,9 @@ def main() -> None:
                              staging / "roc.png", diagonal=True)
         figures.class_curves(precision_recall, "recall", "precision", "Precision-recall (one class vs the rest)",
                              staging / "precision_recall.png")
-        figures.mistakes_gallery(test_set.images, labels, probabilities, class_names, params.mistakes,
+        figures.mistakes_gallery(test_set.read, labels, probabilities, class_names, params.mistakes,
                                  staging / "mistakes.png")
-        figures.samples_grid(test_set.images, labels, probabilities, class_names, params.samples_per_class,
+        figures.samples_grid(test_set.read, labels, probabilities, class_names, params.samples_per_class,
                              staging / "samples.png")
 
     metrics = score_predictions(labels, probabilities, class_names, params.top_k, params.calibration_bins)

@@ -1,6 +1,6 @@
 """Export stage (optional): the trained model in the serving formats of ``export.formats``.
 
-Reads:  models/ (model.keras, classes.json), data/resized/test.npz, params.yaml ``export``
+Reads:  models/ (model.keras, classes.json), data/resized/test/, params.yaml ``export``
 Writes: exports/ (saved_model/, model.onnx, model.tflite: those asked for), each checked against the
         Keras model on the test images; metrics/export.json, the check of each format
 Run:    dvc exp run -S 'export.formats=[onnx,tflite]'   (empty by default: nothing is exported)
@@ -23,7 +23,7 @@ logger = logging.getLogger(__name__)
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model-dir", type=Path, required=True, help="the train stage's model folder")
-    parser.add_argument("--test", type=Path, required=True, help="the packed test split to check on")
+    parser.add_argument("--test", type=Path, required=True, help="the test split's folder, to check on")
     parser.add_argument("--output", type=Path, required=True, help="folder for the exported models")
     parser.add_argument("--report", type=Path, required=True, help="JSON of each export's check")
     args = parser.parse_args()

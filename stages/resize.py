@@ -1,8 +1,9 @@
 """Resize stage: every image of the split to ``resize.size`` as 8-bit RGB, on all cores.
 
 Reads:  data/split.csv (from the split stage) and the files of data/raw it lists, params.yaml ``resize``
-Writes: data/resized/{train,val,test}.npz, each split's images packed in one array file with their
-        labels and source paths (`imgclf unpack` writes one out as folders of PNGs to look at);
+Writes: data/resized/{train,val,test}/, each split's images in shards of about resize.shard_mb,
+        written as the images come back from the workers, with their labels and source paths
+        (src/imgclf/dataset.py; `imgclf unpack` writes one out as folders of PNGs to look at);
         data/resized/preprocessing.json, the size and resize mode, kept with the model for predictions;
         metrics/skipped_resize.csv, every file that could not be used (or was used only after a
         repair: first frame of an animation, 16-bit scaled...) and why;
@@ -20,11 +21,9 @@ import logging
 from collections import Counter
 from pathlib import Path
 
-import numpy as np
-
-from imgclf.dataset import ImageSet, save_image_set
+from imgclf.dataset import ShardWriter
 from imgclf.files import atomic_directory, write_csv, write_json
-from imgclf.images import ResizeJob, ResizeOutcome, resize_files
+from imgclf.images import ResizeJob, ResizeOutcome, iter_resized
 from imgclf.layout import SUBSETS
 from imgclf.manifest import ManifestEntry, read_manifest
 from imgclf.params import ResizeParams, load_section
@@ -35,15 +34,22 @@ logger = logging.getLogger(__name__)
 
 
 def resize_subset(entries: list[ManifestEntry], class_names: tuple[str, ...], params: ResizeParams,
-                  description: str) -> tuple[ImageSet, list[ResizeOutcome]]:
-    """The usable images of ``entries`` at the training size, packed with their labels, and every file's outcome."""
+                  folder: Path, description: str) -> tuple[Counter[str], list[ResizeOutcome]]:
+    """Write the usable images of ``entries``, at the training size, as the split folder ``folder``;
+    return the images kept per class and every file's outcome. One shard is in memory at a time."""
     jobs = [ResizeJob(Path(entry.file), entry.sha256) for entry in entries]
-    images, outcomes = resize_files(jobs, params.size, params.mode, params.max_megapixels * 1e6,
-                                    description=description)
-    kept = [entry for entry, outcome in zip(entries, outcomes, strict=True) if outcome.action != "skipped"]
+    writer = ShardWriter(folder, (*params.size, 3), class_names, int(params.shard_mb * 2**20))
     index_of = {name: index for index, name in enumerate(class_names)}
-    labels = np.asarray([index_of[entry.label] for entry in kept], dtype=np.int32)
-    return ImageSet(images, labels, tuple(entry.file for entry in kept), class_names), outcomes
+    kept: Counter[str] = Counter()
+    outcomes = []
+    resized = iter_resized(jobs, params.size, params.mode, params.max_megapixels * 1e6, description=description)
+    for entry, (outcome, pixels) in zip(entries, resized, strict=True):
+        outcomes.append(outcome)
+        if pixels is not None:
+            writer.add(pixels, index_of[entry.label], entry.file)  # a full disk or a read-only folder: see run_stage
+            kept[entry.label] += 1
+    writer.close()
+    return kept, outcomes
 
 
 def main() -> None:
@@ -62,10 +68,9 @@ def main() -> None:
     kept_per_class: dict[str, dict[str, int]] = {}
     with atomic_directory(args.output) as staging:
         for subset in SUBSETS:
-            packed, outcomes[subset] = resize_subset([entry for entry in entries if entry.subset == subset],
-                                                     class_names, params, f"resizing {subset}")
-            kept_per_class[subset] = dict(sorted(Counter(class_names[label] for label in packed.labels).items()))
-            save_image_set(staging / f"{subset}.npz", packed)  # a full disk or a read-only folder: see run_stage
+            kept, outcomes[subset] = resize_subset([entry for entry in entries if entry.subset == subset],
+                                                   class_names, params, staging / subset, f"resizing {subset}")
+            kept_per_class[subset] = dict(sorted(kept.items()))
         Preprocessing(params.size, params.mode, params.max_megapixels).save(staging / PREPROCESSING_FILE)
 
     noteworthy = [outcome for subset in SUBSETS for outcome in outcomes[subset] if outcome.action != "used"]

@@ -1,6 +1,7 @@
 """Train stage: fit ``train.model`` on the training split; keep the best epoch by validation loss.
 
-Reads:  data/resized/train.npz, val.npz and preprocessing.json, params.yaml ``train``
+Reads:  data/resized/train/ and val/ (split folders, read batch by batch) and preprocessing.json,
+        params.yaml ``train``
 Writes: models/model.keras (the best epoch's weights), models/classes.json (index -> class name),
         models/preprocessing.json (how images were resized, for `imgclf predict`), models/summary.txt
         (layers and parameter counts),
@@ -32,8 +33,8 @@ AUGMENTED_VARIANTS = 5  # random augmentations of each
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--train", type=Path, required=True, help="the packed training split (train.npz)")
-    parser.add_argument("--val", type=Path, required=True, help="the packed validation split (val.npz)")
+    parser.add_argument("--train", type=Path, required=True, help="the training split's folder")
+    parser.add_argument("--val", type=Path, required=True, help="the validation split's folder")
     parser.add_argument("--model-dir", type=Path, required=True, help="folder for the model and its classes")
     parser.add_argument("--metrics", type=Path, required=True, help="JSON summary of the kept epoch")
     parser.add_argument("--preprocessing", type=Path, required=True, help="the resize stage's preprocessing.json")
@@ -54,7 +55,7 @@ def main() -> None:
     import numpy as np
     from dvclive import Live
 
-    from imgclf.dataset import load_image_set
+    from imgclf.dataset import open_split
     from imgclf.devices import setup_devices
     from imgclf.figures import augmented_grid, training_curves
     from imgclf.files import atomic_directory, write_json
@@ -76,16 +77,15 @@ def main() -> None:
 
     devices = setup_devices(params.distribution, params.mixed_precision)  # first: TensorFlow's strategies need it
     make_deterministic(params.seed)
-    train_set = load_image_set(args.train)
-    val_set = load_image_set(args.val, train_set.class_names)
+    train_set = open_split(args.train)
+    val_set = open_split(args.val, train_set.class_names)
 
     def build() -> keras.Model:
-        model = build_from_params(params, train_set.images, len(train_set.class_names))
+        model = build_from_params(params, train_set, len(train_set.class_names))
         logger.info("training %s (%s parameters)", model.name, f"{model.count_params():,}")
         return model
 
-    checkpoints = Checkpoints(args.checkpoints, fingerprint(params, train_set.images, train_set.labels,
-                                                             val_set.images, val_set.labels))
+    checkpoints = Checkpoints(args.checkpoints, fingerprint(params, train_set, val_set))
     if not params.resume:
         checkpoints.clear()
     with Live(dir=str(args.history), dvcyaml=None, save_dvc_exp=False, report=None) as live:
@@ -108,7 +108,7 @@ def main() -> None:
         training_curves(result.history, result.best_epoch, staging / "training_curves.png")
         random_layers = augmentation(params.augment, params.seed)
         if random_layers:  # a copy of the model's random layers, so the model's own random state is untouched
-            examples = train_set.images[np.linspace(0, len(train_set) - 1, AUGMENTED_EXAMPLES).astype(int)]
+            examples = train_set.read(np.linspace(0, len(train_set) - 1, AUGMENTED_EXAMPLES).astype(int))
             layer = keras.Sequential(random_layers)
             variants = [np.clip(keras.ops.convert_to_numpy(layer(examples.astype("float32"), training=True)), 0, 255)
                         .round().astype(np.uint8) for _ in range(AUGMENTED_VARIANTS)]

@@ -110,7 +110,7 @@ def test_config_round_trips_and_bad_fill_mode_is_refused():
 def test_featurewise_normalisation_uses_the_training_split_statistics(center, standardize):
     images = np.random.default_rng(1).integers(0, 256, size=(50, 6, 6, 3), dtype=np.uint8)
     images[..., 1] //= 4  # channels with different statistics
-    stats = ChannelStatistics.of(images, 1 / 255, center, standardize)
+    stats = ChannelStatistics.of([images[:20], images[20:]], 1 / 255, center, standardize)  # two blocks
     scaled = images.astype(np.float64) / 255
     expected_mean = scaled.mean(axis=(0, 1, 2)) if center else np.zeros(3)
     np.testing.assert_allclose(stats.mean, expected_mean, rtol=1e-9)

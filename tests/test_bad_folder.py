@@ -78,8 +78,7 @@ def test_every_image_that_could_not_be_used_as_it_is_is_listed_by_the_resize_sta
 def test_every_usable_file_is_in_the_resized_splits_and_no_unusable_one(project):
     packed: set[str] = set()
     for subset in ("train", "val", "test"):
-        with np.load(project / f"data/resized/{subset}.npz", allow_pickle=False) as split:
-            packed |= set(split["files"].tolist())
+        packed |= set(np.load(project / f"data/resized/{subset}/files.npy", allow_pickle=False).tolist())
     for bad in bad_files():
         assert (raw_path(bad) in packed) == bad.usable, bad.name
     assert len([name for name in packed if name.startswith(f"data/raw/{BAD_CLASS}/")]) == 16 + sum(

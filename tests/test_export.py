@@ -22,7 +22,7 @@ pytestmark = pytest.mark.slow  # they train a small model first (a few seconds)
 @pytest.fixture(scope="module")
 def test_split(tmp_path_factory):
     """Test images packed as the resize stage packs them."""
-    path = tmp_path_factory.mktemp("test_split") / "test.npz"
+    path = tmp_path_factory.mktemp("test_split") / "test"
     images, labels = tiny_model_images(count_per_class=10, seed=7)
     save_image_set(path, ImageSet(images, labels.astype(np.int32), tuple(f"{number:03d}.png" for number in
                                                                          range(len(labels))), TINY_MODEL_CLASSES))
@@ -74,5 +74,6 @@ def test_exports_leave_out_the_augmentation_layers_and_keep_the_outputs():
 def test_an_unknown_format_names_the_allowed_ones(tmp_path):
     model = build_model("simple_cnn", (16, 16, 3), 3)
     with pytest.raises(ExportError, match="saved_model, onnx, tflite"):
-        export_model(model, "coreml", tmp_path, np.zeros((1, 16, 16, 3), dtype=np.uint8))
+        export_model(model, "coreml", tmp_path,
+                     ImageSet(np.zeros((1, 16, 16, 3), np.uint8), np.zeros(1, np.int32), ("a.png",), ("a", "b")))
     assert list(tmp_path.iterdir()) == []

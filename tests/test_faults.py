@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from ruamel.yaml import YAML
 
 from imgclf.dataset import ImageSet, save_image_set
 from tests.helpers import (
@@ -74,23 +75,45 @@ def kill_when(project: Path, ready, timeout: float = 240) -> None:
     process.wait()
 
 
+def lock_without_shard_layout(project: Path) -> dict:
+    """dvc.lock less what the shard size changes: the resize.shard_mb param and the split folders' hashes."""
+    lock = YAML(typ="safe").load(lock_entries(project))
+    lock["stages"]["resize"]["params"]["params.yaml"]["resize"].pop("shard_mb")
+    for entry in lock["stages"].values():
+        for kind in ("deps", "outs"):
+            entry[kind] = [item for item in entry.get(kind, [])
+                           if item["path"] not in ("data/resized/train", "data/resized/val", "data/resized/test")]
+    return lock
+
+
 @pytest.mark.parametrize("stage", ["resize", "train", "evaluate"])
 def test_sigkill_during_a_stage_then_repro_gives_the_right_outputs(tmp_path, images, reference, stage):
     project = fault_project(tmp_path / "project", images)
+    if stage == "resize":  # a shard per image: killed between two shards of a split, not before the first
+        set_params(project, **{"resize.shard_mb": 0.0001})
     moments = {
-        # resize is busy once its staging folder exists
-        "resize": lambda log: any((project / "data").glob(".resized.*.partial")),
+        # resize is busy writing its splits once a shard is in its staging folder
+        "resize": lambda log: any((project / "data").glob(".resized.*.partial/*/images-*.npy")),
         # training is under way once DVCLive has written the first epoch
         "train": lambda log: (project / "metrics/history/plots/metrics/train/loss.tsv").exists(),
         "evaluate": lambda log: "Running stage 'evaluate'" in log,
     }
     kill_when(project, moments[stage])
     assert f"{stage}:" not in lock_entries(project)  # dvc.lock never records the killed stage
+    if stage == "resize":  # what it wrote is in a staging folder that no stage reads, and the next run deletes
+        assert not (project / "data/resized/train").exists()
+        assert list((project / "data").glob(".resized.*.partial"))
 
     run(["dvc", "repro"], project)
     assert "up to date" in run(["dvc", "status"], project).stdout
     for path in ("metrics/evaluate.json", "metrics/train.json", "metrics/data.json", "metrics/predictions.csv"):
         assert (project / path).read_bytes() == (reference / path).read_bytes(), path
+    if stage == "resize":
+        assert not list((project / "data").glob(".resized.*.partial"))
+        # a split in 8 or 12 shards trains the same model as in one: the same weights, the same hashes
+        assert len(list((project / "data/resized/train").glob("images-*.npy"))) > 1
+        assert len(list((reference / "data/resized/train").glob("images-*.npy"))) == 1
+        assert lock_without_shard_layout(project) == lock_without_shard_layout(reference)
 
 
 def test_the_same_params_give_the_same_dvc_lock_hashes_model_included(tmp_path, images, reference):
@@ -195,7 +218,7 @@ def test_a_model_with_a_lambda_layer_is_refused_by_evaluate(tmp_path):
     keras.Model(inputs, outputs).save(project / "models" / "model.keras")
     (project / "models" / "classes.json").write_text('["a", "b", "c"]')
     (project / "data/resized").mkdir(parents=True)
-    save_image_set(project / "data/resized/test.npz", ImageSet(np.zeros((3, 16, 16, 3), np.uint8),
+    save_image_set(project / "data/resized/test", ImageSet(np.zeros((3, 16, 16, 3), np.uint8),
                                                               np.arange(3, dtype=np.int32), ("1", "2", "3"),
                                                               ("a", "b", "c")))
     result = run(stage_command("evaluate"), project, check=False)

@@ -24,8 +24,9 @@ def test_figures_are_pngs_and_reproducible(tmp_path):
         figures.image_grid([], [], "no mistakes", tmp_path / attempt / "empty.png")
         probabilities = rng.dirichlet(np.ones(3), 30)
         pixels = rng.integers(0, 256, (30, 16, 16, 3), dtype=np.uint8)
-        figures.mistakes_gallery(pixels, labels, probabilities, ("x", "y", "z"), 6, tmp_path / attempt / "mistakes.png")
-        figures.samples_grid(pixels, labels, probabilities, ("x", "y", "z"), 4, tmp_path / attempt / "samples.png")
+        folder = tmp_path / attempt
+        figures.mistakes_gallery(pixels.__getitem__, labels, probabilities, ("x", "y", "z"), 6, folder / "mistakes.png")
+        figures.samples_grid(pixels.__getitem__, labels, probabilities, ("x", "y", "z"), 4, folder / "samples.png")
         rng = np.random.default_rng(0)
         labels = rng.integers(0, 3, 30)
         images = [rng.integers(0, 256, (16, 16, 3), dtype=np.uint8) for _ in range(5)]

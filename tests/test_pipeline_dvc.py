@@ -56,8 +56,8 @@ def repo(tmp_path_factory) -> Path:
 
 
 def test_repro_writes_every_output(repo):
-    for path in ("data/raw", "data/raw_index.csv", "data/split.csv", "data/resized/train.npz", "models/model.keras",
-                 "models/classes.json", "models/preprocessing.json", "models/summary.txt",
+    for path in ("data/raw", "data/raw_index.csv", "data/split.csv", "data/resized/train/split.json",
+                 "models/model.keras", "models/classes.json", "models/preprocessing.json", "models/summary.txt",
                  "metrics/history/plots/metrics/val/loss.tsv",
                  *TRACKED_RESULTS, *FIGURES):
         assert (repo / path).exists(), path
@@ -72,7 +72,7 @@ def test_repro_writes_every_output(repo):
     assert "notes.txt" in skipped and "not an image" in skipped
     unusable = (repo / "metrics/skipped_resize.csv").read_text()
     assert "red/cut.jpg,skipped," in unusable and "truncated" in unusable.lower()
-    # data/raw is indexed, the split is a manifest of every image with its digest, each split one packed file
+    # data/raw is indexed, the split is a manifest of every image with its digest, each split a folder of shards
     raw_files = sorted(path.relative_to(repo).as_posix() for path in (repo / "data/raw").rglob("*") if path.is_file()
                        and path.name != ".gitignore")
     for manifest in ("data/raw_index.csv", "data/split.csv"):
@@ -80,7 +80,9 @@ def test_repro_writes_every_output(repo):
         assert sorted(entry.file for entry in entries) == raw_files, manifest
         assert all(entry.sha256 == file_digest(repo / entry.file) for entry in entries), manifest
     assert sorted(path.name for path in (repo / "data/resized").iterdir()) == [
-        ".gitignore", "preprocessing.json", "test.npz", "train.npz", "val.npz"]
+        ".gitignore", "preprocessing.json", "test", "train", "val"]
+    assert sorted(path.name for path in (repo / "data/resized/train").iterdir()) == [
+        "files.npy", "images-00000.npy", "labels.npy", "split.json"]
     assert json.loads((repo / "models/classes.json").read_text()) == sorted(CLASSES)
     evaluation = json.loads((repo / "metrics/evaluate.json").read_text())
     assert evaluation["test_images"] == 20 and set(evaluation["per_class"]) == set(CLASSES)
@@ -92,7 +94,7 @@ def test_repro_writes_every_output(repo):
 
 
 def test_imgclf_unpack_writes_the_packed_test_split_as_folders_to_look_at(repo, tmp_path):
-    run(["imgclf", "unpack", "data/resized/test.npz", str(tmp_path / "test")], repo)
+    run(["imgclf", "unpack", "data/resized/test", str(tmp_path / "test")], repo)
     pngs = list((tmp_path / "test").rglob("*.png"))
     assert {png.parent.name for png in pngs} == set(CLASSES) and len(pngs) == 20
     with Image.open(pngs[0]) as image:

@@ -92,8 +92,9 @@ def test_a_failed_file_write_keeps_the_previous_file(tmp_path):
 
 
 @pytest.mark.parametrize(("error", "told", "not_told"), [
-    (PermissionError(errno.EACCES, "Permission denied", "data/.resized.x.partial/train.npz"),
-     "cannot access data/.resized.x.partial/train.npz: Permission denied. Check that you may read and write there",
+    (PermissionError(errno.EACCES, "Permission denied", "data/.resized.x.partial/train/images-00000.npy"),
+     "cannot access data/.resized.x.partial/train/images-00000.npy: Permission denied. Check that you may read and "
+     "write there",
      "disk space"),
     (OSError(errno.EROFS, "Read-only file system", "data/raw"), "cannot access data/raw: Read-only file system",
      "disk space"),

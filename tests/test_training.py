@@ -107,7 +107,7 @@ class InterruptAfter:
 def test_an_interrupted_run_resumes_from_its_checkpoint_and_ends_with_the_same_weights(tmp_path):
     params = TrainParams(epochs=4, batch_size=8, seed=3, schedule="cosine", dropout_rate=0.3, resume=True)
     uninterrupted, whole, *_ = train_once(params)
-    key = fingerprint(params, colour_set(48, 0).images)
+    key = fingerprint(params, colour_set(48, 0))
     with pytest.raises(SimulatedInterruptError):
         train_once(params, sinks=[InterruptAfter(3)], checkpoints=Checkpoints(tmp_path, key))
     assert (tmp_path / "epoch-0002" / "model.keras").is_file()

@@ -5,7 +5,7 @@
     imgclf predict my_folder/ --output predictions.csv
     imgclf predict photo.jpg --tta flip     with the test-time augmentation of evaluate.tta: flip
     imgclf export --format onnx             the model for serving, checked against the Keras model
-    imgclf unpack data/resized/test.npz test_images/
+    imgclf unpack data/resized/test test_images/
                                             a packed split as <class>/<file>.png folders, to look at
 
 ``predict`` and ``export`` read the model from ``models/`` (``--model-dir``): the model, its class
@@ -77,9 +77,10 @@ def export(args: argparse.Namespace) -> int:
 
 
 def unpack(args: argparse.Namespace) -> int:
-    from imgclf.dataset import load_image_set, write_image_folder
+    from imgclf.dataset import open_split, write_image_folder
 
-    written = write_image_folder(load_image_set(args.packed), args.output)
+    with open_split(args.packed) as split:
+        written = write_image_folder(split, args.output)
     logger.info("wrote %d images to %s", written, args.output)
     return 0
 
@@ -105,12 +106,12 @@ def main(argv: list[str] | None = None) -> int:
     export_parser.add_argument("--format", choices=EXPORT_FORMATS, action="append", required=True,
                                help="saved_model (TF Serving), onnx or tflite; repeat for several")
     export_parser.add_argument("--model-dir", type=Path, default=Path("models"))
-    export_parser.add_argument("--test", type=Path, default=Path("data/resized/test.npz"),
+    export_parser.add_argument("--test", type=Path, default=Path("data/resized/test"),
                                help="images to check the export on (default: the test split)")
     export_parser.add_argument("--output", type=Path, default=Path("exports"))
 
     unpack_parser = commands.add_parser("unpack", help="write a packed split out as folders of PNGs, to look at")
-    unpack_parser.add_argument("packed", type=Path, help="a packed split, such as data/resized/test.npz")
+    unpack_parser.add_argument("packed", type=Path, help="a split folder, such as data/resized/test")
     unpack_parser.add_argument("output", type=Path, help="folder to write <class>/<file>.png into (must not exist)")
 
     args = parser.parse_args(argv)

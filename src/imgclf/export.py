@@ -15,6 +15,7 @@ import shutil
 import tempfile
 import typing
 import warnings
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -27,12 +28,15 @@ from imgclf.params import ExportFormat
 if TYPE_CHECKING:
     import keras
 
+    from imgclf.dataset import Split
+
 logger = logging.getLogger(__name__)
 logging.getLogger("tf2onnx").setLevel(logging.WARNING)  # it logs each optimisation pass at INFO
 
 # Keras (and TensorFlow) are imported only when exporting: the CLI lists the formats without them.
 FORMATS: tuple[str, ...] = typing.get_args(ExportFormat)
 TOLERANCE = 1e-4
+CHECK_BATCHES_PER_BLOCK = 8  # test images read at a time for the check: this many batches
 # Keras' name for each format, and the file or folder each export is written to.
 KERAS_FORMATS = {"saved_model": "tf_saved_model", "onnx": "onnx", "tflite": "litert"}
 OUTPUT_NAMES = {"saved_model": "saved_model", "onnx": "model.onnx", "tflite": "model.tflite"}
@@ -57,9 +61,12 @@ class ExportCheck:
         return asdict(self)
 
 
-def export_model(model: keras.Model, export_format: str, destination: Path, images: np.ndarray,
+def export_model(model: keras.Model, export_format: str, destination: Path, test_split: Split,
                  batch_size: int = 256) -> ExportCheck:
-    """Write ``model`` in ``export_format`` under ``destination``; check it on ``images`` (uint8 NHWC)."""
+    """Write ``model`` in ``export_format`` under ``destination``; check it on every image of ``test_split``.
+
+    The check reads the split a block at a time: a test split of any size needs a block's memory.
+    """
     import keras
 
     from imgclf.models import AUGMENTATION_LAYER
@@ -69,10 +76,9 @@ def export_model(model: keras.Model, export_format: str, destination: Path, imag
     if keras.backend.backend() != "tensorflow":
         raise ExportError(f"exporting needs the TensorFlow backend (this is {keras.backend.backend()}): "
                           "run it with KERAS_BACKEND=tensorflow.")
-    inputs = images.astype(np.float32)
-    expected = model.predict(inputs, batch_size=batch_size, verbose=0)  # the trained model, as evaluate runs it
     serving_model = without_layer(model, AUGMENTATION_LAYER)
-    serving_model.predict(inputs[:1], verbose=0)  # a rebuilt model must run once before Keras exports it
+    # a rebuilt model must run once before Keras exports it
+    serving_model.predict(np.zeros((1, *test_split.image_shape), np.float32), verbose=0)
     destination.mkdir(parents=True, exist_ok=True)
     final_path = destination / OUTPUT_NAMES[export_format]
     with tempfile.TemporaryDirectory(dir=destination, prefix=".export-") as scratch:
@@ -80,39 +86,46 @@ def export_model(model: keras.Model, export_format: str, destination: Path, imag
         with warnings.catch_warnings():  # Keras' tf2onnx shim probes the removed np.object
             warnings.filterwarnings("ignore", message=".*np.object", category=FutureWarning)
             serving_model.export(str(staged), format=KERAS_FORMATS[export_format], verbose=False)
-        actual = RUNNERS[export_format](staged, inputs, batch_size)
-        difference = float(np.max(np.abs(actual - expected))) if len(inputs) else 0.0
-        agreement = float(np.mean(_top1(actual) == _top1(expected))) if len(inputs) else 1.0
-        check = ExportCheck(export_format, final_path.name, len(inputs), difference, agreement,
+        run_export = RUNNERS[export_format](staged)
+        difference, agreeing = 0.0, 0
+        for block in test_split.blocks(batch_size * CHECK_BATCHES_PER_BLOCK):
+            inputs = block.astype(np.float32)
+            expected = model.predict(inputs, batch_size=batch_size, verbose=0)  # the trained model, as evaluate runs it
+            actual = np.concatenate([run_export(batch) for batch in _batches(inputs, batch_size)])
+            difference = max(difference, float(np.max(np.abs(actual - expected))))
+            agreeing += int(np.sum(_top1(actual) == _top1(expected)))
+        count = len(test_split)
+        agreement = agreeing / count if count else 1.0
+        check = ExportCheck(export_format, final_path.name, count, difference, agreement,
                             passed=difference < TOLERANCE)
         if not check.passed:
             raise ExportError(f"the {export_format} export differs from the Keras model by up to {difference:.2e} "
-                              f"(allowed: {TOLERANCE:g}) on {len(inputs)} images; it was not kept.")
+                              f"(allowed: {TOLERANCE:g}) on {count} images; it was not kept.")
         if final_path.is_dir():
             shutil.rmtree(final_path)
         staged.replace(final_path)
     logger.info("%s: %s, max |difference| %.2e on %d images, top-1 agreement %.4f",
-                export_format, final_path, difference, len(inputs), agreement)
+                export_format, final_path, difference, count, agreement)
     return check
 
 
 def export_all(model_dir: Path, test_images: Path, formats: typing.Sequence[str],
                destination: Path) -> dict[str, dict[str, object]]:
-    """Export the model of ``model_dir`` in each of ``formats``, each checked on ``test_images`` (a packed split).
+    """Export the model of ``model_dir`` in each of ``formats``, each checked on ``test_images`` (a split folder).
 
     Returns the checks by format, also merged into ``destination/report.json``.
     """
-    from imgclf.dataset import load_image_set
+    from imgclf.dataset import open_split
     from imgclf.files import read_json, write_json
     from imgclf.modelio import load_model
 
     model = load_model(model_dir / "model.keras")
-    images = load_image_set(test_images, read_json(model_dir / "classes.json")).images
     report_path = destination / "report.json"
     report = read_json(report_path) if report_path.is_file() else {}
-    for export_format in formats:
-        report[export_format] = export_model(model, export_format, destination, images).as_dict()
-        write_json(report_path, report)  # after each: a later failure keeps the record of those made
+    with open_split(test_images, read_json(model_dir / "classes.json")) as test_split:
+        for export_format in formats:
+            report[export_format] = export_model(model, export_format, destination, test_split).as_dict()
+            write_json(report_path, report)  # after each: a later failure keeps the record of those made
     return report
 
 
@@ -126,22 +139,25 @@ def _batches(inputs: np.ndarray, batch_size: int) -> list[np.ndarray]:
     return [inputs[start:start + batch_size] for start in range(0, len(inputs), batch_size)]
 
 
-def run_saved_model(path: Path, inputs: np.ndarray, batch_size: int) -> np.ndarray:
+Runner = Callable[[np.ndarray], np.ndarray]  # one float32 NHWC batch in, the model's outputs out
+
+
+def saved_model_runner(path: Path) -> Runner:
     import tensorflow as tf
 
-    loaded = tf.saved_model.load(str(path))  # kept in a name: its variables die with it
-    return np.concatenate([loaded.serve(batch).numpy() for batch in _batches(inputs, batch_size)])
+    loaded = tf.saved_model.load(str(path))  # held by the closure: its variables die with it
+    return lambda batch: loaded.serve(batch).numpy()
 
 
-def run_onnx(path: Path, inputs: np.ndarray, batch_size: int) -> np.ndarray:
+def onnx_runner(path: Path) -> Runner:
     import onnxruntime
 
     session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     input_name = session.get_inputs()[0].name
-    return np.concatenate([session.run(None, {input_name: batch})[0] for batch in _batches(inputs, batch_size)])
+    return lambda batch: session.run(None, {input_name: batch})[0]
 
 
-def run_tflite(path: Path, inputs: np.ndarray, batch_size: int) -> np.ndarray:
+def tflite_runner(path: Path) -> Runner:
     import tensorflow as tf
 
     with warnings.catch_warnings():  # tf.lite.Interpreter warns that it moves to the ai-edge-litert package
@@ -149,14 +165,15 @@ def run_tflite(path: Path, inputs: np.ndarray, batch_size: int) -> np.ndarray:
         interpreter = tf.lite.Interpreter(model_path=str(path))
     input_index = interpreter.get_input_details()[0]["index"]
     output_index = interpreter.get_output_details()[0]["index"]
-    outputs = []
-    for batch in _batches(inputs, batch_size):
+
+    def run(batch: np.ndarray) -> np.ndarray:
         interpreter.resize_tensor_input(input_index, batch.shape)
         interpreter.allocate_tensors()
         interpreter.set_tensor(input_index, batch)
         interpreter.invoke()
-        outputs.append(interpreter.get_tensor(output_index).copy())
-    return np.concatenate(outputs)
+        return interpreter.get_tensor(output_index).copy()
+
+    return run
 
 
 def without_layer(model: keras.Model, name: str) -> keras.Model:
@@ -190,4 +207,5 @@ def _replace_history(node: Any, old: list[Any], new: list[Any]) -> Any:
     return node
 
 
-RUNNERS = {"saved_model": run_saved_model, "onnx": run_onnx, "tflite": run_tflite}
+RUNNERS: dict[str, Callable[[Path], Runner]] = {"saved_model": saved_model_runner, "onnx": onnx_runner,
+                                               "tflite": tflite_runner}

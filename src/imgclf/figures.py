@@ -6,7 +6,7 @@ so the same results give the same bytes and DVC sees no change on a rerun.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import matplotlib
@@ -120,25 +120,30 @@ def image_grid(images: Sequence[np.ndarray], captions: Sequence[str], title: str
     save_figure(figure, path)
 
 
-def mistakes_gallery(images: np.ndarray, labels: np.ndarray, probabilities: np.ndarray,
+# The pixels of some rows of a split: Split.read, or an array's __getitem__. Figures read only the
+# images they show, so a test split of any size is never loaded for them.
+ReadRows = Callable[[np.ndarray], np.ndarray]
+
+
+def mistakes_gallery(read: ReadRows, labels: np.ndarray, probabilities: np.ndarray,
                      class_names: Sequence[str], count: int, path: Path) -> None:
     """The ``count`` most confident mistakes: each image with the predicted class, its confidence, the truth."""
     predicted = probabilities.argmax(axis=1)
     chosen = most_confident_mistakes(labels, probabilities, count)
-    image_grid([images[i] for i in chosen],
+    image_grid(list(read(np.asarray(chosen, dtype=np.int64))),
                [f"{class_names[predicted[i]]} {probabilities[i, predicted[i]]:.2f}\n(is {class_names[labels[i]]})"
                 for i in chosen],
                f"The {len(chosen)} most confident mistakes: predicted class and confidence (true class)",
                path, caption_colors=["firebrick"] * len(chosen))
 
 
-def samples_grid(images: np.ndarray, labels: np.ndarray, probabilities: np.ndarray, class_names: Sequence[str],
+def samples_grid(read: ReadRows, labels: np.ndarray, probabilities: np.ndarray, class_names: Sequence[str],
                  per_class: int, path: Path) -> None:
     """A row of test images per class, captioned "true class: right" or with the wrong prediction in red."""
     predicted = probabilities.argmax(axis=1)
     chosen = [index for indices in samples_per_class(labels, len(class_names), per_class) for index in indices]
     right = [predicted[i] == labels[i] for i in chosen]
-    image_grid([images[i] for i in chosen],
+    image_grid(list(read(np.asarray(chosen, dtype=np.int64))),
                [f"{class_names[labels[i]]}: {'right' if ok else class_names[predicted[i]]}"
                 for i, ok in zip(chosen, right, strict=True)],
                "Test images per class (true class: prediction)", path, columns=per_class,

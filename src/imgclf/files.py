@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import glob
 import hashlib
 import json
 import logging
@@ -51,12 +52,38 @@ def naming_the_file(path: Path) -> Iterator[None]:
         raise OSError(error.errno, error.strerror or str(error), str(path)) from error  # same subclass, by errno
 
 
+def _process_is_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, someone else's
+        return True
+    return True
+
+
+def remove_abandoned_staging(final: Path) -> None:
+    """Delete the staging folders a killed run left beside ``final`` (``.<name>.<pid>.*.partial`` of a
+    process that no longer runs): no stage reads them, but a killed resize of a big dataset can
+    leave gigabytes of shards there. A staging folder of a running process is left alone."""
+    for staging in final.parent.glob(f".{glob.escape(final.name)}.*.partial"):
+        pid = staging.name[len(final.name) + 2:].split(".", 1)[0]
+        if pid.isdigit() and not _process_is_alive(int(pid)):
+            logger.info("removing %s, left by a run that was killed", staging)
+            _remove(staging)
+
+
 @contextlib.contextmanager
 def atomic_directory(final: Path) -> Iterator[Path]:
-    """Yield an empty temporary folder that replaces ``final`` only if the block succeeds."""
+    """Yield an empty temporary folder that replaces ``final`` only if the block succeeds.
+
+    The folder is ``.<name>.<pid>.<random>.partial`` beside ``final``: a run killed before the end
+    leaves it there, never at ``final``; the next run's :func:`remove_abandoned_staging` deletes it.
+    """
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".partial", dir=final.parent))
+    remove_abandoned_staging(final)
+    staging = Path(tempfile.mkdtemp(prefix=f".{final.name}.{os.getpid()}.", suffix=".partial", dir=final.parent))
     try:
         yield staging
         staging.chmod(0o777 & ~UMASK)  # mkdtemp makes it private; a plain mkdir would not

@@ -3,18 +3,19 @@
 Handles what real folders hold: grayscale, palette, RGBA and LA (composited on a fixed background),
 CMYK, 16- and 32-bit integer images (scaled to 8 bits, not clipped), EXIF orientation, animated
 images (first frame). A file that cannot be used is not fatal: :func:`resize_files` returns it with
-the reason, and likewise each file that was used only after a repair, for the report.
+the reason (:func:`iter_resized`), and likewise each file that was used only after a repair, for the report.
 """
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import hashlib
 import io
 import logging
 import os
 from collections.abc import Iterator, Sequence
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -274,26 +275,59 @@ def resize_file(job: ResizeJob, size: tuple[int, int], mode: str,
     return ResizeOutcome(source, "used"), pixels
 
 
-def resize_files(jobs: Sequence[ResizeJob], size: tuple[int, int], mode: str, max_pixels: float | None = None,
-                 workers: int | None = None, description: str = "resizing") -> tuple[np.ndarray, list[ResizeOutcome]]:
-    """Resize every file on all cores with a progress bar.
+# Files per task sent to a worker, and how many tasks may be in flight per worker: enough to keep
+# every core busy, few enough that the pixels waiting to be written stay a few dozen MB at any size.
+CHUNK_BYTES = 8 * 2**20
+CHUNKS_IN_FLIGHT_PER_WORKER = 2
 
-    Returns the pixels of the usable files, in the order of ``jobs``, as one uint8 array
-    (count, height, width, 3), and an outcome for every job (``skipped`` ones have no pixels).
+
+def _resize_chunk(jobs: Sequence[ResizeJob], size: tuple[int, int], mode: str,
+                  max_pixels: float | None) -> list[tuple[ResizeOutcome, np.ndarray | None]]:
+    return [resize_file(job, size, mode, max_pixels) for job in jobs]
+
+
+def iter_resized(jobs: Sequence[ResizeJob], size: tuple[int, int], mode: str, max_pixels: float | None = None,
+                 workers: int | None = None, description: str = "resizing"
+                 ) -> Iterator[tuple[ResizeOutcome, np.ndarray | None]]:
+    """Resize every file on all cores with a progress bar; yield each job's outcome and pixels in order.
+
+    Pixels are uint8 RGB (height, width, 3), None for a ``skipped`` file. Only a few chunks of files
+    are in flight at a time, so memory does not grow with the number of files: the caller writes
+    each image away as it comes.
     """
     workers = workers or os.cpu_count() or 1
-    work = partial(resize_file, size=size, mode=mode, max_pixels=max_pixels)
-    chunk_size = max(1, min(256, len(jobs) // (workers * 8) or 1))
+    work = partial(_resize_chunk, size=size, mode=mode, max_pixels=max_pixels)
+    chunk_size = max(1, min(256, len(jobs) // (workers * 8) or 1, CHUNK_BYTES // (size[0] * size[1] * 3)))
+    pending: collections.deque[Future[list[tuple[ResizeOutcome, np.ndarray | None]]]] = collections.deque()
+    with ProcessPoolExecutor(max_workers=workers) as executor, \
+            tqdm(total=len(jobs), desc=description, unit="image", disable=None) as progress:
+        starts = iter(range(0, len(jobs), chunk_size))
+        while True:
+            while len(pending) < workers * CHUNKS_IN_FLIGHT_PER_WORKER:
+                start = next(starts, None)
+                if start is None:
+                    break
+                pending.append(executor.submit(work, jobs[start:start + chunk_size]))
+            if not pending:
+                return
+            results = pending.popleft().result()
+            progress.update(len(results))
+            for outcome, pixels in results:
+                if pixels is None:
+                    logger.warning("skipping %s: %s", outcome.source, outcome.reason)
+                yield outcome, pixels
+
+
+def resize_files(jobs: Sequence[ResizeJob], size: tuple[int, int], mode: str, max_pixels: float | None = None,
+                 workers: int | None = None, description: str = "resizing") -> tuple[np.ndarray, list[ResizeOutcome]]:
+    """:func:`iter_resized` gathered: the usable files' pixels as one array (count, height, width, 3),
+    and every job's outcome. For a few files (benchmarks, tests); the resize stage writes as they come."""
     images = np.empty((len(jobs), *size, 3), dtype=np.uint8)  # filled in order; skipped files leave a tail
     outcomes: list[ResizeOutcome] = []
     used = 0
-    with ProcessPoolExecutor(max_workers=workers) as executor:
-        results = executor.map(work, jobs, chunksize=chunk_size)
-        for outcome, pixels in tqdm(results, total=len(jobs), desc=description, unit="image", disable=None):
-            outcomes.append(outcome)
-            if pixels is None:
-                logger.warning("skipping %s: %s", outcome.source, outcome.reason)
-                continue
+    for outcome, pixels in iter_resized(jobs, size, mode, max_pixels, workers, description):
+        outcomes.append(outcome)
+        if pixels is not None:
             images[used] = pixels
             used += 1
     return images[:used], outcomes

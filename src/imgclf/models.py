@@ -9,7 +9,7 @@ float32 even under mixed precision.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 import keras
@@ -18,6 +18,7 @@ from keras import layers
 
 from imgclf.augment import RandomAffine, RandomBrightnessRange
 from imgclf.backbones import BACKBONES, ImagenetPreprocessing, build_backbone
+from imgclf.dataset import Split
 from imgclf.params import AugmentParams, TrainParams
 
 # Each architecture's own dropout rate, used when train.dropout_rate is null.
@@ -34,6 +35,7 @@ DEFAULT_DROPOUT_RATES = {
 
 # The name of the Sequential of random layers at the model's input; exports leave it out.
 AUGMENTATION_LAYER = "augmentation"
+STATISTICS_BLOCK = 1024  # training images read at a time for the featurewise statistics
 # The name of a transfer model's pretrained part; fine-tuning unfreezes its top layers.
 BACKBONE_LAYER = "backbone"
 
@@ -191,18 +193,21 @@ class ChannelStatistics:
     variance: tuple[float, ...]
 
     @classmethod
-    def of(cls, images: np.ndarray, scale: float, center: bool, standardize: bool) -> ChannelStatistics:
-        """``center`` subtracts the mean, ``standardize`` divides by the standard deviation (as
-        ImageDataGenerator's featurewise_center and featurewise_std_normalization)."""
-        channels = images.shape[-1]
-        # in chunks, in float64: exact and without a float copy of the whole split
-        total = np.zeros(channels)
-        total_squares = np.zeros(channels)
-        for start in range(0, len(images), 4096):
-            chunk = images[start:start + 4096].reshape(-1, channels).astype(np.float64) * scale
-            total += chunk.sum(axis=0)
-            total_squares += (chunk ** 2).sum(axis=0)
-        count = images.size // channels
+    def of(cls, blocks: Iterable[np.ndarray], scale: float, center: bool, standardize: bool) -> ChannelStatistics:
+        """Over the uint8 NHWC ``blocks`` of a split (:meth:`Split.blocks`): ``center`` subtracts the mean,
+        ``standardize`` divides by the standard deviation (as ImageDataGenerator's featurewise_center
+        and featurewise_std_normalization)."""
+        # block by block, in float64: exact, and never a float copy of the whole split
+        sums: list[np.ndarray] = []  # per block: the channels' sums and sums of squares
+        count = 0
+        for block in blocks:
+            pixels = block.reshape(-1, block.shape[-1]).astype(np.float64) * scale
+            sums.append(np.stack([pixels.sum(axis=0), (pixels ** 2).sum(axis=0)]))
+            count += len(pixels)
+        if not count:
+            raise ValueError("featurewise statistics need at least one image")
+        total, total_squares = np.sum(sums, axis=0)
+        channels = len(total)
         mean = total / count
         variance = np.maximum(total_squares / count - mean ** 2, 1e-12)
         return cls(mean=tuple(mean) if center else (0.0,) * channels,
@@ -261,14 +266,14 @@ def build_model(name: str, input_shape: tuple[int, int, int], num_classes: int, 
     return keras.Model(inputs, outputs, name=model_name)
 
 
-def build_from_params(params: TrainParams, train_images: np.ndarray, num_classes: int) -> keras.Model:
-    """The model ``train`` describes, for training images like ``train_images`` (uint8, NHWC)."""
+def build_from_params(params: TrainParams, train_split: Split, num_classes: int) -> keras.Model:
+    """The model ``train`` describes, for the images of ``train_split`` (read for featurewise statistics)."""
     normalization = None
     if params.featurewise_center or params.featurewise_std_normalization:
         scale = params.rescale if params.rescale is not None else 1.0 / 255
-        normalization = ChannelStatistics.of(train_images, scale, params.featurewise_center,
+        normalization = ChannelStatistics.of(train_split.blocks(STATISTICS_BLOCK), scale, params.featurewise_center,
                                              params.featurewise_std_normalization)
-    return build_model(params.model, train_images.shape[1:], num_classes, dropout_rate=params.dropout_rate,
+    return build_model(params.model, train_split.image_shape, num_classes, dropout_rate=params.dropout_rate,
                        augment=params.augment, seed=params.seed, backbone=params.backbone,
                        weights=params.pretrained_weights, freeze_base=params.freeze_base, rescale=params.rescale,
                        normalization=normalization)

@@ -179,9 +179,13 @@ class ResizeParams(Section):
     mode: ResizeMode = "stretch"
     # Images whose header claims more pixels are refused before decoding (decompression bombs).
     max_megapixels: float = 200.0
+    # Each split is written in shards of about this many MB of pixels; the resize stage holds one
+    # shard in memory, and DVC tracks a file per shard (src/imgclf/dataset.py).
+    shard_mb: float = 256.0
 
     def validate(self, section: str) -> None:
         _require_positive(f"{section}.max_megapixels", self.max_megapixels)
+        _require_positive(f"{section}.shard_mb", self.shard_mb)
         if len(self.size) != 2 or min(self.size) <= 0:
             _fail(f"{section}.size", list(self.size),
                   "give [height, width] as two whole numbers greater than 0, e.g. [32, 32]")

@@ -5,6 +5,8 @@ epoch is either in the model file (weights, optimizer state, the random layers' 
 small state record (history, best epoch, rate cuts). An interrupted run then resumes from its last
 epoch checkpoint and ends exactly where an uninterrupted run ends: the shuffling of epoch e is
 drawn from (seed, e), early stopping and reduce-on-plateau are functions of the validation history.
+Each epoch's batches are read from the split's shards in that order (:mod:`imgclf.batches`), so
+neither the split nor a shuffled copy of it is ever held in memory.
 
 Only ``keras`` APIs here (plus one TensorFlow switch for deterministic kernels when TensorFlow is
 the backend), so the train stage runs the same on the TensorFlow, JAX and PyTorch backends.
@@ -29,7 +31,8 @@ from typing import Any, Protocol
 import keras
 import numpy as np
 
-from imgclf.dataset import ImageSet
+from imgclf.batches import SplitBatches
+from imgclf.dataset import Split
 from imgclf.errors import PipelineError
 from imgclf.files import atomic_directory, read_json, write_json
 from imgclf.models import unfreeze_backbone
@@ -208,15 +211,13 @@ def _share(rows: np.ndarray, process: int, processes: int) -> np.ndarray:
     return rows[process:usable:processes]
 
 
-def fingerprint(params: TrainParams, *arrays: np.ndarray) -> str:
-    """What a checkpoint must match to be resumed: the params (but resume and logging), backend, data."""
+def fingerprint(params: TrainParams, *splits: Split) -> str:
+    """What a checkpoint must match to be resumed: the params (but resume and logging), backend, data
+    (each split's digest, which the resize stage computed: nothing is read again for it)."""
     settings = {key: value for key, value in asdict(params).items() if key not in ("resume", "tensorboard")}
-    digest = hashlib.sha256(json.dumps([settings, keras.backend.backend(), keras.__version__], sort_keys=True,
-                                       default=str).encode())
-    for array in arrays:
-        digest.update(str(array.shape).encode())
-        digest.update(np.ascontiguousarray(array).data)
-    return digest.hexdigest()
+    return hashlib.sha256(json.dumps([settings, keras.backend.backend(), keras.__version__,
+                                      [split.digest for split in splits]], sort_keys=True, default=str).encode()
+                          ).hexdigest()
 
 
 def _random_states(model: keras.Model) -> list[Any]:
@@ -299,7 +300,7 @@ def current_learning_rate(model: keras.Model) -> float:
     return float(keras.ops.convert_to_numpy(model.optimizer.learning_rate))
 
 
-def train(build: Callable[[], keras.Model], train_set: ImageSet, val_set: ImageSet, params: TrainParams, *,
+def train(build: Callable[[], keras.Model], train_set: Split, val_set: Split, params: TrainParams, *,
           sinks: Sequence[EpochSink] = (), checkpoints: Checkpoints | None = None, scope: Any = None,
           shard: tuple[int, int] = (0, 1), callbacks: Sequence[keras.callbacks.Callback] = ()
           ) -> tuple[keras.Model, TrainingResult]:
@@ -388,7 +389,7 @@ def train(build: Callable[[], keras.Model], train_set: ImageSet, val_set: ImageS
                                  epoch_timings=tuple(epoch_timings))
 
 
-def _fit_epoch(model: keras.Model, train_set: ImageSet, val_set: ImageSet, params: TrainParams, epoch: int,
+def _fit_epoch(model: keras.Model, train_set: Split, val_set: Split, params: TrainParams, epoch: int,
                shard: tuple[int, int], class_weight: dict[int, float] | None,
                callbacks: Sequence[keras.callbacks.Callback]) -> dict[str, float]:
     """Train epoch ``epoch`` (0-based) in its own shuffled order, validate; return the epoch's record:
@@ -398,9 +399,10 @@ def _fit_epoch(model: keras.Model, train_set: ImageSet, val_set: ImageSet, param
     val_rows = _share(np.arange(len(val_set)), process, processes)
     timer = EpochTimer()
     learning_rate = current_learning_rate(model)
-    logs = model.fit(train_set.images[order], train_set.labels[order],
-                     validation_data=(val_set.images[val_rows], val_set.labels[val_rows]),
-                     batch_size=params.batch_size // processes, epochs=epoch + 1, initial_epoch=epoch, shuffle=False,
+    batch_size = params.batch_size // processes
+    logs = model.fit(SplitBatches(train_set, order, batch_size),
+                     validation_data=SplitBatches(val_set, val_rows, batch_size),
+                     epochs=epoch + 1, initial_epoch=epoch, shuffle=False,
                      class_weight=class_weight, callbacks=[timer, *callbacks],
                      verbose=1 if sys.stdout.isatty() else 0)  # a progress bar in a terminal; our log line always
     record = {key: float(values[-1]) for key, values in logs.history.items() if key in HISTORY_KEYS}
@@ -420,7 +422,7 @@ def timing_record(result: TrainingResult) -> dict[str, Any]:
     }
 
 
-def summary_metrics(result: TrainingResult, model: keras.Model, train_set: ImageSet, val_set: ImageSet,
+def summary_metrics(result: TrainingResult, model: keras.Model, train_set: Split, val_set: Split,
                     params: TrainParams, devices: dict[str, Any] | None = None) -> dict[str, Any]:
     """What ``metrics/train.json`` holds: the kept (best) epoch's scores and the run's shape."""
     at_best = {key: round(values[result.best_epoch - 1], 6) for key, values in result.history.items()
