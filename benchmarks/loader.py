@@ -12,7 +12,7 @@ them; the seeds' side reads the same images as PNG class folders.
    horizontal flips), ``--epochs`` epochs each side:
    - the seeds' way: ``tf_keras`` ``ImageDataGenerator(...).flow_from_directory(...)``, every batch
      drawn (it reads and decodes the files again every epoch and augments image by image);
-   - ours: the train stage's path: :func:`imgclf.dataset.load_image_set` once, then
+   - ours: the train stage's path: :func:`imgclf.dataset.open_split`, then
      :func:`imgclf.training.train` of a model whose only work is the stage's augmentation layers
      (a pooling and a dense layer after them, so there is something to train).
    Both report their median epoch; ours leaves out its first (tracing and compiling), and also
@@ -43,7 +43,7 @@ import numpy as np  # noqa: E402
 from dvclive import Live  # noqa: E402
 from targets import Targets  # noqa: E402  (benchmarks/targets.py, beside this script)
 
-from imgclf.dataset import ImageSet, load_image_set, save_image_set, write_image_folder  # noqa: E402
+from imgclf.dataset import ImageSet, load_image_set, open_split, save_image_set, write_image_folder  # noqa: E402
 from imgclf.images import ResizeJob, resize_files  # noqa: E402
 from imgclf.models import augmentation, build_model  # noqa: E402
 from imgclf.params import AugmentParams, ModelName, TrainParams  # noqa: E402
@@ -124,14 +124,14 @@ def our_loader(packed: Path, epochs: int) -> tuple[float, float]:
     """Images per second through the train stage's path: (the median epoch after the first, the whole run
     with loading, compiling and validation included)."""
     start = time.perf_counter()
-    train_set = load_image_set(packed)
+    train_set = open_split(packed)
     inputs = keras.Input(train_set.image_shape)
     features = keras.Sequential(augmentation(SEEDS_AUGMENTATION, seed=0), name="augmentation")(inputs)
     features = keras.layers.Rescaling(1 / 255)(features)
     features = keras.layers.GlobalAveragePooling2D()(features)
     model = keras.Model(inputs, keras.layers.Dense(len(train_set.class_names), activation="softmax")(features))
     params = TrainParams(epochs=epochs, batch_size=BATCH_SIZE)
-    val_set = load_image_set(packed, train_set.class_names)  # the stage validates every epoch too
+    val_set = open_split(packed, train_set.class_names)  # the stage validates every epoch too
     timer = EpochTimes()
     train(lambda: model, train_set, val_set, params, callbacks=[timer])
     whole_run = epochs * len(train_set) / (time.perf_counter() - start)

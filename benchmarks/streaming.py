@@ -1,0 +1,289 @@
+"""Sharded, streamed hand-offs: memory that does not grow with the number of images, and no loss of speed.
+
+Runs the resize, train and evaluate stage scripts (the commands `dvc repro` runs, without DVC) of
+this checkout ("ours") and of a baseline commit ("today": by default the last commit that handed
+each split on as one whole ``.npz``, checked out as a git worktree) on the same images, each side in
+its own scratch project:
+
+1. Memory: the peak resident memory of each stage at N, 4N and 16N training images (val N/8, test
+   N/4) of synthetic 224x224 photos (JPEGs of 256x256), ``simple_cnn``, one epoch. Peak of the
+   stage's whole process tree (the resize stage's workers included), sampled every 20 ms.
+   Target: ours at 16N at most 1.15x ours at N, and under 3 GB at every N.
+2. Speed: the train stage's training images per second (its own logs/train_timing.json), first
+   epoch and the median of the later ones, ours (batches read from the shards, which are first
+   dropped from the page cache with posix_fadvise: a cold first epoch) against today's
+   (``model.fit`` on the arrays in memory), at 32x32 on real CIFAR-10 images (``simple_cnn`` and
+   the CIFAR recipe's ``fast_cnn``) and at 224x224. Target: at least 0.95x.
+
+Run from the repository root: ``.venv/bin/python benchmarks/streaming.py`` (about 25 minutes on 2
+cores; ``--skip-speed`` or ``--skip-memory`` for half). Prints the ratios last; exits 1 when a
+target is missed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import tarfile
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import psutil
+import simplejpeg
+from ruamel.yaml import YAML
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from targets import Targets  # noqa: E402
+
+REPOSITORY = Path(__file__).resolve().parents[1]
+BASELINE_COMMIT = "2dbb2f7"  # the last commit with the whole-split .npz hand-off
+CIFAR_ARCHIVE = REPOSITORY.parent / "shared" / "datasets" / "cifar10-jpg.tar.gz"
+CLASSES = 10
+SAMPLE_SECONDS = 0.02
+# The CIFAR-10 recipe of benchmarks/cifar_time_to_accuracy.py, for the 32x32 speed figure.
+FAST_CNN = {"train.model": "fast_cnn", "train.batch_size": 256, "train.optimizer": "sgd", "train.learning_rate": 0.2,
+            "train.momentum": 0.9, "train.nesterov": True, "train.weight_decay": 5e-4,
+            "train.label_smoothing": 0.2, "train.schedule": "one_cycle", "train.warmup_epochs": 1.0,
+            "train.augment.horizontal_flip": True, "train.augment.width_shift": 0.0625,
+            "train.augment.height_shift": 0.0625, "train.augment.fill_mode": "reflect"}
+
+
+class Side:
+    """One checkout's stage scripts, run in a scratch project of their own."""
+
+    def __init__(self, name: str, checkout: Path, packed_as_npz: bool) -> None:
+        self.name = name
+        self.checkout = checkout
+        self.packed_as_npz = packed_as_npz
+
+    def split_path(self, subset: str) -> str:
+        return f"data/resized/{subset}.npz" if self.packed_as_npz else f"data/resized/{subset}"
+
+    def commands(self) -> dict[str, list[str]]:
+        python = sys.executable
+        stages = self.checkout / "stages"
+        return {
+            "resize": [python, str(stages / "resize.py"), "--split", "data/split.csv", "--output", "data/resized",
+                       "--report", "metrics/skipped_resize.csv", "--counts", "metrics/data.json"],
+            "train": [python, str(stages / "train.py"), "--train", self.split_path("train"), "--val",
+                      self.split_path("val"), "--preprocessing", "data/resized/preprocessing.json",
+                      "--model-dir", "models", "--metrics", "metrics/train.json", "--history", "metrics/history",
+                      "--figures", "metrics/figures/train"],
+            "evaluate": [python, str(stages / "evaluate.py"), "--model-dir", "models", "--test",
+                         self.split_path("test"), "--metrics", "metrics/evaluate.json", "--predictions",
+                         "metrics/predictions.csv", "--roc", "metrics/roc.csv", "--precision-recall",
+                         "metrics/precision_recall.csv", "--figures", "metrics/figures/evaluate"],
+        }
+
+    def project(self, root: Path, raw: Path, entries: Sequence[tuple[str, str, str, str]],
+                settings: dict[str, Any]) -> Path:
+        """A scratch project: this side's params.yaml with ``settings``, ``entries`` as data/split.csv."""
+        project = root / self.name
+        shutil.rmtree(project, ignore_errors=True)
+        (project / "data").mkdir(parents=True)
+        (project / "data" / "raw").symlink_to(raw)
+        yaml = YAML()
+        params = yaml.load((self.checkout / "params.yaml").read_text())
+        for key, value in {"train.tensorboard": False, **settings}.items():
+            *parents, leaf = key.split(".")
+            section = params
+            for parent in parents:
+                section = section[parent]
+            section[leaf] = value
+        with open(project / "params.yaml", "w") as handle:
+            yaml.dump(params, handle)
+        lines = ["file,label,subset,sha256", *(",".join(entry) for entry in entries)]
+        (project / "data" / "split.csv").write_text("\n".join(lines) + "\n")
+        return project
+
+    def run(self, stage: str, project: Path) -> tuple[float, float]:
+        """Run one stage; return (seconds, peak resident MB of its process tree)."""
+        env = {**os.environ, "PYTHONPATH": str(self.checkout / "src"), "TF_CPP_MIN_LOG_LEVEL": "2"}
+        with open(project / f"{stage}.log", "w") as log:
+            start = time.perf_counter()
+            process = psutil.Popen(self.commands()[stage], cwd=project, env=env, stdout=log, stderr=subprocess.STDOUT)
+            peak = 0
+            while process.poll() is None:
+                try:
+                    tree = [process, *process.children(recursive=True)]
+                    peak = max(peak, sum(member.memory_info().rss for member in tree))
+                except psutil.NoSuchProcess:
+                    pass
+                time.sleep(SAMPLE_SECONDS)
+            seconds = time.perf_counter() - start
+        if process.returncode:
+            sys.exit(f"{self.name}'s {stage} stage failed:\n" + (project / f"{stage}.log").read_text()[-3000:])
+        return seconds, peak / 2**20
+
+
+def drop_from_page_cache(folder: Path) -> None:
+    """Evict ``folder``'s files from the page cache (clean pages of files we may read: no root needed)."""
+    for path in folder.rglob("*"):
+        if path.is_file():
+            descriptor = os.open(path, os.O_RDONLY)
+            try:
+                os.posix_fadvise(descriptor, 0, 0, os.POSIX_FADV_DONTNEED)
+            finally:
+                os.close(descriptor)
+
+
+def synthetic_photos(raw: Path, count: int) -> list[tuple[str, str]]:
+    """``count`` 256x256 JPEGs in ``raw/<class>/``: smooth colour fields with noise, so they compress
+    like photos; returns (path from the project root, class) of each."""
+    rng = np.random.default_rng(0)
+    rows, columns = np.mgrid[0:256, 0:256].astype(np.float32) / 255
+    files = []
+    for index in range(count):
+        label = f"class{index % CLASSES}"
+        (raw / label).mkdir(parents=True, exist_ok=True)
+        colour = rng.uniform(0, 255, size=(3, 3))
+        pixels = (colour[0] * rows[..., None] + colour[1] * columns[..., None] + colour[2] * (1 - rows[..., None])) / 2
+        pixels = np.clip(pixels + rng.normal(0, 12, size=(256, 256, 3)), 0, 255).astype(np.uint8)
+        name = f"{label}/{index:06d}.jpg"
+        if not (raw / name).exists():  # a smaller set is the start of a larger one
+            (raw / name).write_bytes(simplejpeg.encode_jpeg(pixels, quality=90))
+        files.append((f"data/raw/{name}", label))
+    return files
+
+
+def cifar_images(raw: Path, per_class: int) -> list[tuple[str, str]]:
+    """The first ``per_class`` real CIFAR-10 training JPEGs of each class, in ``raw/<class>/``."""
+    if not CIFAR_ARCHIVE.exists():
+        sys.exit(f"{CIFAR_ARCHIVE} is missing: the 32x32 figure needs the real CIFAR-10 images in ../shared/datasets.")
+    with tarfile.open(CIFAR_ARCHIVE) as tar:
+        members = [member for member in tar if member.isfile() and member.name.startswith("cifar10/train/")
+                   and int(Path(member.name).stem) < per_class]
+        for member in members:
+            member.name = member.name.removeprefix("cifar10/train/")
+        tar.extractall(raw, members=members, filter="data")
+    paths = sorted(raw.glob("*/*.jpg"), key=lambda path: (int(path.stem), path.parent.name))  # classes interleaved
+    return [(f"data/raw/{path.relative_to(raw).as_posix()}", path.parent.name) for path in paths]
+
+
+def split_entries(files: Sequence[tuple[str, str]], train: int, raw: Path) -> list[tuple[str, str, str, str]]:
+    """The manifest rows of ``train`` training images, train/8 validation and train/4 test images."""
+    import hashlib
+
+    counts = {"train": train, "val": train // 8, "test": train // 4}
+    chosen = iter(files)
+    rows = []
+    for subset, count in counts.items():
+        for _ in range(count):
+            file, label = next(chosen)
+            digest = hashlib.sha256((raw / file.removeprefix("data/raw/")).read_bytes()).hexdigest()
+            rows.append((file, label, subset, digest))
+    return rows
+
+
+def epoch_rates(project: Path) -> tuple[float, float]:
+    """(first epoch, median of the later epochs) training images per second, from the stage's timing file."""
+    timing = json.loads((project / "logs" / "train_timing.json").read_text())
+    images = json.loads((project / "metrics" / "train.json").read_text())["train_images"]
+    seconds = [epoch["train_step_seconds"] for epoch in timing["per_epoch"]]
+    return images / seconds[0], images / statistics.median(seconds[1:])
+
+
+def memory_figures(sides: Sequence[Side], scratch: Path, n: int, targets: Targets) -> list[str]:
+    raw = scratch / "photos"
+    print(f"writing {16 * n * 11 // 8} synthetic 256x256 JPEGs...", flush=True)
+    files = synthetic_photos(raw, 16 * n * 11 // 8)
+    peaks: dict[tuple[str, str, int], float] = {}
+    for count in (n, 4 * n, 16 * n):
+        entries = split_entries(files, count, raw)
+        for side in sides:
+            project = side.project(scratch / "memory", raw, entries, {"resize.size": [224, 224],
+                                                                       "train.model": "simple_cnn",
+                                                                       "train.epochs": 1})
+            for stage in ("resize", "train", "evaluate"):
+                seconds, peak = side.run(stage, project)
+                peaks[side.name, stage, count] = peak
+                print(f"  {count:>6} training images, {side.name:>5} {stage:>8}: peak {peak:7.0f} MB, {seconds:6.1f} s",
+                      flush=True)
+    lines = []
+    for stage in ("resize", "train", "evaluate"):
+        ours = [peaks["ours", stage, count] for count in (n, 4 * n, 16 * n)]
+        today = [peaks["today", stage, count] for count in (n, 4 * n, 16 * n)]
+        growth = ours[2] / ours[0]
+        verdict = targets.check(f"{stage} memory flat in N", growth <= 1.15 and max(ours) < 3 * 1024)
+        lines.append(f"{stage:>8} peak MB at N={n}, 4N, 16N: ours {ours[0]:.0f} / {ours[1]:.0f} / {ours[2]:.0f} "
+                     f"(16N/N {growth:.2f}x); today {today[0]:.0f} / {today[1]:.0f} / {today[2]:.0f} "
+                     f"(16N/N {today[2] / today[0]:.2f}x)  [target 16N/N <= 1.15x and < 3 GB: {verdict}]")
+    return lines
+
+
+def speed_figure(sides: Sequence[Side], scratch: Path, label: str, files: Sequence[tuple[str, str]], raw: Path,
+                 train_images: int, settings: dict[str, Any], targets: Targets) -> str:
+    entries = split_entries(files, train_images, raw)
+    rates = {}
+    for side in sides:
+        project = side.project(scratch / "speed", raw, entries, {"train.epochs": 3, **settings})
+        side.run("resize", project)
+        drop_from_page_cache(project / "data" / "resized")
+        side.run("train", project)
+        rates[side.name] = epoch_rates(project)
+        print(f"  {label}, {side.name}: first epoch {rates[side.name][0]:.0f}, later {rates[side.name][1]:.0f} "
+              "images/s", flush=True)
+    first, later = (rates["ours"][index] / rates["today"][index] for index in (0, 1))
+    verdict = targets.check(f"speed {label}", min(first, later) >= 0.95)
+    return (f"{label}: ours {rates['ours'][0]:.0f} / {rates['ours'][1]:.0f} images/s (first / later epochs), today "
+            f"{rates['today'][0]:.0f} / {rates['today'][1]:.0f}: {first:.2f}x / {later:.2f}x  "
+            f"[target >= 0.95x: {verdict}]")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--n", type=int, default=500, help="training images at the smallest size (N)")
+    parser.add_argument("--baseline", default=BASELINE_COMMIT, help="the commit to compare with")
+    parser.add_argument("--skip-memory", action="store_true")
+    parser.add_argument("--skip-speed", action="store_true")
+    args = parser.parse_args()
+    print(f"machine: {platform.machine()}, {os.cpu_count()} cores, {psutil.virtual_memory().total / 2**30:.0f} GB, "
+          f"Python {platform.python_version()}")
+    targets = Targets()
+    lines: list[str] = []
+    with tempfile.TemporaryDirectory(prefix="streaming-bench-") as scratch_name:
+        scratch = Path(scratch_name)
+        baseline = scratch / "baseline-checkout"
+        subprocess.run(["git", "worktree", "add", "--detach", str(baseline), args.baseline], cwd=REPOSITORY,
+                       check=True, capture_output=True)
+        try:
+            sides = [Side("today", baseline, packed_as_npz=True), Side("ours", REPOSITORY, packed_as_npz=False)]
+            if not args.skip_memory:
+                lines += memory_figures(sides, scratch, args.n, targets)
+            if not args.skip_speed:
+                cifar_raw = scratch / "cifar"
+                cifar = cifar_images(cifar_raw, per_class=1000)
+                runs: list[tuple[str, Callable[[], str]]] = [
+                    ("32x32 CIFAR-10, simple_cnn", lambda: speed_figure(
+                        sides, scratch, "32x32 CIFAR-10, simple_cnn", cifar, cifar_raw, 7_200,
+                        {"resize.size": [32, 32]}, targets)),
+                    ("32x32 CIFAR-10, fast_cnn recipe", lambda: speed_figure(
+                        sides, scratch, "32x32 CIFAR-10, fast_cnn recipe", cifar, cifar_raw, 7_200,
+                        {"resize.size": [32, 32], **FAST_CNN}, targets)),
+                ]
+                photos_raw = scratch / "photos"
+                photos = synthetic_photos(photos_raw, 2_000 * 11 // 8)
+                runs.append(("224x224, simple_cnn", lambda: speed_figure(
+                    sides, scratch, "224x224, simple_cnn", photos, photos_raw, 2_000,
+                    {"resize.size": [224, 224]}, targets)))
+                for _, measure in runs:
+                    lines.append(measure())
+        finally:
+            subprocess.run(["git", "worktree", "remove", "--force", str(baseline)], cwd=REPOSITORY,
+                           capture_output=True)
+    print("\n".join(lines))
+    return targets.exit_status()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
