@@ -66,11 +66,15 @@ def test_one_shard_or_many_give_the_same_split_and_digest(tmp_path):
     assert written.digest == ImageSet(written.images.copy(), written.labels, written.files, written.class_names).digest
 
 
-def test_the_writer_holds_one_shard_and_writes_as_it_fills(tmp_path):
+def test_the_writer_writes_each_image_to_disk_as_it_comes(tmp_path):
     writer = ShardWriter(tmp_path / "split", (2, 2, 3), ("x",), shard_bytes=3 * 12)
     for index in range(7):
         writer.add(np.full((2, 2, 3), index, np.uint8), 0, f"{index}.png")
-        assert len(list((tmp_path / "split").glob("images-*.npy"))) == (index + 1) // 3
+        shards = sorted((tmp_path / "split").glob("images-*.npy"))
+        assert len(shards) == index // 3 + 1  # a shard is opened with its first image
+        assert all(shard.stat().st_size == 128 + 3 * 12 for shard in shards[:(index + 1) // 3])  # and full after 3
+    with pytest.raises(ValueError, match=r"an image of \(3, 2, 3\) in a split of \(2, 2, 3\)"):
+        writer.add(np.zeros((3, 2, 3), np.uint8), 0, "odd.png")
     assert not (tmp_path / "split/split.json").exists()  # not a split until closed
     assert writer.close() == 7
     assert len(load_image_set(tmp_path / "split")) == 7

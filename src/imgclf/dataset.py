@@ -28,10 +28,11 @@ import hashlib
 import json
 import logging
 import os
+import struct
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import Any, Protocol
+from typing import Any, BinaryIO, Protocol
 
 import numpy as np
 from PIL import Image
@@ -46,6 +47,7 @@ LABELS_FILE = "labels.npy"
 FILES_FILE = "files.npy"
 FORMAT_VERSION = 1
 DEFAULT_SHARD_BYTES = 256 * 2**20
+SHARD_HEADER_BYTES = 128
 
 
 def shard_name(index: int) -> str:
@@ -115,12 +117,23 @@ def _save_npy(path: Path, array: np.ndarray) -> None:
         handle.write(array.data.cast("B"))
 
 
-class ShardWriter:
-    """Writes a split's folder shard by shard as its images arrive, so only one shard is ever in memory.
+def _shard_header(count: int, image_shape: tuple[int, ...]) -> bytes:
+    """An ``.npy`` (format 1.0) header of exactly :data:`SHARD_HEADER_BYTES`: written first with a count
+    of 0, then again over itself with the final count, so a shard is written as its images arrive."""
+    text = repr({"descr": "|u1", "fortran_order": False, "shape": (int(count), *map(int, image_shape))})
+    length = SHARD_HEADER_BYTES - 10  # after the magic string, the version and the length field
+    if len(text) >= length:
+        raise ValueError(f"image shape {image_shape} is too long for a shard header")
+    return b"\x93NUMPY\x01\x00" + struct.pack("<H", length) + (text.ljust(length - 1) + "\n").encode("latin1")
 
-    ``add`` the images in order, then ``close`` to write the labels, paths and ``split.json``. The
-    folder should be a staging folder (:func:`imgclf.files.atomic_directory`): a split is complete
-    only once ``split.json`` is written, and readers refuse a folder without one.
+
+class ShardWriter:
+    """Writes a split's folder as its images arrive, straight into the open shard: what it holds is
+    a label and a path per image, never the pixels of a shard.
+
+    ``add`` the images in order, then ``close`` to finish the last shard and write the labels, paths
+    and ``split.json``. The folder should be a staging folder (:func:`imgclf.files.atomic_directory`):
+    a split is complete only once ``split.json`` is written, and readers refuse a folder without one.
     """
 
     def __init__(self, folder: Path, image_shape: tuple[int, int, int], class_names: Sequence[str],
@@ -129,37 +142,53 @@ class ShardWriter:
         self.folder.mkdir(parents=True, exist_ok=True)
         self.image_shape = tuple(image_shape)
         self.class_names = tuple(class_names)
-        per_shard = max(1, shard_bytes // int(np.prod(self.image_shape)))
-        self._buffer = np.empty((per_shard, *self.image_shape), dtype=np.uint8)
+        self.per_shard = max(1, shard_bytes // int(np.prod(self.image_shape)))
+        self._shard: BinaryIO | None = None  # the shard being written
+        self._digest = hashlib.sha256()
         self._filled = 0
         self._labels: list[int] = []
         self._files: list[str] = []
         self._shards: list[dict[str, Any]] = []
 
+    @property
+    def _shard_path(self) -> Path:
+        return self.folder / shard_name(len(self._shards))
+
     def add(self, pixels: np.ndarray, label: int, file: str) -> None:
-        self._buffer[self._filled] = pixels
+        if pixels.shape != self.image_shape:
+            raise ValueError(f"an image of {pixels.shape} in a split of {self.image_shape}: {file}")
+        with naming_the_file(self._shard_path):
+            if self._shard is None:
+                self._shard = open(self._shard_path, "wb")  # noqa: SIM115  (closed by _finish_shard)
+                self._shard.write(_shard_header(0, self.image_shape))
+                self._digest, self._filled = hashlib.sha256(), 0
+            data = np.ascontiguousarray(pixels, dtype=np.uint8).data.cast("B")
+            self._shard.write(data)
+            self._digest.update(data)
         self._filled += 1
         self._labels.append(label)
         self._files.append(file)
-        if self._filled == len(self._buffer):
-            self._write_shard()
+        if self._filled == self.per_shard:
+            self._finish_shard()
 
     def add_all(self, image_set: ImageSet) -> None:
         for pixels, label, file in zip(image_set.images, image_set.labels, image_set.files, strict=True):
             self.add(pixels, int(label), file)
 
-    def _write_shard(self) -> None:
-        pixels = self._buffer[:self._filled]
-        path = self.folder / shard_name(len(self._shards))
-        _save_npy(path, pixels)
-        self._shards.append({"file": path.name, "images": self._filled,
-                             "sha256": hashlib.sha256(pixels.data).hexdigest()})
-        self._filled = 0
+    def _finish_shard(self) -> None:
+        if self._shard is None:
+            return
+        with naming_the_file(self._shard_path):
+            self._shard.seek(0)
+            self._shard.write(_shard_header(self._filled, self.image_shape))
+            self._shard.close()
+        self._shard = None
+        self._shards.append({"file": shard_name(len(self._shards)), "images": self._filled,
+                             "sha256": self._digest.hexdigest()})
 
     def close(self) -> int:
-        """Write what is left and the split's index; return how many images the split holds."""
-        if self._filled:
-            self._write_shard()
+        """Finish the last shard, write the split's index; return how many images the split holds."""
+        self._finish_shard()
         _save_npy(self.folder / LABELS_FILE, np.asarray(self._labels, dtype=np.int32))
         _save_npy(self.folder / FILES_FILE, np.asarray(self._files, dtype=str))
         index = {"format": FORMAT_VERSION, "images": len(self._labels), "image_shape": list(self.image_shape),
