@@ -6,7 +6,7 @@ each split on as one whole ``.npz``, checked out as a git worktree) on the same 
 its own scratch project:
 
 1. Memory: the peak resident memory of each stage at N, 4N and 16N training images (val N/8, test
-   N/4) of synthetic 224x224 photos (JPEGs of 256x256), ``simple_cnn``, one epoch. Peak of the
+   N/2: at N the test split already fills the evaluate stage's two image grids) of synthetic 224x224 photos (JPEGs of 256x256), ``simple_cnn``, one epoch. Peak of the
    stage's whole process tree (the resize stage's workers included), sampled every 20 ms.
    Target: ours at 16N at most 1.15x ours at N, and under 3 GB at every N.
 2. Speed: the train stage's training images per second (its own logs/train_timing.json), first
@@ -171,10 +171,10 @@ def cifar_images(raw: Path, per_class: int) -> list[tuple[str, str]]:
 
 
 def split_entries(files: Sequence[tuple[str, str]], train: int, raw: Path) -> list[tuple[str, str, str, str]]:
-    """The manifest rows of ``train`` training images, train/8 validation and train/4 test images."""
+    """The manifest rows of ``train`` training images, train/8 validation and train/2 test images."""
     import hashlib
 
-    counts = {"train": train, "val": train // 8, "test": train // 4}
+    counts = {"train": train, "val": train // 8, "test": train // 2}
     chosen = iter(files)
     rows = []
     for subset, count in counts.items():
@@ -195,8 +195,8 @@ def epoch_rates(project: Path) -> tuple[float, float]:
 
 def memory_figures(sides: Sequence[Side], scratch: Path, n: int, targets: Targets) -> list[str]:
     raw = scratch / "photos"
-    print(f"writing {16 * n * 11 // 8} synthetic 256x256 JPEGs...", flush=True)
-    files = synthetic_photos(raw, 16 * n * 11 // 8)
+    print(f"writing {16 * n * 13 // 8} synthetic 256x256 JPEGs...", flush=True)
+    files = synthetic_photos(raw, 16 * n * 13 // 8)
     peaks: dict[tuple[str, str, int], float] = {}
     for count in (n, 4 * n, 16 * n):
         entries = split_entries(files, count, raw)
@@ -242,7 +242,7 @@ def speed_figure(sides: Sequence[Side], scratch: Path, label: str, files: Sequen
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--n", type=int, default=500, help="training images at the smallest size (N)")
+    parser.add_argument("--n", type=int, default=200, help="training images at the smallest size (N)")
     parser.add_argument("--baseline", default=BASELINE_COMMIT, help="the commit to compare with")
     parser.add_argument("--skip-memory", action="store_true")
     parser.add_argument("--skip-speed", action="store_true")
@@ -268,13 +268,13 @@ def main() -> int:
                         sides, scratch, "32x32 CIFAR-10, simple_cnn", cifar, cifar_raw, 7_200,
                         {"resize.size": [32, 32]}, targets)),
                     ("32x32 CIFAR-10, fast_cnn recipe", lambda: speed_figure(
-                        sides, scratch, "32x32 CIFAR-10, fast_cnn recipe", cifar, cifar_raw, 7_200,
+                        sides, scratch, "32x32 CIFAR-10, fast_cnn recipe", cifar, cifar_raw, 3_600,
                         {"resize.size": [32, 32], **FAST_CNN}, targets)),
                 ]
                 photos_raw = scratch / "photos"
-                photos = synthetic_photos(photos_raw, 2_000 * 11 // 8)
+                photos = synthetic_photos(photos_raw, 400 * 13 // 8)
                 runs.append(("224x224, simple_cnn", lambda: speed_figure(
-                    sides, scratch, "224x224, simple_cnn", photos, photos_raw, 2_000,
+                    sides, scratch, "224x224, simple_cnn", photos, photos_raw, 400,
                     {"resize.size": [224, 224]}, targets)))
                 for _, measure in runs:
                     lines.append(measure())
