@@ -195,12 +195,13 @@ def epoch_rates(project: Path) -> tuple[float, float]:
 
 
 def memory_figures(sides: Sequence[Side], scratch: Path, n: int, targets: Targets,
-                   stages: Sequence[str] = ("resize", "train", "evaluate")) -> list[str]:
+                   stages: Sequence[str] = ("resize", "train", "evaluate"),
+                   multiples: Sequence[int] = (1, 4, 16)) -> list[str]:
     raw = scratch / "photos"
     print(f"writing {16 * n * 13 // 8} synthetic 256x256 JPEGs...", flush=True)
     files = synthetic_photos(raw, 16 * n * 13 // 8)
     peaks: dict[tuple[str, str, int], float] = {}
-    for count in (n, 4 * n, 16 * n):
+    for count in (multiple * n for multiple in multiples):
         entries = split_entries(files, count, raw)
         for side in sides:
             project = side.project(scratch / "memory", raw, entries, {"resize.size": [224, 224],
@@ -211,7 +212,9 @@ def memory_figures(sides: Sequence[Side], scratch: Path, n: int, targets: Target
                 peaks[side.name, stage, count] = peak
                 print(f"  {count:>6} training images, {side.name:>5} {stage:>8}: peak {peak:7.0f} MB, {seconds:6.1f} s",
                       flush=True)
-    lines = []
+    lines: list[str] = []
+    if tuple(multiples) != (1, 4, 16) or len(sides) != 2:
+        return lines  # a partial run: its figures are the lines printed above
     for stage in stages:
         ours = [peaks["ours", stage, count] for count in (n, 4 * n, 16 * n)]
         today = [peaks["today", stage, count] for count in (n, 4 * n, 16 * n)]
@@ -248,6 +251,9 @@ def main() -> int:
     parser.add_argument("--baseline", default=BASELINE_COMMIT, help="the commit to compare with")
     parser.add_argument("--skip-memory", action="store_true")
     parser.add_argument("--skip-speed", action="store_true")
+    parser.add_argument("--multiples", nargs="+", type=int, default=[1, 4, 16],
+                        help="measure memory at these multiples of N only (then no ratios are printed)")
+    parser.add_argument("--only-ours", action="store_true", help="leave out the baseline")
     parser.add_argument("--stages", nargs="+", default=["resize", "train", "evaluate"],
                         help="the stages whose memory to measure (each needs the ones before it)")
     args = parser.parse_args()
@@ -262,8 +268,9 @@ def main() -> int:
                        check=True, capture_output=True)
         try:
             sides = [Side("today", baseline, packed_as_npz=True), Side("ours", REPOSITORY, packed_as_npz=False)]
+            sides = sides[1:] if args.only_ours else sides
             if not args.skip_memory:
-                lines += memory_figures(sides, scratch, args.n, targets, args.stages)
+                lines += memory_figures(sides, scratch, args.n, targets, args.stages, args.multiples)
             if not args.skip_speed:
                 cifar_raw = scratch / "cifar"
                 cifar = cifar_images(cifar_raw, per_class=1000)
