@@ -334,8 +334,8 @@ class PackedSplit:
         self.close()
 
     def __del__(self) -> None:
-        for descriptor in getattr(self, "_descriptors", []):
-            os.close(descriptor)
+        if hasattr(self, "_descriptors"):  # not when __init__ failed before opening any
+            self.close()
 
 
 def open_split(folder: Path, class_names: Sequence[str] | None = None) -> PackedSplit:

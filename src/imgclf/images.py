@@ -2,8 +2,8 @@
 
 Handles what real folders hold: grayscale, palette, RGBA and LA (composited on a fixed background),
 CMYK, 16- and 32-bit integer images (scaled to 8 bits, not clipped), EXIF orientation, animated
-images (first frame). A file that cannot be used is not fatal: :func:`resize_files` returns it with
-the reason (:func:`iter_resized`), and likewise each file that was used only after a repair, for the report.
+images (first frame). A file that cannot be used is not fatal: :func:`iter_resized` yields it with
+the reason, and likewise each file that was used only after a repair, for the report.
 """
 
 from __future__ import annotations

@@ -198,15 +198,15 @@ class ChannelStatistics:
         ``standardize`` divides by the standard deviation (as ImageDataGenerator's featurewise_center
         and featurewise_std_normalization)."""
         # block by block, in float64: exact, and never a float copy of the whole split
-        sums: list[np.ndarray] = []  # per block: the channels' sums and sums of squares
+        total = total_squares = np.zeros(())  # 0-d: per-channel once the first block is added
         count = 0
         for block in blocks:
             pixels = block.reshape(-1, block.shape[-1]).astype(np.float64) * scale
-            sums.append(np.stack([pixels.sum(axis=0), (pixels ** 2).sum(axis=0)]))
+            total = total + pixels.sum(axis=0)
+            total_squares = total_squares + (pixels ** 2).sum(axis=0)
             count += len(pixels)
         if not count:
             raise ValueError("featurewise statistics need at least one image")
-        total, total_squares = np.sum(sums, axis=0)
         channels = len(total)
         mean = total / count
         variance = np.maximum(total_squares / count - mean ** 2, 1e-12)
