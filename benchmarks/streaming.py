@@ -171,11 +171,13 @@ def cifar_images(raw: Path, per_class: int) -> list[tuple[str, str]]:
     return [(f"data/raw/{path.relative_to(raw).as_posix()}", path.parent.name) for path in paths]
 
 
-def split_entries(files: Sequence[tuple[str, str]], train: int, raw: Path) -> list[tuple[str, str, str, str]]:
-    """The manifest rows of ``train`` training images, train/8 validation and train/2 test images."""
+def split_entries(files: Sequence[tuple[str, str]], train: int, raw: Path,
+                  counts: dict[str, int] | None = None) -> list[tuple[str, str, str, str]]:
+    """The manifest rows of ``train`` training images, train/8 validation and train/2 test images
+    (or of ``counts`` images per subset)."""
     import hashlib
 
-    counts = {"train": train, "val": train // 8, "test": train // 2}
+    counts = counts or {"train": train, "val": train // 8, "test": train // 2}
     chosen = iter(files)
     rows = []
     for subset, count in counts.items():
@@ -226,6 +228,32 @@ def memory_figures(sides: Sequence[Side], scratch: Path, n: int, targets: Target
     return lines
 
 
+def evaluate_memory_figure(side: Side, scratch: Path, test_images: int, targets: Targets) -> str:
+    """The evaluate stage's peak at T, 4T and 16T test images, with one model (trained once on 200
+    images: the evaluate stage's memory depends on the test split, not on the training split)."""
+    raw = scratch / "photos"
+    files = synthetic_photos(raw, 250 + 16 * test_images)
+    settings = {"resize.size": [224, 224], "train.model": "simple_cnn", "train.epochs": 1}
+    models = scratch / "evaluated-model"
+    peaks = []
+    for count in (test_images, 4 * test_images, 16 * test_images):
+        entries = split_entries(files, 0, raw, {"train": 200, "val": 50, "test": count})
+        project = side.project(scratch / "evaluate-memory", raw, entries, settings)
+        side.run("resize", project)
+        if not models.exists():
+            side.run("train", project)
+            shutil.copytree(project / "models", models)
+        else:
+            shutil.copytree(models, project / "models")
+        seconds, peak = side.run("evaluate", project)
+        peaks.append(peak)
+        print(f"  {count:>6} test images, {side.name:>5} evaluate: peak {peak:7.0f} MB, {seconds:6.1f} s", flush=True)
+    verdict = targets.check("evaluate memory flat in the test split", peaks[2] <= 1.15 * peaks[0] and
+                            max(peaks) < 3 * 1024)
+    return (f"evaluate peak MB at T={test_images}, 4T, 16T test images: {side.name} {peaks[0]:.0f} / {peaks[1]:.0f} / "
+            f"{peaks[2]:.0f} (16T/T {peaks[2] / peaks[0]:.2f}x)  [target <= 1.15x and < 3 GB: {verdict}]")
+
+
 def speed_figure(sides: Sequence[Side], scratch: Path, label: str, files: Sequence[tuple[str, str]], raw: Path,
                  train_images: int, settings: dict[str, Any], targets: Targets) -> str:
     entries = split_entries(files, train_images, raw)
@@ -254,6 +282,8 @@ def main() -> int:
     parser.add_argument("--multiples", nargs="+", type=int, default=[1, 4, 16],
                         help="measure memory at these multiples of N only (then no ratios are printed)")
     parser.add_argument("--only-ours", action="store_true", help="leave out the baseline")
+    parser.add_argument("--evaluate-test-images", type=int, default=0,
+                        help="also measure the evaluate stage at T, 4T, 16T test images (T, e.g. 400)")
     parser.add_argument("--stages", nargs="+", default=["resize", "train", "evaluate"],
                         help="the stages whose memory to measure (each needs the ones before it)")
     args = parser.parse_args()
@@ -271,12 +301,14 @@ def main() -> int:
             sides = sides[1:] if args.only_ours else sides
             if not args.skip_memory:
                 lines += memory_figures(sides, scratch, args.n, targets, args.stages, args.multiples)
+            if args.evaluate_test_images:
+                lines += [evaluate_memory_figure(side, scratch, args.evaluate_test_images, targets) for side in sides]
             if not args.skip_speed:
                 cifar_raw = scratch / "cifar"
                 cifar = cifar_images(cifar_raw, per_class=1000)
                 runs: list[tuple[str, Callable[[], str]]] = [
                     ("32x32 CIFAR-10, simple_cnn", lambda: speed_figure(
-                        sides, scratch, "32x32 CIFAR-10, simple_cnn", cifar, cifar_raw, 7_200,
+                        sides, scratch, "32x32 CIFAR-10, simple_cnn", cifar, cifar_raw, 6_000,
                         {"resize.size": [32, 32]}, targets)),
                     ("32x32 CIFAR-10, fast_cnn recipe", lambda: speed_figure(
                         sides, scratch, "32x32 CIFAR-10, fast_cnn recipe", cifar, cifar_raw, 3_600,
