@@ -50,6 +50,7 @@ REPOSITORY = Path(__file__).resolve().parents[1]
 BASELINE_COMMIT = "2dbb2f7"  # the last commit with the whole-split .npz hand-off
 CIFAR_ARCHIVE = REPOSITORY.parent / "shared" / "datasets" / "cifar10-jpg.tar.gz"
 CLASSES = 10
+SPEED_RUNS = ("cifar-simple_cnn", "cifar-fast_cnn", "224-simple_cnn")
 SAMPLE_SECONDS = 0.02
 # The CIFAR-10 recipe of benchmarks/cifar_time_to_accuracy.py, for the 32x32 speed figure.
 FAST_CNN = {"train.model": "fast_cnn", "train.batch_size": 256, "train.optimizer": "sgd", "train.learning_rate": 0.2,
@@ -284,6 +285,8 @@ def main() -> int:
     parser.add_argument("--only-ours", action="store_true", help="leave out the baseline")
     parser.add_argument("--evaluate-test-images", type=int, default=0,
                         help="also measure the evaluate stage at T, 4T, 16T test images (T, e.g. 400)")
+    parser.add_argument("--speed-runs", nargs="+", choices=SPEED_RUNS, default=list(SPEED_RUNS),
+                        help="the speed figures to measure")
     parser.add_argument("--stages", nargs="+", default=["resize", "train", "evaluate"],
                         help="the stages whose memory to measure (each needs the ones before it)")
     args = parser.parse_args()
@@ -307,20 +310,18 @@ def main() -> int:
                 cifar_raw = scratch / "cifar"
                 cifar = cifar_images(cifar_raw, per_class=1000)
                 runs: list[tuple[str, Callable[[], str]]] = [
-                    ("32x32 CIFAR-10, simple_cnn", lambda: speed_figure(
+                    ("cifar-simple_cnn", lambda: speed_figure(
                         sides, scratch, "32x32 CIFAR-10, simple_cnn", cifar, cifar_raw, 6_000,
                         {"resize.size": [32, 32]}, targets)),
-                    ("32x32 CIFAR-10, fast_cnn recipe", lambda: speed_figure(
+                    ("cifar-fast_cnn", lambda: speed_figure(
                         sides, scratch, "32x32 CIFAR-10, fast_cnn recipe", cifar, cifar_raw, 3_600,
                         {"resize.size": [32, 32], **FAST_CNN}, targets)),
                 ]
                 photos_raw = scratch / "photos"
-                photos = synthetic_photos(photos_raw, 400 * 13 // 8)
-                runs.append(("224x224, simple_cnn", lambda: speed_figure(
-                    sides, scratch, "224x224, simple_cnn", photos, photos_raw, 400,
-                    {"resize.size": [224, 224]}, targets)))
-                for _, measure in runs:
-                    lines.append(measure())
+                runs.append(("224-simple_cnn", lambda: speed_figure(
+                    sides, scratch, "224x224, simple_cnn", synthetic_photos(photos_raw, 400 * 13 // 8), photos_raw,
+                    400, {"resize.size": [224, 224]}, targets)))
+                lines += [measure() for name, measure in runs if name in args.speed_runs]
         finally:
             subprocess.run(["git", "worktree", "remove", "--force", str(baseline)], cwd=REPOSITORY,
                            capture_output=True)

@@ -31,7 +31,7 @@ from typing import Any, Protocol
 import keras
 import numpy as np
 
-from imgclf.batches import SplitBatches
+from imgclf.batches import split_batches
 from imgclf.dataset import Split
 from imgclf.errors import PipelineError
 from imgclf.files import atomic_directory, read_json, write_json
@@ -400,8 +400,8 @@ def _fit_epoch(model: keras.Model, train_set: Split, val_set: Split, params: Tra
     timer = EpochTimer()
     learning_rate = current_learning_rate(model)
     batch_size = params.batch_size // processes
-    logs = model.fit(SplitBatches(train_set, order, batch_size),
-                     validation_data=SplitBatches(val_set, val_rows, batch_size),
+    logs = model.fit(split_batches(train_set, order, batch_size),
+                     validation_data=split_batches(val_set, val_rows, batch_size),
                      epochs=epoch + 1, initial_epoch=epoch, shuffle=False,
                      class_weight=class_weight, callbacks=[timer, *callbacks],
                      verbose=1 if sys.stdout.isatty() else 0)  # a progress bar in a terminal; our log line always
