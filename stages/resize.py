@@ -34,22 +34,26 @@ logger = logging.getLogger(__name__)
 
 
 def resize_subset(entries: list[ManifestEntry], class_names: tuple[str, ...], params: ResizeParams,
-                  folder: Path, description: str) -> tuple[Counter[str], list[ResizeOutcome]]:
+                  folder: Path, description: str) -> tuple[Counter[str], Counter[str], list[ResizeOutcome]]:
     """Write the usable images of ``entries``, at the training size, as the split folder ``folder``;
-    return the images kept per class and every file's outcome. One shard is in memory at a time."""
+    return the images kept per class, the files per outcome (used, repaired, warning, skipped) and
+    the outcomes worth listing (all but ``used``). One shard is in memory at a time."""
     jobs = [ResizeJob(Path(entry.file), entry.sha256) for entry in entries]
     writer = ShardWriter(folder, (*params.size, 3), class_names, int(params.shard_mb * 2**20))
     index_of = {name: index for index, name in enumerate(class_names)}
     kept: Counter[str] = Counter()
-    outcomes = []
+    actions: Counter[str] = Counter()
+    noteworthy = []
     resized = iter_resized(jobs, params.size, params.mode, params.max_megapixels * 1e6, description=description)
     for entry, (outcome, pixels) in zip(entries, resized, strict=True):
-        outcomes.append(outcome)
+        actions[outcome.action] += 1
+        if outcome.action != "used":
+            noteworthy.append(outcome)
         if pixels is not None:
             writer.add(pixels, index_of[entry.label], entry.file)  # a full disk or a read-only folder: see run_stage
             kept[entry.label] += 1
     writer.close()
-    return kept, outcomes
+    return kept, actions, noteworthy
 
 
 def main() -> None:
@@ -64,19 +68,19 @@ def main() -> None:
     entries = read_manifest(args.split, "split")
     class_names = tuple(sorted({entry.label for entry in entries}))
     logger.info("resizing %d images to %dx%d (%s)", len(entries), *params.size, params.mode)
-    outcomes: dict[str, list[ResizeOutcome]] = {}
+    actions: dict[str, Counter[str]] = {}
+    noteworthy: list[ResizeOutcome] = []
     kept_per_class: dict[str, dict[str, int]] = {}
     with atomic_directory(args.output) as staging:
         for subset in SUBSETS:
-            kept, outcomes[subset] = resize_subset([entry for entry in entries if entry.subset == subset],
-                                                   class_names, params, staging / subset, f"resizing {subset}")
+            kept, actions[subset], listed = resize_subset([entry for entry in entries if entry.subset == subset],
+                                                          class_names, params, staging / subset, f"resizing {subset}")
             kept_per_class[subset] = dict(sorted(kept.items()))
+            noteworthy += listed
         Preprocessing(params.size, params.mode, params.max_megapixels).save(staging / PREPROCESSING_FILE)
 
-    noteworthy = [outcome for subset in SUBSETS for outcome in outcomes[subset] if outcome.action != "used"]
-
     def count(action: str) -> dict[str, int]:
-        return {subset: sum(outcome.action == action for outcome in outcomes[subset]) for subset in SUBSETS}
+        return {subset: actions[subset][action] for subset in SUBSETS}
 
     write_json(args.counts, {"images": {subset: sum(kept_per_class[subset].values()) for subset in SUBSETS},
                              "per_class": kept_per_class, "unusable": count("skipped"),

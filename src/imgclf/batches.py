@@ -77,7 +77,7 @@ def split_batches(split: Split, rows: np.ndarray | None, batch_size: int, *, lab
 
     rows = np.arange(len(split)) if rows is None else np.asarray(rows, dtype=np.int64)
     batch_bytes = batch_size * int(np.prod(split.image_shape))
-    block = batch_size * max(1, BLOCK_BYTES // batch_bytes)  # whole batches, so only the last one is short
+    block = batch_size * max(1, BLOCK_BYTES // batch_bytes)
     kinds = (tf.uint8, tf.int32) if labels else (tf.uint8,)
     shapes = ((None, *split.image_shape), (None,))[:len(kinds)]
 
@@ -92,7 +92,7 @@ def split_batches(split: Split, rows: np.ndarray | None, batch_size: int, *, lab
 
     blocks = tf.data.Dataset.range(math.ceil(len(rows) / block))
     blocks = blocks.map(typed, num_parallel_calls=READ_THREADS, deterministic=True)
-    batches = blocks.unbatch().batch(batch_size)
+    batches = blocks.rebatch(batch_size)  # blocks hold whole batches: only the last one is short
     # a known length, as a PyDataset's: Keras then runs each epoch's steps without probing the end
     batches = batches.apply(tf.data.experimental.assert_cardinality(math.ceil(len(rows) / batch_size)))
     return batches.prefetch(QUEUED_BATCHES)

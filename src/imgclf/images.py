@@ -13,6 +13,7 @@ import contextlib
 import hashlib
 import io
 import logging
+import multiprocessing
 import os
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
@@ -294,13 +295,16 @@ def iter_resized(jobs: Sequence[ResizeJob], size: tuple[int, int], mode: str, ma
 
     Pixels are uint8 RGB (height, width, 3), None for a ``skipped`` file. Only a few chunks of files
     are in flight at a time, so memory does not grow with the number of files: the caller writes
-    each image away as it comes.
+    each image away as it comes. The workers start from a fresh server process ("forkserver"), not
+    as forks of the caller: a fork would carry a copy of whatever the caller holds (the manifest of
+    every image) into each worker.
     """
     workers = workers or os.cpu_count() or 1
     work = partial(_resize_chunk, size=size, mode=mode, max_pixels=max_pixels)
     chunk_size = max(1, min(256, len(jobs) // (workers * 8) or 1, CHUNK_BYTES // (size[0] * size[1] * 3)))
     pending: collections.deque[Future[list[tuple[ResizeOutcome, np.ndarray | None]]]] = collections.deque()
-    with ProcessPoolExecutor(max_workers=workers) as executor, \
+    context = multiprocessing.get_context("forkserver")
+    with ProcessPoolExecutor(max_workers=workers, mp_context=context) as executor, \
             tqdm(total=len(jobs), desc=description, unit="image", disable=None) as progress:
         starts = iter(range(0, len(jobs), chunk_size))
         while True:
