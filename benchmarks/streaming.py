@@ -334,6 +334,7 @@ def main() -> int:
         finally:
             subprocess.run(["git", "worktree", "remove", "--force", str(baseline)], cwd=REPOSITORY,
                            capture_output=True)
+            subprocess.run(["git", "worktree", "prune"], cwd=REPOSITORY, check=True)  # if the removal failed
     print("\n".join(lines))
     return targets.exit_status()
 

@@ -73,19 +73,22 @@ def read_only(folder: Path) -> Iterator[None]:
         subprocess.run(["chattr", "-i", str(folder)], check=True)
 
 
-def make_project(destination: Path) -> Path:
-    """A fresh git + DVC repository with a copy of the pipeline (no outputs), committed."""
+def make_project(destination: Path, checkout: Path = PROJECT_ROOT) -> Path:
+    """A fresh git + DVC repository with a copy of the pipeline (no outputs), committed.
+
+    ``checkout`` is the source tree to copy: this one, or (for a benchmark's baseline) a git worktree
+    of an older commit."""
     destination.mkdir(parents=True, exist_ok=True)
     for name in PROJECT_FILES:
-        source = PROJECT_ROOT / name
+        source = checkout / name
         if source.is_dir():
             shutil.copytree(source, destination / name, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
         else:
             shutil.copy2(source, destination / name)
     run(["git", "init", "-q"], destination)
     run(["dvc", "init", "-q"], destination)
-    shutil.copy2(PROJECT_ROOT / ".dvc" / "config", destination / ".dvc" / "config")  # the project's DVC settings
-    # plot templates: class_curves.json, and offline.html that `make setup` writes
+    shutil.copy2(checkout / ".dvc" / "config", destination / ".dvc" / "config")  # the project's DVC settings
+    # plot templates: class_curves.json, and offline.html that `make setup` writes (this checkout's)
     shutil.copytree(PROJECT_ROOT / ".dvc" / "plots", destination / ".dvc" / "plots")
     run(["git", "add", "-A"], destination)
     run(["git", "commit", "-qm", "pipeline"], destination)
