@@ -8,6 +8,7 @@ in a tracked output, a stale `dvc.lock` after a code change, or any nondetermini
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 from pathlib import Path
@@ -46,4 +47,7 @@ def test_repro_in_a_fresh_clone_leaves_git_status_clean_and_dvc_status_up_to_dat
         run(["git", "diff", "--", "dvc.lock"], clone).stdout[-4000:] + "\n(after a code or params change, run " \
         "`make repro` and commit dvc.lock and metrics/)"
     assert "up to date" in run(["dvc", "status"], clone).stdout
-    assert (clone / "logs" / "train_timing.json").is_file()  # the timings are kept, outside git and dvc.lock
+    # the timings are kept, outside git and dvc.lock: each epoch's wall time beside its steps' time
+    timing = json.loads((clone / "logs" / "train_timing.json").read_text())
+    assert len(timing["per_epoch"]) == json.loads((clone / "metrics" / "train.json").read_text())["epochs"]
+    assert all(epoch["overhead_ratio"] >= 1 and epoch["validation_seconds"] > 0 for epoch in timing["per_epoch"])

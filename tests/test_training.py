@@ -84,7 +84,11 @@ def test_training_learns_and_reports_the_best_epoch(num_classes):
     assert result.images_per_second > 0
     timing = timing_record(result)
     assert [epoch["epoch"] for epoch in timing["per_epoch"]] == [1, 2, 3, 4, 5, 6]
-    assert all(epoch["seconds"] >= epoch["train_step_seconds"] > 0 for epoch in timing["per_epoch"])
+    for epoch in timing["per_epoch"]:  # the epoch's wall time, and its steps within it
+        assert epoch["seconds"] >= epoch["train_step_seconds"] + epoch["validation_seconds"]
+        assert epoch["train_step_seconds"] > 0 and epoch["validation_seconds"] > 0
+        assert epoch["overhead_ratio"] == round(
+            epoch["seconds"] / (epoch["train_step_seconds"] + epoch["validation_seconds"]), 3) >= 1
     assert not set(timing) & set(summary)  # a timing never lands in metrics/train.json (dvc.lock)
 
 

@@ -96,7 +96,12 @@ def split_batches(split: Split, rows: np.ndarray | None, batch_size: int, *, lab
     # a known length, as a PyDataset has: without it the weights differed from the PyDataset path's
     # from the second epoch on (the digits); with it the metrics are byte-identical
     batches = batches.apply(tf.data.experimental.assert_cardinality(math.ceil(len(rows) / batch_size)))
-    return batches.prefetch(QUEUED_BATCHES)
+    # No autotuning: the parallelism and the queue are fixed above, and with it on, releasing an
+    # epoch's iterator (when each epoch's `fit` returns) waited 15-19 s in most epochs on 2 cores,
+    # whose training steps took 21 s (fast_cnn, 1,272 photos at 64x64; benchmarks/epoch_time.py).
+    options = tf.data.Options()
+    options.autotune.enabled = False
+    return batches.prefetch(QUEUED_BATCHES).with_options(options)
 
 
 def predict_split(model: keras.Model, split: Split, batch_size: int, tta: str = "none") -> np.ndarray:

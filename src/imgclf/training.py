@@ -142,18 +142,21 @@ class TensorBoardSink:
 
 
 class EpochTimer(keras.callbacks.Callback):
-    """Seconds of the epoch's training steps, validation excluded (epoch-level hooks only, see above)."""
+    """Seconds of the epoch's training steps and of its validation steps (epoch-level hooks only, see above)."""
 
     def __init__(self) -> None:
         super().__init__()
-        self.seconds = 0.0
-        self._start = self._training_end = 0.0
+        self.seconds = self.validation_seconds = 0.0
+        self._start = self._training_end = self._validation_start = 0.0
 
     def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
-        self._start, self._training_end = time.perf_counter(), 0.0
+        self._start, self._training_end, self.validation_seconds = time.perf_counter(), 0.0, 0.0
 
     def on_test_begin(self, logs: dict[str, Any] | None = None) -> None:
-        self._training_end = time.perf_counter()
+        self._training_end = self._validation_start = time.perf_counter()
+
+    def on_test_end(self, logs: dict[str, Any] | None = None) -> None:
+        self.validation_seconds = time.perf_counter() - self._validation_start
 
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         self.seconds = (self._training_end or time.perf_counter()) - self._start
@@ -284,6 +287,12 @@ class EpochTiming:
     epoch: int  # 1-based
     seconds: float  # the whole epoch: training steps, validation, callbacks, logging, checkpoint
     train_step_seconds: float  # the training steps alone (EpochTimer)
+    validation_seconds: float  # the validation steps alone
+
+    @property
+    def overhead_ratio(self) -> float:
+        """The epoch's wall time over its training and validation steps: 1.0 when nothing else took time."""
+        return self.seconds / max(self.train_step_seconds + self.validation_seconds, 1e-9)
 
 
 @dataclass(frozen=True)
@@ -356,9 +365,10 @@ def train(build: Callable[[], keras.Model], train_set: Split, val_set: Split, pa
             state.best_value, state.best_epoch = val_loss, epoch + 1
             best_weights = model.get_weights()
         logger.info("epoch %d/%d: loss %.4f, accuracy %.4f, val_loss %.4f, val_accuracy %.4f, lr %.3g, %.1f s "
-                    "(%.0f images/s)", epoch + 1, params.total_epochs, record["loss"], record.get("accuracy", math.nan),
-                    val_loss, record.get("val_accuracy", math.nan), record["learning_rate"], record["seconds"],
-                    len(train_set) / max(record["seconds"], 1e-9))
+                    "(%.0f images/s) + validation %.1f s", epoch + 1, params.total_epochs, record["loss"],
+                    record.get("accuracy", math.nan), val_loss, record.get("val_accuracy", math.nan),
+                    record["learning_rate"], record["seconds"], len(train_set) / max(record["seconds"], 1e-9),
+                    record["validation_seconds"])
         for sink in sinks:
             sink.log_epoch(epoch + 1, record)
         if state.phase == "train" and should_cut_rate(state.history["val_loss"], state.rate_cuts,
@@ -370,7 +380,8 @@ def train(build: Callable[[], keras.Model], train_set: Split, val_set: Split, pa
         stop = should_stop(state.history["val_loss"], params.early_stopping_patience)
         if checkpoints is not None:
             checkpoints.save(model, best_weights, state)
-        epoch_timings.append(EpochTiming(epoch + 1, round(time.perf_counter() - epoch_start, 3), record["seconds"]))
+        epoch_timings.append(EpochTiming(epoch + 1, round(time.perf_counter() - epoch_start, 3), record["seconds"],
+                                         record["validation_seconds"]))
         if stop:
             logger.info("early stopping after epoch %d: no better val_loss for %d epochs", epoch + 1,
                         params.early_stopping_patience)
@@ -406,7 +417,8 @@ def _fit_epoch(model: keras.Model, train_set: Split, val_set: Split, params: Tra
                      class_weight=class_weight, callbacks=[timer, *callbacks],
                      verbose=1 if sys.stdout.isatty() else 0)  # a progress bar in a terminal; our log line always
     record = {key: float(values[-1]) for key, values in logs.history.items() if key in HISTORY_KEYS}
-    return {**record, "learning_rate": learning_rate, "seconds": round(timer.seconds, 3)}
+    return {**record, "learning_rate": learning_rate, "seconds": round(timer.seconds, 3),
+            "validation_seconds": round(timer.validation_seconds, 3)}
 
 
 def timing_record(result: TrainingResult) -> dict[str, Any]:
@@ -418,7 +430,9 @@ def timing_record(result: TrainingResult) -> dict[str, Any]:
     return {
         "train_images_per_second": result.images_per_second,
         "seconds": round(sum(timing.seconds for timing in result.epoch_timings), 3),
-        "per_epoch": [asdict(timing) for timing in result.epoch_timings],
+        # per epoch: its wall time, its training and validation steps, and the one over the sum of the other two
+        "per_epoch": [{**asdict(timing), "overhead_ratio": round(timing.overhead_ratio, 3)}
+                      for timing in result.epoch_timings],
     }
 
 
