@@ -2,7 +2,8 @@
 
 Reads:  data/resized/train/ and val/ (split folders, read batch by batch) and preprocessing.json,
         params.yaml ``train``
-Writes: models/model.keras (the best epoch's weights), models/classes.json (index -> class name),
+Writes: models/model.keras (the best epoch's weights), models/model.onnx (the same for `imgclf predict`,
+        checked against it on the validation split; TensorFlow backend), models/classes.json (index -> class name),
         models/preprocessing.json (how images were resized, for `imgclf predict`), models/summary.txt
         (layers and parameter counts),
         metrics/train.json (the kept epoch's scores, the parameter count, the device and precision),
@@ -57,6 +58,7 @@ def main() -> None:
 
     from imgclf.dataset import open_split
     from imgclf.devices import setup_devices
+    from imgclf.export import write_onnx_for_predictions
     from imgclf.figures import augmented_grid, training_curves
     from imgclf.files import atomic_directory, write_json
     from imgclf.modelcard import draw_architecture, write_model_card
@@ -100,6 +102,7 @@ def main() -> None:
 
     with atomic_directory(args.model_dir) as staging:
         save_model(model, staging / "model.keras")
+        write_onnx_for_predictions(model, staging, val_set)  # what `imgclf predict` runs, if it can be made
         write_json(staging / "classes.json", list(train_set.class_names))
         Preprocessing.load(args.preprocessing).save(staging / PREPROCESSING_FILE)
         write_model_card(model, staging)

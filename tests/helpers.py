@@ -20,7 +20,7 @@ from ruamel.yaml import YAML
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATASETS = PROJECT_ROOT.parent / "shared" / "datasets"
-PROJECT_FILES = ("dvc.yaml", "params.yaml", "stages", "src")
+PROJECT_FILES = ("dvc.yaml", "params.yaml", "recipes", "stages", "src")
 
 
 def command_env() -> dict[str, str]:
@@ -318,7 +318,10 @@ def tiny_model_images(count_per_class: int, seed: int, size: int = 16) -> tuple[
 
 
 def train_tiny_model(folder: Path) -> Path:
-    """Train simple_cnn on the tiny classes and save it as the train stage does; return the folder."""
+    """Train simple_cnn on the tiny classes and save it as the train stage does (``model.keras`` and
+    ``model.onnx``); return the folder."""
+    from imgclf.dataset import ImageSet
+    from imgclf.export import write_onnx_for_predictions
     from imgclf.files import write_json
     from imgclf.modelio import save_model
     from imgclf.models import build_model
@@ -333,6 +336,8 @@ def train_tiny_model(folder: Path) -> Path:
     compile_model(model, TrainParams(learning_rate=0.003))
     model.fit(images, labels, epochs=8, batch_size=16, verbose=0)
     save_model(model, folder / "model.keras")
+    check_images = ImageSet(images, labels.astype(np.int32), tuple(map(str, range(len(labels)))), TINY_MODEL_CLASSES)
+    assert write_onnx_for_predictions(model, folder, check_images) is not None  # model.onnx, for `imgclf predict`
     write_json(folder / "classes.json", list(TINY_MODEL_CLASSES))
     Preprocessing(size=(16, 16), mode="crop", max_megapixels=200.0).save(folder / PREPROCESSING_FILE)
     return folder

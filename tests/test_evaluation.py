@@ -12,7 +12,6 @@ from sklearn.metrics import (
 
 from imgclf.evaluation import (
     MAX_CURVE_POINTS,
-    class_probabilities,
     expected_calibration_error,
     most_confident_mistakes,
     precision_recall_rows,
@@ -22,6 +21,7 @@ from imgclf.evaluation import (
     score_predictions,
     top_k_accuracy,
 )
+from imgclf.outputs import class_probabilities
 
 CLASSES = ("cat", "dog", "fox")
 LABELS = np.array([0, 0, 1, 1, 2, 2])

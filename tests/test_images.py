@@ -202,5 +202,5 @@ def test_a_pipeline_error_raised_under_the_decode_stops_resize_and_predict_inste
     with pytest.raises(ParamsError, match="resize.mode"):
         imgclf.images.resize_file(ResizeJob(path), (4, 4), "stretch", 200e6)
     monkeypatch.setattr(imgclf.inference, "fit_to_size", refuse)
-    with pytest.raises(ParamsError, match="resize.mode"):
-        imgclf.inference.predict_files(None, ["a", "b"], Preprocessing((4, 4), "stretch", 200.0), [path])
+    with pytest.raises(ParamsError, match="resize.mode"):  # no model: it stops first
+        imgclf.inference.predict_files(None, ["a", "b"], Preprocessing((4, 4), "stretch", 200.0), [path])  # type: ignore[arg-type]

@@ -57,7 +57,8 @@ def repo(tmp_path_factory) -> Path:
 
 def test_repro_writes_every_output(repo):
     for path in ("data/raw", "data/raw_index.csv", "data/split.csv", "data/resized/train/split.json",
-                 "models/model.keras", "models/classes.json", "models/preprocessing.json", "models/summary.txt",
+                 "models/model.keras", "models/model.onnx", "models/classes.json", "models/preprocessing.json",
+                 "models/summary.txt",
                  "metrics/history/plots/metrics/val/loss.tsv",
                  *TRACKED_RESULTS, *FIGURES):
         assert (repo / path).exists(), path
@@ -101,6 +102,18 @@ def test_imgclf_unpack_writes_the_packed_test_split_as_folders_to_look_at(repo, 
         assert image.size == (16, 16) and image.mode == "RGB"
 
 
+def test_imgclf_predict_in_the_project_runs_the_onnx_model_the_train_stage_wrote(repo):
+    image = sorted((repo / "data/raw").rglob("*.png"))[0]
+    def predicted_class(*extra: str) -> str:
+        output = run(["imgclf", "predict", str(image), *extra], repo).stdout
+        line = next(line for line in output.splitlines() if line.startswith(f"{image}: "))
+        return line.split(": ")[1].split()[0]
+
+    result = run(["imgclf", "predict", str(image), "--verbose"], repo)
+    assert "engine onnx (models/model.onnx)" in result.stdout and "whole command" in result.stdout
+    assert predicted_class() == predicted_class("--engine", "keras")
+
+
 def test_second_repro_runs_no_stage(repo):
     result = run(["dvc", "repro"], repo)
     assert stages_run(result.stdout) == set()
@@ -108,7 +121,8 @@ def test_second_repro_runs_no_stage(repo):
 
 
 def test_same_params_give_byte_identical_results(repo):
-    before = {path: (repo / path).read_bytes() for path in (*TRACKED_RESULTS, *FIGURES)}
+    models = ("models/model.keras", "models/model.onnx")  # DVC outputs: a changed byte is a new hash in dvc.lock
+    before = {path: (repo / path).read_bytes() for path in (*TRACKED_RESULTS, *FIGURES, *models)}
     result = run(["dvc", "repro", "--force"], repo)
     assert stages_run(result.stdout) == ALL_STAGES
     for path, content in before.items():

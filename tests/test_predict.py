@@ -5,13 +5,14 @@ from __future__ import annotations
 import csv
 import json
 import shutil
+import sys
 
 import numpy as np
 import pytest
 from PIL import Image
 
 from imgclf.cli import main
-from tests.helpers import TINY_MODEL_COLOURS, run
+from tests.helpers import TINY_MODEL_COLOURS, require_shared_dataset, run
 
 pytestmark = pytest.mark.slow  # they train a small model first (a few seconds)
 
@@ -97,6 +98,7 @@ def test_a_model_with_a_lambda_layer_is_refused(tmp_path, tiny_model_dir, caplog
     model_dir = tmp_path / "unsafe"
     shutil.copytree(tiny_model_dir, model_dir)
     keras.Model(inputs, outputs).save(model_dir / "model.keras")
+    (model_dir / "model.onnx").unlink()  # as the train stage leaves a model it cannot convert
     solid((200, 30, 30), (16, 16)).save(tmp_path / "x.png")
     assert main(["predict", str(tmp_path / "x.png"), "--model-dir", str(model_dir)]) == 1
     assert "Lambda" in caplog.text and "safe mode" in caplog.text
@@ -133,3 +135,54 @@ def test_tta_flip_averages_each_image_with_its_mirror(tiny_model_dir, tmp_path, 
     for name in plain["half.png"]:
         assert flipped["half.png"][name] == pytest.approx(
             (plain["half.png"][name] + plain["mirror.png"][name]) / 2, abs=0.011)
+
+
+def predicted_rows(path) -> dict[str, dict[str, float]]:
+    """The CSV of `imgclf predict --output`: per file, its top classes' probabilities."""
+    return {row["file"]: {pair.split()[0]: float(pair.split()[1]) for pair in row["top_classes"].split("; ")}
+            for row in csv.DictReader(path.open())}
+
+
+@pytest.mark.parametrize("tta", ["none", "flip"])
+def test_the_onnx_engine_agrees_with_the_keras_model_on_real_photos(tiny_model_dir, tmp_path, tta):
+    """The installed command on real flower photos (JPEGs of every size and orientation): the default
+    engine, ONNX Runtime, gives the Keras model's probabilities within the export check's tolerance."""
+    import tarfile
+
+    from imgclf.export import TOLERANCE
+
+    with tarfile.open(require_shared_dataset("flowers-photos.tar")) as tar:
+        members = [member for member in tar if member.isfile() and member.name.endswith(".jpg")][::40]
+        tar.extractall(tmp_path, members=members, filter="data")
+    outputs = {}
+    for engine in ("auto", "keras"):
+        outputs[engine] = tmp_path / f"{engine}.csv"
+        result = run(["imgclf", "predict", str(tmp_path / "flowers"), "--model-dir", str(tiny_model_dir),
+                      "--engine", engine, "--top-k", "3", "--tta", tta, "--output", str(outputs[engine]), "--verbose"],
+                     tmp_path)
+        assert f"engine {'onnx' if engine == 'auto' else 'keras'} (" in result.stdout
+        assert "start-up" in result.stdout and "whole command" in result.stdout
+    fast, keras_rows = predicted_rows(outputs["auto"]), predicted_rows(outputs["keras"])
+    assert len(fast) == len(members) == 50
+    for file, probabilities in keras_rows.items():
+        assert list(fast[file]) == list(probabilities), file  # the same classes in the same order
+        for name, probability in probabilities.items():
+            assert fast[file][name] == pytest.approx(probability, abs=TOLERANCE + 1e-6), (file, name)
+
+
+def test_the_onnx_engine_imports_neither_keras_nor_tensorflow(tiny_model_dir, photos):
+    script = ("import sys; from imgclf.cli import main; "
+              f"code = main(['predict', {str(photos / 'big_red.jpg')!r}, '--model-dir', {str(tiny_model_dir)!r}]); "
+              "print('loaded:', sorted(name for name in ('keras', 'tensorflow', 'jax') if name in sys.modules)); "
+              "sys.exit(code)")
+    result = run([sys.executable, "-c", script], photos)
+    assert "big_red.jpg: red" in result.stdout and "loaded: []" in result.stdout
+
+
+def test_engine_onnx_without_the_file_says_what_to_do(tiny_model_dir, tmp_path, photos, caplog):
+    model_dir = tmp_path / "keras-only"
+    shutil.copytree(tiny_model_dir, model_dir)
+    (model_dir / "model.onnx").unlink()
+    assert main(["predict", str(photos / "big_red.jpg"), "--model-dir", str(model_dir), "--engine", "onnx"]) == 1
+    assert "--engine keras" in caplog.text and "dvc repro" in caplog.text
+    assert main(["predict", str(photos / "big_red.jpg"), "--model-dir", str(model_dir)]) == 0  # auto: Keras

@@ -153,7 +153,9 @@ def test_train_and_evaluate_run_under_jax_without_tensorflow(tmp_path):
                             stderr=subprocess.STDOUT, check=False)
     assert result.returncode == 0, result.stdout[-6000:]
     assert "with the jax backend" in result.stdout
-    assert "no TensorBoard logs" in result.stdout  # the one thing that needs TensorFlow says so
+    assert "no TensorBoard logs" in result.stdout  # the things that need TensorFlow say so
+    assert "imgclf predict will load the Keras model instead" in result.stdout
+    assert (repo / "models/model.keras").is_file() and not (repo / "models/model.onnx").exists()
     train = json.loads((repo / "metrics/train.json").read_text())
     evaluate = json.loads((repo / "metrics/evaluate.json").read_text())
     assert train["backend"] == "jax" and train["epochs"] == 2

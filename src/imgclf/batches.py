@@ -29,7 +29,7 @@ import keras
 import numpy as np
 
 from imgclf.dataset import Split
-from imgclf.evaluation import class_probabilities
+from imgclf.outputs import class_probabilities
 
 READ_THREADS = 2
 QUEUED_BATCHES = 4

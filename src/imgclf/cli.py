@@ -4,19 +4,27 @@
     imgclf predict photo.jpg                the most probable classes of each image: "dog 0.97, cat 0.03"
     imgclf predict my_folder/ --output predictions.csv
     imgclf predict photo.jpg --tta flip     with the test-time augmentation of evaluate.tta: flip
+    imgclf predict photo.jpg --verbose      and where the seconds went (start-up, model, images, prediction)
     imgclf export --format onnx             the model for serving, checked against the Keras model
+    imgclf recipe                           the recipes (named sets of params): photos, cifar10, tutorial
+    imgclf recipe photos --apply            write the photo recipe's values into params.yaml, then: dvc repro
+    dvc exp run $(imgclf recipe photos --flags)
+                                            the same as an experiment
     imgclf unpack data/resized/test test_images/
                                             a packed split as <class>/<file>.png folders, to look at
 
 ``predict`` and ``export`` read the model from ``models/`` (``--model-dir``): the model, its class
-names and how its images were resized, all saved by the train stage.
+names and how its images were resized, all saved by the train stage. ``predict`` runs
+``models/model.onnx`` in ONNX Runtime where it is there (``--engine``), without importing TensorFlow.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
+import time
 from pathlib import Path
 
 from imgclf.errors import PipelineError
@@ -34,24 +42,47 @@ def summary(metrics_path: Path) -> str:
             f"macro F1 {metrics['macro_f1']:.4f}) on {metrics['test_images']} test images")
 
 
+def seconds_since_process_start() -> float | None:
+    """Wall seconds since this process started (Linux: /proc), or None where that cannot be read."""
+    try:
+        ticks = int(Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()[19])
+        uptime = float(Path("/proc/uptime").read_text().split()[0])
+    except (OSError, IndexError, ValueError):
+        return None
+    return max(uptime - ticks / os.sysconf("SC_CLK_TCK"), 0.0)
+
+
 def predict(args: argparse.Namespace) -> int:
+    startup = seconds_since_process_start()  # Python, and the imports of imgclf.cli
+    began = time.perf_counter()
     from imgclf.files import write_csv
-    from imgclf.inference import CSV_COLUMNS, csv_rows, image_files, predict_files
-    from imgclf.modelio import load_model
+    from imgclf.inference import CSV_COLUMNS, PredictionTimes, csv_rows, image_files, load_classifier, predict_files
     from imgclf.preprocessing import PREPROCESSING_FILE, Preprocessing
 
     preprocessing = Preprocessing.load(args.model_dir / PREPROCESSING_FILE)
-    model = load_model(args.model_dir / "model.keras")
     class_names = read_json(args.model_dir / "classes.json")
+    loading_started = time.perf_counter()
+    classifier = load_classifier(args.model_dir, args.engine)
+    loaded = time.perf_counter()
     top_k = min(args.top_k, len(class_names))
-    predictions, unreadable = predict_files(model, class_names, preprocessing, image_files(args.paths),
-                                            top_k=top_k, batch_size=args.batch_size, tta=args.tta)
+    times = PredictionTimes()
+    predictions, unreadable = predict_files(classifier, class_names, preprocessing, image_files(args.paths),
+                                            top_k=top_k, batch_size=args.batch_size, tta=args.tta, times=times)
     if args.output:
         write_csv(args.output, CSV_COLUMNS, csv_rows(predictions, unreadable))
         logger.info("wrote %d predictions to %s", len(predictions), args.output)
     else:
         for prediction in predictions:
             print(f"{prediction.file}: {prediction.describe()}")
+    if args.verbose:
+        total = (startup or 0.0) + time.perf_counter() - began
+        logger.info("engine %s (%s); seconds: start-up %s (Python and imgclf's imports), model %.2f (importing the "
+                    "engine and loading the model), images %.2f (%d read), prediction %.2f (%d call(s)), other %.2f;"
+                    " whole command %s", classifier.engine, classifier.path,
+                    "unknown" if startup is None else f"{startup:.2f}", loaded - loading_started, times.reading,
+                    len(predictions) + len(unreadable), times.predicting, len(times.per_call),
+                    total - (startup or 0.0) - (loaded - loading_started) - times.reading - times.predicting,
+                    f"{total:.2f}" if startup is not None else f"{total:.2f} and start-up")
     if not predictions and not unreadable:
         logger.warning("no files found in %s", ", ".join(map(str, args.paths)))
         return 1
@@ -73,6 +104,26 @@ def export(args: argparse.Namespace) -> int:
         print(f"{export_format}: {args.output / check['path']} matches the Keras model on {check['images']} "
               f"test images (max |difference| {check['max_abs_difference']:.1e}, "
               f"top-1 agreement {check['top1_agreement']:.2%})")
+    return 0
+
+
+def recipe(args: argparse.Namespace) -> int:
+    from imgclf.recipes import apply_to_file, available, load_recipe
+
+    if args.name is None:
+        for name in available():
+            print(f"{name}: {load_recipe(name).description}")
+        return 0
+    chosen = load_recipe(args.name)
+    if args.flags:
+        print(" ".join(chosen.flags()))
+    elif args.apply:
+        changed = apply_to_file(chosen)
+        logger.info("params.yaml: recipe %s set %d values (%s); run dvc repro", chosen.name, len(changed),
+                    ", ".join(changed) or "all were already set")
+    else:
+        print(f"# {chosen.name}: {chosen.description}")
+        print(f"dvc exp run {' '.join(chosen.flags())}")
     return 0
 
 
@@ -101,6 +152,11 @@ def main(argv: list[str] | None = None) -> int:
     predict_parser.add_argument("--batch-size", type=int, default=64)
     predict_parser.add_argument("--tta", choices=("none", "flip"), default="none",
                                 help="test-time augmentation as evaluate.tta: flip averages each image with its mirror")
+    predict_parser.add_argument("--engine", choices=("auto", "onnx", "keras"), default="auto",
+                                help="onnx: models/model.onnx in ONNX Runtime (starts fast); keras: models/model.keras;"
+                                     " auto (default): onnx where the file and onnxruntime are there")
+    predict_parser.add_argument("--verbose", action="store_true",
+                                help="log where the seconds went: start-up, loading the model, reading, predicting")
 
     export_parser = commands.add_parser("export", help="export the model for serving, checked on the test images")
     export_parser.add_argument("--format", choices=EXPORT_FORMATS, action="append", required=True,
@@ -109,6 +165,13 @@ def main(argv: list[str] | None = None) -> int:
     export_parser.add_argument("--test", type=Path, default=Path("data/resized/test"),
                                help="images to check the export on (default: the test split)")
     export_parser.add_argument("--output", type=Path, default=Path("exports"))
+
+    recipe_parser = commands.add_parser("recipe", help="list the recipes, or select one by name")
+    recipe_parser.add_argument("name", nargs="?", help="a recipe of recipes/ (none: list them)")
+    recipe_choice = recipe_parser.add_mutually_exclusive_group()
+    recipe_choice.add_argument("--apply", action="store_true", help="write its values into params.yaml")
+    recipe_choice.add_argument("--flags", action="store_true",
+                               help="print only its -S flags, for: dvc exp run $(imgclf recipe NAME --flags)")
 
     unpack_parser = commands.add_parser("unpack", help="write a packed split out as folders of PNGs, to look at")
     unpack_parser.add_argument("packed", type=Path, help="a split folder, such as data/resized/test")
@@ -122,7 +185,7 @@ def main(argv: list[str] | None = None) -> int:
     if getattr(args, "top_k", 1) < 1 or getattr(args, "batch_size", 1) < 1:
         parser.error("--top-k and --batch-size must be 1 or more")
     try:
-        return {"predict": predict, "export": export, "unpack": unpack}[args.command](args)
+        return {"predict": predict, "export": export, "recipe": recipe, "unpack": unpack}[args.command](args)
     except PipelineError as error:
         logger.error("%s", error)
         return 1

@@ -20,32 +20,18 @@ from sklearn.metrics import (
     roc_curve,
 )
 
+from imgclf.outputs import class_probabilities, with_test_time_augmentation
+
 DECIMALS = 6
 # Curves in metrics/ are tracked by git and drawn by a browser: at most this many points per class.
 MAX_CURVE_POINTS = 200
 
 
-def class_probabilities(model_output: np.ndarray) -> np.ndarray:
-    """(count, classes) probabilities from a model's output; a single sigmoid column means 2 classes.
-
-    Rows are renormalised in float64: a float32 softmax sums to 1 only within rounding.
-    """
-    model_output = np.asarray(model_output, dtype=np.float64)
-    if model_output.ndim == 2 and model_output.shape[1] == 1:
-        positive = model_output[:, 0]
-        model_output = np.stack([1.0 - positive, positive], axis=1)
-    return model_output / model_output.sum(axis=1, keepdims=True)
-
-
 def predict_probabilities(model: Any, images: np.ndarray, batch_size: int, tta: str = "none") -> np.ndarray:
     """(count, classes) probabilities of ``images``; ``tta="flip"`` averages each image's output with
     its left-right mirror's (test-time augmentation, as in the CIFAR-10 training speedruns)."""
-    outputs = model.predict(images, batch_size=batch_size, verbose=0)
-    if tta == "flip":
-        outputs = (outputs + model.predict(images[:, :, ::-1], batch_size=batch_size, verbose=0)) / 2
-    elif tta != "none":
-        raise ValueError(f"unknown test-time augmentation {tta!r}; choose none or flip")
-    return class_probabilities(outputs)
+    return class_probabilities(with_test_time_augmentation(
+        lambda batch: model.predict(batch, batch_size=batch_size, verbose=0), images, tta))
 
 
 def score_predictions(labels: np.ndarray, probabilities: np.ndarray, class_names: Sequence[str],

@@ -83,6 +83,8 @@ def export_model(model: keras.Model, export_format: str, destination: Path, test
     final_path = destination / OUTPUT_NAMES[export_format]
     with tempfile.TemporaryDirectory(dir=destination, prefix=".export-") as scratch:
         staged = Path(scratch) / OUTPUT_NAMES[export_format]
+        if export_format == "onnx":
+            _teach_tf2onnx_erfc()
         with warnings.catch_warnings():  # Keras' tf2onnx shim probes the removed np.object
             warnings.filterwarnings("ignore", message=".*np.object", category=FutureWarning)
             serving_model.export(str(staged), format=KERAS_FORMATS[export_format], verbose=False)
@@ -109,6 +111,52 @@ def export_model(model: keras.Model, export_format: str, destination: Path, test
     return check
 
 
+_ERFC_TAUGHT = False
+
+
+def _teach_tf2onnx_erfc() -> None:
+    """Let tf2onnx convert TensorFlow's ``Erfc`` as ONNX's ``1 - Erf(x)``.
+
+    Keras' exact GELU (``fast_cnn``'s activation) is ``0.5 x erfc(-x / sqrt 2)`` in TensorFlow, and
+    tf2onnx 1.17 has no rule for ``Erfc``: without this every GELU network failed to export. In
+    float32, ``1 - erf`` loses only what lies below 1e-7 of the activation.
+    """
+    global _ERFC_TAUGHT
+    if _ERFC_TAUGHT:
+        return
+    from tf2onnx import utils
+    from tf2onnx.handler import tf_op
+
+    @tf_op("Erfc")
+    class Erfc:  # registered by the decorator
+        @classmethod
+        def version_9(cls, ctx: Any, node: Any, **kwargs: Any) -> None:
+            node.type = "Erf"  # ONNX has Erf from opset 9 on
+            one = ctx.make_const(utils.make_name("erfc_one"),
+                                 np.array(1, dtype=utils.map_onnx_to_numpy_type(ctx.get_dtype(node.output[0]))))
+            complement = ctx.insert_new_node_on_output("Sub", node.output[0], name=utils.make_name(node.name),
+                                                       inputs=[one.output[0], node.output[0]])
+            ctx.copy_shape(node.output[0], complement.output[0])
+            ctx.set_dtype(complement.output[0], ctx.get_dtype(node.output[0]))
+
+    _ERFC_TAUGHT = True
+
+
+def write_onnx_for_predictions(model: keras.Model, model_dir: Path, check_split: Split) -> ExportCheck | None:
+    """``model_dir/model.onnx``, which ``imgclf predict`` runs without importing TensorFlow, checked on
+    ``check_split`` (the train stage's validation split) as every export is.
+
+    Where it cannot be made (another backend, a layer the converter lacks) or does not match, says
+    why and returns None: the model is still saved, and predictions then load it in Keras.
+    """
+    try:
+        return export_model(model, "onnx", model_dir, check_split)
+    except Exception as error:  # any converter failure: the .keras model stays the model
+        logger.warning("no %s: %s (%s); imgclf predict will load the Keras model instead, which starts slower",
+                       Path(model_dir) / OUTPUT_NAMES["onnx"], error, type(error).__name__)
+        return None
+
+
 def export_all(model_dir: Path, test_images: Path, formats: typing.Sequence[str],
                destination: Path) -> dict[str, dict[str, object]]:
     """Export the model of ``model_dir`` in each of ``formats``, each checked on ``test_images`` (a split folder).
@@ -130,7 +178,7 @@ def export_all(model_dir: Path, test_images: Path, formats: typing.Sequence[str]
 
 
 def _top1(outputs: np.ndarray) -> np.ndarray:
-    from imgclf.evaluation import class_probabilities
+    from imgclf.outputs import class_probabilities
 
     return class_probabilities(outputs).argmax(axis=1)
 

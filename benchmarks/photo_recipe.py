@@ -1,0 +1,90 @@
+"""The photo recipe against the TensorFlow tutorial's recipe, on 2,000 real flower photos.
+
+    .venv/bin/python benchmarks/photo_recipe.py      # about 35 minutes on 2 cores; needs ../shared/datasets
+
+Each recipe (``recipes/<name>.yaml``) is selected by name as a user selects it
+(``imgclf recipe NAME --apply``) in a fresh project whose source is the photos as a ``folder``
+(1,500 training photos, of which the split keeps 15% as test images, and the source's own 500
+validation photos), and ``dvc repro`` runs the whole pipeline. Printed per recipe: the validation
+accuracy of the kept epoch (``metrics/train.json``), the test accuracy (``metrics/evaluate.json``),
+and the wall time of the whole ``dvc repro``. **Target: the photo recipe at least 10 points of
+validation accuracy above the tutorial's, in no more wall time.**
+
+The last line is the difference in validation accuracy, in points.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tarfile
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+ARCHIVE = ROOT.parent / "shared" / "datasets" / "flowers-photos.tar"
+sys.path.insert(0, str(ROOT))  # the project copy is made as the end-to-end tests make theirs
+
+from targets import Targets  # noqa: E402  (benchmarks/targets.py, beside this script)
+
+from tests.helpers import command_env, make_project, set_params  # noqa: E402
+
+
+def run(args: list[str], cwd: Path) -> str:
+    result = subprocess.run(args, cwd=cwd, env=command_env(), text=True, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT)
+    if result.returncode != 0:
+        sys.exit(f"{' '.join(args)} failed:\n{result.stdout[-4000:]}")
+    return result.stdout
+
+
+def run_recipe(scratch: Path, photos: Path, recipe: str) -> dict[str, float]:
+    project = make_project(scratch / recipe)
+    set_params(project, **{"data.source": "folder", "data.path": str(photos)})
+    run(["imgclf", "recipe", recipe, "--apply"], project)
+    start = time.perf_counter()
+    run(["dvc", "repro"], project)
+    seconds = time.perf_counter() - start
+    train = json.loads((project / "metrics" / "train.json").read_text())
+    evaluate = json.loads((project / "metrics" / "evaluate.json").read_text())
+    timing = json.loads((project / "logs" / "train_timing.json").read_text())
+    figures = {"val_accuracy": train["val_accuracy"], "test_accuracy": evaluate["accuracy"], "seconds": seconds,
+               "training_seconds": timing["seconds"], "epochs": train["epochs"], "best_epoch": train["best_epoch"],
+               "train_images": train["train_images"], "val_images": train["val_images"],
+               "test_images": evaluate["test_images"]}
+    print(f"{recipe}: val accuracy {figures['val_accuracy']:.4f} (best epoch {train['best_epoch']} of "
+          f"{train['epochs']}), test accuracy {figures['test_accuracy']:.4f}; dvc repro {seconds / 60:.1f} min, "
+          f"of which training {timing['seconds'] / 60:.1f} min ({train['train_images']} training, "
+          f"{train['val_images']} validation, {evaluate['test_images']} test images)", flush=True)
+    return figures
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--recipe", default="photos", help="the recipe to compare with the tutorial's")
+    args = parser.parse_args()
+    if not ARCHIVE.exists():
+        sys.exit(f"{ARCHIVE} is missing: this benchmark needs the real flower photos in ../shared/datasets.")
+    targets = Targets()
+    with tempfile.TemporaryDirectory(prefix="photo-recipe-") as scratch_name:
+        scratch = Path(scratch_name)
+        with tarfile.open(ARCHIVE) as tar:
+            tar.extractall(scratch, filter="data")
+        tutorial = run_recipe(scratch, scratch / "flowers", "tutorial")
+        ours = run_recipe(scratch, scratch / "flowers", args.recipe)
+    points = 100 * (ours["val_accuracy"] - tutorial["val_accuracy"])
+    ratio = ours["seconds"] / tutorial["seconds"]
+    print(f"{args.recipe} vs tutorial: validation accuracy {100 * ours['val_accuracy']:.2f}% vs "
+          f"{100 * tutorial['val_accuracy']:.2f}%, {points:+.2f} points (target >= +10): "
+          f"{targets.check('at least 10 points more', points >= 10)}; wall time {ours['seconds'] / 60:.1f} vs "
+          f"{tutorial['seconds'] / 60:.1f} min, {ratio:.2f}x (target <= 1.0x): "
+          f"{targets.check('no more wall time', ratio <= 1.0)}")
+    print(f"validation accuracy points over the tutorial's recipe: {points:+.2f}")
+    return targets.exit_status()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,34 @@
+"""What a classifier's outputs mean, whichever engine ran it (Keras, ONNX Runtime): class
+probabilities, and the flip test-time augmentation on a batch in memory. No Keras and no image
+decoding here, so that the stages and ``imgclf predict`` can all import it cheaply.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+
+
+def class_probabilities(model_output: np.ndarray) -> np.ndarray:
+    """(count, classes) probabilities from a model's output; a single sigmoid column means 2 classes.
+
+    Rows are renormalised in float64: a float32 softmax sums to 1 only within rounding.
+    """
+    model_output = np.asarray(model_output, dtype=np.float64)
+    if model_output.ndim == 2 and model_output.shape[1] == 1:
+        positive = model_output[:, 0]
+        model_output = np.stack([1.0 - positive, positive], axis=1)
+    return model_output / model_output.sum(axis=1, keepdims=True)
+
+
+def with_test_time_augmentation(run: Callable[[np.ndarray], np.ndarray], images: np.ndarray,
+                                tta: str = "none") -> np.ndarray:
+    """``run(images)``, the model's outputs; with ``tta="flip"`` averaged with those of the images
+    mirrored left-right (test-time augmentation, as in the CIFAR-10 training speedruns)."""
+    if tta not in ("none", "flip"):
+        raise ValueError(f"unknown test-time augmentation {tta!r}; choose none or flip")
+    outputs = run(images)
+    if tta == "flip":
+        outputs = (outputs + run(np.ascontiguousarray(images[:, :, ::-1]))) / 2
+    return outputs
