@@ -88,3 +88,30 @@ def test_the_recipes_networks_export_to_onnx_within_tolerance(network, tmp_path)
                                                            tuple(map(str, range(40))), tuple("abcde")))
     assert check.passed and check.max_abs_difference < TOLERANCE and check.images == 40
     assert (tmp_path / "model.onnx").is_file()
+
+
+def test_the_onnx_file_has_the_same_bytes_in_every_run(tmp_path):
+    """tf2onnx's names come from a process-wide counter and hash-ordered sets: two runs under other
+    hash seeds must still write the same bytes, or DVC sees a new model every time."""
+    import subprocess
+    import sys
+
+    from tests.helpers import command_env
+
+    script = """
+import sys
+from pathlib import Path
+import numpy as np
+from imgclf.dataset import ImageSet
+from imgclf.export import export_model
+from imgclf.models import build_model
+from imgclf.training import make_deterministic
+make_deterministic(0)
+model = build_model("fast_cnn", (16, 16, 3), 3, seed=0)
+images = np.random.default_rng(0).integers(0, 256, (8, 16, 16, 3), dtype=np.uint8)
+export_model(model, "onnx", Path(sys.argv[1]), ImageSet(images, np.zeros(8, np.int32), tuple("abcdefgh"), tuple("xyz")))
+"""
+    for seed in ("1", "2"):
+        subprocess.run([sys.executable, "-c", script, str(tmp_path / seed)], check=True, capture_output=True,
+                       env={**command_env(), "PYTHONHASHSEED": seed})
+    assert (tmp_path / "1" / "model.onnx").read_bytes() == (tmp_path / "2" / "model.onnx").read_bytes()

@@ -88,6 +88,8 @@ def export_model(model: keras.Model, export_format: str, destination: Path, test
         with warnings.catch_warnings():  # Keras' tf2onnx shim probes the removed np.object
             warnings.filterwarnings("ignore", message=".*np.object", category=FutureWarning)
             serving_model.export(str(staged), format=KERAS_FORMATS[export_format], verbose=False)
+        if export_format == "onnx":
+            canonical_onnx_names(staged)
         run_export = RUNNERS[export_format](staged)
         difference, agreeing = 0.0, 0
         for block in test_split.blocks(batch_size * CHECK_BATCHES_PER_BLOCK):
@@ -109,6 +111,91 @@ def export_model(model: keras.Model, export_format: str, destination: Path, test
     logger.info("%s: %s, max |difference| %.2e on %d images, top-1 agreement %.4f",
                 export_format, final_path, difference, count, agreement)
     return check
+
+
+def canonical_onnx_names(path: Path) -> None:
+    """Put the graph's nodes in a canonical order and rename its tensors in that order (graph inputs
+    and outputs keep theirs), so that the same model gives the same bytes, and DVC the same hash, on
+    every run.
+
+    tf2onnx names what it adds with a process-wide counter (``Transpose__36``), keeps one of each set
+    of equal constants under whichever name a hash-ordered set gave first, and lists independent
+    branches in either order: the graph was the same from run to run, its bytes were not. The order
+    here is a topological one whose ties go to the node's layer path (counters left out), its op,
+    and what it reads (a constant by its content).
+    """
+    import hashlib
+    import heapq
+    import re
+
+    import onnx
+
+    model = onnx.load(str(path))
+    graph = model.graph
+    kept = {entry.name for entry in (*graph.input, *graph.output)}
+    constants = {}
+    for initializer in graph.initializer:
+        content = onnx.TensorProto()
+        content.CopyFrom(initializer)
+        content.name = ""
+        constants[initializer.name] = "constant:" + hashlib.sha256(content.SerializeToString()).hexdigest()
+    nodes = list(graph.node)
+    producer = {output: index for index, node in enumerate(nodes) for output in node.output}
+    consumers: dict[int, list[int]] = {index: [] for index in range(len(nodes))}
+    waiting = [0] * len(nodes)
+    for index, node in enumerate(nodes):
+        for source in {producer[name] for name in node.input if name in producer}:
+            consumers[source].append(index)
+            waiting[index] += 1
+    tensors: dict[str, str] = {}
+
+    def tensor(name: str) -> str:
+        return name if not name or name in kept else tensors.setdefault(name, f"t{len(tensors)}")
+
+    def counter_free(name: str) -> str:
+        return re.sub(r"__\d+", "", name)
+
+    def sort_key(index: int) -> tuple[str, str, tuple[str, ...]]:
+        node = nodes[index]
+        reads = tuple(tensors.get(name) or constants.get(name) or name for name in node.input)
+        return counter_free(node.name), node.op_type, reads
+
+    ready = [(sort_key(index), index) for index in range(len(nodes)) if waiting[index] == 0]
+    heapq.heapify(ready)
+    ordered: list[Any] = []
+    while ready:
+        _, index = heapq.heappop(ready)
+        node = nodes[index]
+        node.input[:] = [tensor(name) for name in node.input]
+        node.output[:] = [tensor(name) for name in node.output]
+        node.name = f"{counter_free(node.name)}__{len(ordered)}"
+        ordered.append(node)
+        for consumer in consumers[index]:
+            waiting[consumer] -= 1
+            if waiting[consumer] == 0:
+                heapq.heappush(ready, (sort_key(consumer), consumer))
+    if len(ordered) != len(nodes):
+        raise ExportError(f"the ONNX graph in {path} has a cycle: {len(nodes) - len(ordered)} nodes never became ready")
+    copies = [onnx.NodeProto() for _ in ordered]
+    for copy, node in zip(copies, ordered, strict=True):
+        copy.CopyFrom(node)
+    del graph.node[:]
+    graph.node.extend(copies)
+    for entries in (graph.initializer, graph.value_info):
+        for entry in entries:
+            entry.name = tensor(entry.name)
+        by_name = sorted(entries, key=lambda entry: int(entry.name[1:]) if entry.name[1:].isdigit() else -1)
+        copies_of = [type(entry)() for entry in by_name]
+        for copy, entry in zip(copies_of, by_name, strict=True):
+            copy.CopyFrom(entry)
+        del entries[:]
+        entries.extend(copies_of)
+    unknown_sizes: dict[str, str] = {}  # tf2onnx's counter again: the batch size is "unk__176" or "unk__175"
+    for entry in (*graph.input, *graph.output, *graph.value_info):
+        for dimension in entry.type.tensor_type.shape.dim:
+            if dimension.HasField("dim_param") and re.fullmatch(r"unk__\d+", dimension.dim_param):
+                dimension.dim_param = unknown_sizes.setdefault(dimension.dim_param, f"unknown_{len(unknown_sizes)}")
+    onnx.save(model, str(path))
 
 
 _ERFC_TAUGHT = False
