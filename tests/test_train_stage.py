@@ -175,11 +175,16 @@ def test_dvc_exp_show_follows_a_running_training(project):
             assert process.poll() is None, process.communicate()[0][-3000:]
             assert time.monotonic() < deadline, "no epoch logged within 5 minutes"
             time.sleep(0.05)
-        shown = run(["dvc", "exp", "show", "--json"], project).stdout
+        # DVCLive rewrites the file in place after every epoch, and these epochs take a tenth of a
+        # second: a read can meet it half-written (DVC then shows an error for it); look again
+        for _ in range(10):
+            shown = run(["dvc", "exp", "show", "--json"], project).stdout
+            workspace = next(row for row in json.loads(shown) if row.get("rev") == "workspace")
+            if "data" in workspace.get("data", {}).get("metrics", {}).get("metrics/history/metrics.json", {}):
+                break
         assert process.poll() is None, "the training ended before `dvc exp show` looked at it"
     finally:
         process.kill()
         process.wait()
-    workspace = next(row for row in json.loads(shown) if row.get("rev") == "workspace")
     live = workspace["data"]["metrics"]["metrics/history/metrics.json"]["data"]
     assert live["step"] >= 2 and {"train", "val", "learning_rate"} <= set(live)

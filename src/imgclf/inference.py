@@ -38,7 +38,6 @@ logger = logging.getLogger(__name__)
 ONNX_FILE = "model.onnx"
 KERAS_FILE = "model.keras"
 Engine = Literal["auto", "onnx", "keras"]
-ENGINES: tuple[Engine, ...] = ("auto", "onnx", "keras")
 
 
 class Classifier(Protocol):
