@@ -99,3 +99,25 @@ def test_an_unknown_recipe_lists_the_known_ones(project):
     assert "no recipe 'nope'" in result.stdout and "photos" in result.stdout and "Traceback" not in result.stdout
     listing = run(["imgclf", "recipe"], project).stdout
     assert [line.split(":")[0] for line in listing.splitlines()] == RECIPES
+
+
+@pytest.mark.slow
+def test_dvc_exp_run_with_a_recipes_flags_runs_its_values(tmp_path):
+    """The README's line, `dvc exp run $(imgclf recipe photos --flags) -S data.source=folder ...`, for real
+    (six epochs instead of the recipe's 24): the run's params are the recipe's, and its GELU network
+    is exported for `imgclf predict`."""
+    import json
+    import shlex
+
+    from tests.helpers import make_project, write_image_folder
+
+    images = write_image_folder(tmp_path / "images", ("red", "green", "blue"), per_class=12)
+    repo = make_project(tmp_path / "project")
+    flags = shlex.split(run(["imgclf", "recipe", "photos", "--flags"], repo).stdout)
+    run(["dvc", "exp", "run", *flags, "-S", "data.source=folder", "-S", f"data.path={images}",
+         "-S", "train.epochs=6"], repo)  # more than the recipe's 5 warm-up epochs
+    params = flat(YAML(typ="safe").load((repo / "params.yaml").read_text()))
+    recipe = load_recipe("photos", repo / "recipes")
+    assert {key: params[key] for key in recipe.settings} == {**recipe.settings, "train.epochs": 6}
+    assert json.loads((repo / "metrics/train.json").read_text())["epochs"] == 6
+    assert (repo / "models/model.onnx").is_file()
