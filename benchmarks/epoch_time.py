@@ -19,31 +19,22 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import subprocess
 import sys
 import tarfile
 import tempfile
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 DATASETS = ROOT.parent / "shared" / "datasets"
 sys.path.insert(0, str(ROOT))  # the project copy is made as the end-to-end tests make theirs
 
+from dvc_overhead import run  # noqa: E402  (the benchmarks' one way to run a command in a project)
 from targets import Targets  # noqa: E402  (benchmarks/targets.py, beside this script)
 
-from tests.helpers import command_env, make_project, set_params  # noqa: E402
+from tests.helpers import make_project, set_params  # noqa: E402
 
 MODELS = ("simple_cnn", "fast_cnn", "resnet20")
 TARGET = 1.1
-
-
-def run(args: list[str], cwd: Path) -> str:
-    result = subprocess.run(args, cwd=cwd, env=command_env(), text=True, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT)
-    if result.returncode != 0:
-        sys.exit(f"{' '.join(args)} failed:\n{result.stdout[-4000:]}")
-    return result.stdout
 
 
 def flower_photos(scratch: Path) -> Path:
@@ -74,9 +65,7 @@ def measure(scratch: Path, label: str, images: Path, size: int, models: list[str
     lines, worst = [], 0.0
     for model in models:
         set_params(project, **{"train.model": model})
-        start = time.perf_counter()
-        run(["dvc", "repro", "train"], project)
-        seconds = time.perf_counter() - start
+        seconds, _ = run(["dvc", "repro", "train"], project)
         per_epoch = epoch_ratios(project)
         later = [epoch["overhead_ratio"] for epoch in per_epoch[1:]]
         median, largest = statistics.median(later), max(later)
