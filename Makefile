@@ -46,7 +46,7 @@ lint: setup
 # its tests' order): the slow tier mostly waits on one `dvc`/TensorFlow process at a time, so two
 # cores take the suite from about 23 to 14 minutes.
 test: setup system-packages lint
-	$(PYTHON) -m pytest -n 2 --dist loadfile
+	$(PYTHON) -m pytest -n 2 --dist loadfile --durations=15
 
 clean:
 	rm -rf $(VENV) dvc_plots

@@ -12,6 +12,9 @@
                                             the same as an experiment
     imgclf unpack data/resized/test test_images/
                                             a packed split as <class>/<file>.png folders, to look at
+    imgclf check-remote                     can the DVC remote be reached and read; if not, what to check
+    imgclf report --base origin/main        a Markdown report of what this change did (params, metrics,
+                                            figures), to post on a pull request
 
 ``predict`` and ``export`` read the model from ``models/`` (``--model-dir``): the model, its class
 names and how its images were resized, all saved by the train stage. ``predict`` runs
@@ -136,6 +139,21 @@ def unpack(args: argparse.Namespace) -> int:
     return 0
 
 
+def check_remote(args: argparse.Namespace) -> int:
+    from imgclf.remotes import check_remote as ask_remote
+
+    print(ask_remote(Path.cwd(), args.remote).describe())
+    return 0
+
+
+def report(args: argparse.Namespace) -> int:
+    from imgclf.report import write_report
+
+    path = write_report(Path.cwd(), args.output, base=args.base, rev=args.rev)
+    logger.info("wrote %s; post it on the pull request with: cml comment create --publish %s", path, path)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="imgclf", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -177,6 +195,15 @@ def main(argv: list[str] | None = None) -> int:
     unpack_parser.add_argument("packed", type=Path, help="a split folder, such as data/resized/test")
     unpack_parser.add_argument("output", type=Path, help="folder to write <class>/<file>.png into (must not exist)")
 
+    remote_parser = commands.add_parser("check-remote", help="check that the DVC remote can be reached and read")
+    remote_parser.add_argument("--remote", "-r", help="a remote's name (default: the default remote)")
+
+    report_parser = commands.add_parser("report", help="a Markdown report of params, metrics and figures vs a base")
+    report_parser.add_argument("--base", default="HEAD", help="the revision to compare with (default: HEAD)")
+    report_parser.add_argument("--rev", help="the revision or experiment to report on (default: the workspace)")
+    report_parser.add_argument("--output", type=Path, default=Path("report"),
+                               help="folder for report.md and its figures (default: report/)")
+
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)-7s %(message)s")
     if args.command == "summary":
@@ -185,7 +212,8 @@ def main(argv: list[str] | None = None) -> int:
     if getattr(args, "top_k", 1) < 1 or getattr(args, "batch_size", 1) < 1:
         parser.error("--top-k and --batch-size must be 1 or more")
     try:
-        return {"predict": predict, "export": export, "recipe": recipe, "unpack": unpack}[args.command](args)
+        return {"predict": predict, "export": export, "recipe": recipe, "unpack": unpack,
+                "check-remote": check_remote, "report": report}[args.command](args)
     except PipelineError as error:
         logger.error("%s", error)
         return 1

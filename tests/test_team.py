@@ -1,0 +1,307 @@
+"""End to end: a team shares one project through remote storage and a git server, as the README's
+"Working as a team" shows.
+
+Person A runs the pipeline and pushes; person B clones and pulls. The remotes are real: an S3 server
+(moto's, speaking the S3 API over HTTP) started by the test on 127.0.0.1, a plain shared folder, and
+a bare git repository as the git server. The tests run in the order a team works: A's first run, B's
+day, an interrupted pull, a remote that cannot be reached or denies access, shared experiments, a
+pull-request report, and a model published by version and fetched into another project.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import command_env, make_project, run, set_params, write_image_folder
+
+pytestmark = pytest.mark.slow
+
+CLASSES = ("red", "green", "blue")
+BUCKET = "team-bucket"
+ACCESS_KEY = "imgclf-test-access-key"  # moto takes any key; this one is findable if it leaks into git
+ARTIFACT = "image-classifier"
+SHARED_OUTPUTS = ("models", "metrics", "data/resized", "data/split.csv")
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def start_s3_server(log: Path, **env: str) -> tuple[subprocess.Popen[bytes], str]:
+    """moto's S3 server on 127.0.0.1 in its own process; its endpoint URL once it answers."""
+    port = free_port()
+    server = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+                              stdout=log.open("wb"), stderr=subprocess.STDOUT, env={**os.environ, **env})
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return server, f"http://127.0.0.1:{port}"
+        except OSError:
+            if server.poll() is not None:
+                pytest.fail(f"moto's S3 server exited: {log.read_text()[-3000:]}")
+            time.sleep(0.2)
+    server.kill()
+    pytest.fail("moto's S3 server did not answer within 60 s")
+
+
+def stop(server: subprocess.Popen[bytes]) -> None:
+    server.send_signal(signal.SIGCONT)  # in case a test left it paused
+    server.terminate()
+    server.wait(timeout=30)
+
+
+def digests(root: Path, names: tuple[str, ...] = SHARED_OUTPUTS) -> dict[str, str]:
+    """SHA-256 of every file under ``names`` in ``root``, by relative path."""
+    found = {}
+    for name in names:
+        top = root / name
+        for path in sorted([top] if top.is_file() else top.rglob("*")):
+            if path.is_file():
+                found[str(path.relative_to(root))] = hashlib.sha256(path.read_bytes()).hexdigest()
+    return found
+
+
+def cached_objects(repo: Path) -> int:
+    cache = repo / ".dvc" / "cache" / "files"
+    return sum(1 for path in cache.rglob("*") if path.is_file()) if cache.exists() else 0
+
+
+def clone(origin: Path, destination: Path) -> Path:
+    run(["git", "clone", "-q", str(origin), str(destination)], destination.parent)
+    return destination
+
+
+@pytest.fixture(scope="module")
+def s3(tmp_path_factory) -> Iterator[str]:
+    """The S3 server with the team's bucket, and the AWS variables every command of the module sees
+    (the usual way to give DVC credentials; none are written into a repository)."""
+    root = tmp_path_factory.mktemp("s3")
+    server, endpoint = start_s3_server(root / "moto.log")
+    with pytest.MonkeyPatch.context() as environment:
+        for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "DVC_STUDIO_TOKEN", "STUDIO_TOKEN"):
+            environment.delenv(name, raising=False)
+        environment.setenv("AWS_ACCESS_KEY_ID", ACCESS_KEY)
+        environment.setenv("AWS_SECRET_ACCESS_KEY", "imgclf-test-secret")
+        environment.setenv("AWS_DEFAULT_REGION", "us-east-1")
+        environment.setenv("AWS_CONFIG_FILE", str(root / "no-aws-config"))  # not this machine's ~/.aws
+        environment.setenv("AWS_SHARED_CREDENTIALS_FILE", str(root / "no-aws-credentials"))
+        import boto3
+
+        boto3.client("s3", endpoint_url=endpoint).create_bucket(Bucket=BUCKET)
+        try:
+            yield endpoint
+        finally:
+            stop(server)
+
+
+@pytest.fixture(scope="module")
+def team(s3, tmp_path_factory) -> dict[str, Path]:
+    """Person A's repository after `dvc repro`, `dvc push` to S3 and to a shared folder, and `git push`
+    of the run and its version tag to a bare repository (the team's git server)."""
+    root = tmp_path_factory.mktemp("team")
+    images = write_image_folder(root / "images", CLASSES, per_class=20)
+    person_a = make_project(root / "a")
+    set_params(person_a, **{"data.source": "folder", "data.path": str(images), "resize.size": [16, 16],
+                            "train.epochs": 3, "train.batch_size": 16, "split.val": 0.25, "split.test": 0.25})
+    # the README's commands: the S3 remote as the default, its endpoint (a company's S3-compatible
+    # server; left out for AWS itself), and a shared folder as a second remote
+    run(["dvc", "remote", "add", "-d", "storage", f"s3://{BUCKET}/imgclf"], person_a)
+    run(["dvc", "remote", "modify", "storage", "endpointurl", s3], person_a)
+    (root / "shared-folder").mkdir()
+    run(["dvc", "remote", "add", "shared", str(root / "shared-folder")], person_a)
+    run(["dvc", "repro"], person_a)
+    run(["git", "add", "-A"], person_a)
+    run(["git", "commit", "-qm", "first run"], person_a)
+    run(["dvc", "push"], person_a)
+    run(["dvc", "push", "-r", "shared"], person_a)
+    run(["git", "tag", "-a", f"{ARTIFACT}@v1.0.0", "-m", "first model"], person_a)
+
+    origin = root / "origin.git"
+    run(["git", "init", "-q", "--bare", str(origin)], root)
+    run(["git", "remote", "add", "origin", str(origin)], person_a)
+    branch = run(["git", "branch", "--show-current"], person_a).stdout.strip()
+    run(["git", "push", "-q", "origin", branch, f"{ARTIFACT}@v1.0.0"], person_a)
+    return {"root": root, "a": person_a, "origin": origin, "images": images}
+
+
+def test_credentials_stay_out_of_git(team):
+    committed = run(["git", "grep", "-I", "-l", ACCESS_KEY, "HEAD"], team["a"], check=False)
+    assert committed.returncode == 1, f"the access key is committed in: {committed.stdout}"
+    config = (team["a"] / ".dvc" / "config").read_text()
+    assert "s3://team-bucket/imgclf" in config and "access_key" not in config
+    # what `dvc remote modify --local` writes is ignored by git (dvc init's .dvc/.gitignore)
+    run(["dvc", "remote", "modify", "--local", "storage", "profile", "a-profile"], team["a"])
+    assert run(["git", "check-ignore", ".dvc/config.local"], team["a"]).returncode == 0
+    run(["dvc", "remote", "modify", "--local", "--unset", "storage", "profile"], team["a"])
+
+
+def test_second_persons_day_pull_gives_the_same_results_and_reruns_nothing(team):
+    person_b = clone(team["origin"], team["root"] / "b")
+    run(["dvc", "pull"], person_b)
+
+    assert "Data and pipelines are up to date." in run(["dvc", "status"], person_b).stdout
+    repro = run(["dvc", "repro"], person_b).stdout
+    assert "Running stage" not in repro, repro
+    assert digests(person_b) == digests(team["a"])
+
+    image = next((team["images"] / "red").glob("*.png"))
+    predicted = run(["imgclf", "predict", str(image)], person_b).stdout
+    assert predicted.startswith(f"{image}: red "), predicted
+
+
+def test_pull_from_a_shared_folder_remote(team):
+    person_c = clone(team["origin"], team["root"] / "c")
+    run(["dvc", "pull", "-r", "shared"], person_c)
+    assert digests(person_c) == digests(team["a"])
+    assert "can be read" in run(["imgclf", "check-remote", "-r", "shared"], person_c).stdout
+
+
+def test_an_interrupted_pull_rerun_ends_in_the_same_state(team):
+    """`dvc pull` killed in the middle of its downloads, then run again."""
+    person_d = clone(team["origin"], team["root"] / "d")
+    pulling = subprocess.Popen(["dvc", "pull", "-j", "1"], cwd=person_d, env=command_env(),
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 60
+    while cached_objects(person_d) < 3 and pulling.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.005)
+    pulling.kill()
+    pulling.wait()
+    assert pulling.returncode == -signal.SIGKILL, "the pull finished before the test could interrupt it"
+    assert 0 < cached_objects(person_d) < cached_objects(team["a"])
+
+    run(["dvc", "pull"], person_d)
+    assert digests(person_d) == digests(team["a"])
+    assert "Data and pipelines are up to date." in run(["dvc", "status"], person_d).stdout
+
+
+def test_a_remote_that_cannot_be_reached_or_denies_access_is_named_with_what_to_check(team, tmp_path):
+    person_e = clone(team["origin"], team["root"] / "e")
+    assert "can be read; it holds" in run(["imgclf", "check-remote"], person_e).stdout
+
+    # nothing listens on the endpoint (set for this machine only, as the README shows)
+    run(["dvc", "remote", "modify", "--local", "storage", "endpointurl", f"http://127.0.0.1:{free_port()}"], person_e)
+    unreachable = run(["imgclf", "check-remote"], person_e, check=False)
+    assert unreachable.returncode == 1
+    assert "remote 'storage' (s3://team-bucket/imgclf" in unreachable.stdout
+    assert "cannot be reached" in unreachable.stdout and "endpointurl" in unreachable.stdout
+    assert "Traceback" not in unreachable.stdout
+
+    # a server that knows no key: every request is refused (moto checks credentials from request 0)
+    locked, endpoint = start_s3_server(tmp_path / "locked.log", INITIAL_NO_AUTH_ACTION_COUNT="0")
+    try:
+        run(["dvc", "remote", "modify", "--local", "storage", "endpointurl", endpoint], person_e)
+        pulled = run(["dvc", "pull"], person_e, check=False)
+        assert pulled.returncode != 0 and "Forbidden" in pulled.stdout  # DVC's words, naming no remote
+        denied = run(["imgclf", "check-remote"], person_e, check=False)
+    finally:
+        stop(locked)
+    assert denied.returncode == 1 and "Traceback" not in denied.stdout
+    assert "remote 'storage' (s3://team-bucket/imgclf" in denied.stdout and "denies access" in denied.stdout
+    assert "$AWS_ACCESS_KEY_ID" in denied.stdout and ACCESS_KEY not in denied.stdout  # names, never values
+
+    missing = run(["imgclf", "check-remote", "-r", "nowhere"], person_e, check=False)
+    assert missing.returncode == 1
+    assert "there is no remote 'nowhere'; the remotes are: shared, storage" in missing.stdout
+    run(["dvc", "remote", "add", "gone", str(tmp_path / "unmounted")], person_e)
+    gone = run(["imgclf", "check-remote", "-r", "gone"], person_e, check=False)
+    assert gone.returncode == 1 and "does not exist here: mount the shared folder" in gone.stdout
+
+
+@pytest.fixture(scope="module")
+def experiments(team) -> dict[str, dict[str, str]]:
+    """A runs two experiments and pushes one of them; what each left in A's workspace."""
+    person_a = team["a"]
+    results = {}
+    for name, epochs in (("two-epochs", 2), ("four-epochs", 4)):
+        run(["dvc", "exp", "run", "-n", name, "-S", f"train.epochs={epochs}"], person_a)
+        results[name] = digests(person_a, ("models", "metrics"))
+    run(["dvc", "exp", "push", "origin", "two-epochs"], person_a)  # also pushes its data to the default remote
+    return results
+
+
+def test_a_pushed_experiment_is_pulled_shown_and_applied_with_its_model(team, experiments):
+    person_b = team["root"] / "b"
+    run(["dvc", "exp", "pull", "origin", "two-epochs"], person_b)
+
+    shown = json.loads(run(["dvc", "exp", "show", "--json"], person_b).stdout)
+    experiments_shown = {exp["name"]: exp for baseline in shown for exp in baseline.get("experiments") or ()}
+    assert set(experiments_shown) == {"two-epochs"}  # the one A pushed, not the other
+    (revision,) = experiments_shown["two-epochs"]["revs"]
+    data = revision["data"]
+    assert data["params"]["params.yaml"]["data"]["train"]["epochs"] == 2
+    assert "accuracy" in data["metrics"]["metrics/evaluate.json"]["data"]
+
+    run(["dvc", "exp", "apply", "two-epochs"], person_b)
+    run(["dvc", "pull"], person_b)
+    assert digests(person_b, ("models", "metrics")) == experiments["two-epochs"]
+
+
+def test_the_pull_request_report_names_the_changed_param_and_the_metric_deltas(team, experiments):
+    person_a = team["a"]
+    run(["imgclf", "report", "--base", "HEAD", "--rev", "two-epochs", "--output", "report"], person_a)
+    report = (person_a / "report" / "report.md").read_text()
+
+    assert "| `train.epochs` | 3 | 2 |" in report
+    diff = json.loads(run(["dvc", "metrics", "diff", "HEAD", "two-epochs", "--all", "--json"], person_a).stdout)
+    loss = diff["metrics/evaluate.json"]["loss"]
+    assert f"| test loss | {loss['old']:.4f} | {loss['new']:.4f} | {loss['diff']:+.4f} (" in report
+    accuracy = diff["metrics/evaluate.json"]["accuracy"]
+    assert f"| test accuracy | {accuracy['old']:.4f} | {accuracy['new']:.4f} |" in report
+    # the figures are the experiment's own, linked relative to the report (what CML uploads)
+    for name in ("training_curves", "confusion_matrix", "mistakes"):
+        assert f"(figures/{name}.png)" in report
+        figure = person_a / "report" / "figures" / f"{name}.png"
+        original = next(path for path in experiments["two-epochs"] if path.endswith(f"/{name}.png"))
+        assert hashlib.sha256(figure.read_bytes()).hexdigest() == experiments["two-epochs"][original]
+
+    # B, after applying the experiment: the workspace against the commit it came from
+    run(["imgclf", "report", "--output", "pr-report"], team["root"] / "b")
+    assert "| `train.epochs` | 3 | 2 |" in (team["root"] / "b" / "pr-report" / "report.md").read_text()
+
+
+def test_a_published_model_version_is_fetched_into_another_project(team, experiments, tmp_path):
+    person_a = team["a"]
+    # A makes the pushed experiment the next version: commit it, push its data, tag it, push the tag
+    run(["dvc", "exp", "apply", "two-epochs"], person_a)
+    run(["git", "commit", "-qam", "two epochs"], person_a)
+    run(["dvc", "push"], person_a)
+    run(["git", "tag", "-a", f"{ARTIFACT}@v1.1.0", "-m", "two epochs"], person_a)
+    branch = run(["git", "branch", "--show-current"], person_a).stdout.strip()
+    run(["git", "push", "-q", "origin", branch, f"{ARTIFACT}@v1.1.0"], person_a)
+
+    elsewhere = tmp_path / "service"
+    elsewhere.mkdir()
+    run(["dvc", "artifacts", "get", str(team["origin"]), ARTIFACT, "-o", "latest"], elsewhere)
+    run(["dvc", "artifacts", "get", str(team["origin"]), ARTIFACT, "--rev", "v1.0.0", "-o", "first"], elsewhere)
+    assert digests(elsewhere / "latest", (".",)) == {
+        path.removeprefix("models/"): digest for path, digest in experiments["two-epochs"].items()
+        if path.startswith("models/")}
+    assert digests(elsewhere / "first", (".",)) == {  # C pulled the first run
+        path.removeprefix("models/"): digest for path, digest in digests(team["root"] / "c", ("models",)).items()}
+
+    image = next((team["images"] / "blue").glob("*.png"))
+    predicted = run(["imgclf", "predict", "--model-dir", "latest", str(image)], elsewhere).stdout
+    assert predicted.startswith(f"{image}: blue "), predicted
+
+    # the registry as its tools read it (GTO, which DVC Studio uses): the artifact with both versions
+    shown = json.loads(run(["gto", "show", ARTIFACT, "--json"], person_a).stdout)
+    assert {version["version"] for version in shown} == {"v1.0.0", "v1.1.0"}
+    import dvc.api
+
+    first = dvc.api.artifacts_show(ARTIFACT, version="v1.0.0", repo=str(team["origin"]))
+    assert first["path"] == "models"
+    assert first["rev"] == run(["git", "rev-parse", f"{ARTIFACT}@v1.0.0^{{commit}}"], person_a).stdout.strip()
