@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from imgclf.devices import describe_cpu
 from tests.helpers import command_env, make_project, run, set_params, stage_command, write_image_folder
 
 pytestmark = pytest.mark.slow
@@ -72,6 +73,7 @@ def test_mirrored_on_two_logical_cpu_devices(project):
     output = finish(start(train_command("out/mirrored"), project, IMGCLF_LOGICAL_CPUS="2"))
     metrics = json.loads((project / "out/mirrored/train.json").read_text())
     assert metrics["distribution"] == "mirrored" and metrics["replicas"] == 2, output[-3000:]
+    assert metrics["device"] == describe_cpu() and metrics["device"].startswith("cpu (")  # what decides the digits
     assert metrics["epochs"] == 2 and (project / "out/mirrored/models/model.keras").is_file()
 
 

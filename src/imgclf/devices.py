@@ -25,6 +25,7 @@ import json
 import logging
 import os
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import keras
@@ -43,7 +44,7 @@ class DeviceSetup:
     """What :func:`setup_devices` chose; build and compile the model inside ``scope``."""
 
     backend: str
-    device: str  # e.g. "1 x NVIDIA H100 80GB HBM3" or "cpu"
+    device: str  # e.g. "1 x NVIDIA H100 80GB HBM3" or "cpu (AMD EPYC, AVX-512 BF16)"
     accelerators: int
     distribution: str  # none | mirrored | multi_worker
     replicas: int
@@ -99,6 +100,28 @@ def _logical_cpus_requested() -> int:
     return int(value)
 
 
+# The widest vector instructions first: oneDNN (TensorFlow's CPU kernels) and XLA pick their code by
+# these, so two CPUs with different ones give different last digits for the same params.
+CPU_INSTRUCTION_SETS = (("amx_tile", "AMX"), ("avx512_bf16", "AVX-512 BF16"), ("avx512_vnni", "AVX-512 VNNI"),
+                        ("avx512f", "AVX-512"), ("avx2", "AVX2"), ("avx", "AVX"))
+
+
+def describe_cpu(cpuinfo: str | None = None) -> str:
+    """``cpu (AMD EPYC, AVX-512 BF16)``: the CPU's model and its widest vector instructions, which
+    decide its floating-point results (read from /proc/cpuinfo; plain ``cpu`` where it cannot be read)."""
+    if cpuinfo is None:
+        try:
+            cpuinfo = Path("/proc/cpuinfo").read_text()
+        except OSError:
+            return "cpu"
+    fields = dict(line.split(":", 1) for line in cpuinfo.splitlines() if ":" in line)
+    fields = {key.strip(): value.strip() for key, value in fields.items()}
+    flags = set(fields.get("flags", "").split())
+    widest = next((name for flag, name in CPU_INSTRUCTION_SETS if flag in flags), None)
+    details = [part for part in (fields.get("model name"), widest) if part]
+    return f"cpu ({', '.join(details)})" if details else "cpu"
+
+
 def _setup_tensorflow(setting: str, mixed_precision: str) -> DeviceSetup:
     import tensorflow as tf
 
@@ -111,7 +134,7 @@ def _setup_tensorflow(setting: str, mixed_precision: str) -> DeviceSetup:
         cpu = tf.config.list_physical_devices("CPU")[0]
         tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * logical_cpus)
     names = [tf.config.experimental.get_device_details(gpu).get("device_name", gpu.name) for gpu in gpus]
-    device = f"{len(gpus)} x {names[0]}" if gpus else "cpu"
+    device = f"{len(gpus)} x {names[0]}" if gpus else describe_cpu()
     distribution = resolve_distribution(setting, len(gpus), cluster)
     precision = resolve_precision(mixed_precision, len(gpus))
     if distribution == "none":
@@ -156,7 +179,7 @@ def _setup_jax(setting: str, mixed_precision: str) -> DeviceSetup:
         os.environ["XLA_FLAGS"] = f"{flags} --xla_force_host_platform_device_count={logical_cpus}"
     devices = jax.devices()
     accelerators = [d for d in devices if d.platform != "cpu"]
-    device = f"{len(accelerators)} x {accelerators[0].device_kind}" if accelerators else "cpu"
+    device = f"{len(accelerators)} x {accelerators[0].device_kind}" if accelerators else describe_cpu()
     distribution = resolve_distribution(setting, len(accelerators), cluster)
     precision = resolve_precision(mixed_precision, len(accelerators))
     shard = (jax.process_index(), jax.process_count())
@@ -171,7 +194,7 @@ def _setup_jax(setting: str, mixed_precision: str) -> DeviceSetup:
 
 def _setup_other(backend: str, setting: str, mixed_precision: str) -> DeviceSetup:
     accelerators = 0
-    device = "cpu"
+    device = describe_cpu()
     if backend == "torch":
         import torch
 

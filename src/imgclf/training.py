@@ -359,7 +359,7 @@ def train(build: Callable[[], keras.Model], train_set: Split, val_set: Split, pa
         state.epoch = epoch + 1
         if not math.isfinite(record["loss"]):
             raise TrainingError(f"the training loss became {record['loss']} in epoch {epoch + 1}: training diverged; "
-                                f"lower train.learning_rate (now {params.learning_rate}).")
+                                f"lower train.learning_rate (now {params.learning_rate:g}).")
         val_loss = record.get("val_loss", math.nan)
         if math.isfinite(val_loss) and val_loss < state.best_value:
             state.best_value, state.best_epoch = val_loss, epoch + 1
@@ -389,7 +389,7 @@ def train(build: Callable[[], keras.Model], train_set: Split, val_set: Split, pa
 
     if state.best_epoch is None or best_weights is None:
         raise TrainingError(f"the validation loss was never finite in {state.epoch} epochs: training "
-                            f"diverged; lower train.learning_rate (now {params.learning_rate}).")
+                            f"diverged; lower train.learning_rate (now {params.learning_rate:g}).")
     model.set_weights(best_weights)
     logger.info("best epoch %d of %d (val_loss %.4f)", state.best_epoch, state.epoch, state.best_value)
     # the first epoch includes compiling: leave it out when there are others
