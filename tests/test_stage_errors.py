@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import errno
+import os
 import re
+import subprocess
+import time
 from pathlib import Path
 
 import pytest
 
-from imgclf.files import atomic_directory, atomic_file
+from imgclf.files import atomic_directory, atomic_file, remove_abandoned_staging
 from imgclf.stage import run_stage
 from tests.helpers import make_project, run, set_params, stage_command
 
@@ -80,6 +83,23 @@ def test_a_completed_block_replaces_the_old_output(tmp_path):
     with atomic_directory(tmp_path / "out") as staging:
         (staging / "new.png").write_bytes(b"new")
     assert [path.name for path in (tmp_path / "out").iterdir()] == ["new.png"]
+
+
+def test_staging_of_a_killed_process_is_removed_even_while_it_is_an_unreaped_zombie(tmp_path):
+    """Where PID 1 does not reap orphans (some containers), a killed stage stays a zombie: it answers
+    signals but will never finish its staging folder."""
+    exited = subprocess.Popen(["true"])  # not waited for yet: a zombie once it has exited
+    while Path(f"/proc/{exited.pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z":
+        time.sleep(0.01)
+    abandoned = tmp_path / f".out.{exited.pid}.abc123.partial"
+    abandoned.mkdir()
+    running = tmp_path / f".out.{os.getpid()}.def456.partial"  # this process's: left alone
+    running.mkdir()
+    try:
+        remove_abandoned_staging(tmp_path / "out")
+    finally:
+        exited.wait()
+    assert not abandoned.exists() and running.exists()
 
 
 def test_a_failed_file_write_keeps_the_previous_file(tmp_path):

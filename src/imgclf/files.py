@@ -59,7 +59,17 @@ def _process_is_alive(pid: int) -> bool:
         return False
     except PermissionError:  # alive, someone else's
         return True
-    return True
+    return not _is_zombie(pid)
+
+
+def _is_zombie(pid: int) -> bool:
+    """A killed process that nobody has reaped yet (where PID 1 does not reap orphans, as in some
+    containers, it stays one): it answers signals, but it will never write again."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state == "Z"
 
 
 def remove_abandoned_staging(final: Path) -> None:
