@@ -28,6 +28,8 @@ import argparse
 import json
 import os
 import platform
+import re
+import shlex
 import shutil
 import statistics
 import subprocess
@@ -73,20 +75,17 @@ class Side:
         return f"data/resized/{subset}.npz" if self.packed_as_npz else f"data/resized/{subset}"
 
     def commands(self) -> dict[str, list[str]]:
-        python = sys.executable
-        stages = self.checkout / "stages"
-        return {
-            "resize": [python, str(stages / "resize.py"), "--split", "data/split.csv", "--output", "data/resized",
-                       "--report", "metrics/skipped_resize.csv", "--counts", "metrics/data.json"],
-            "train": [python, str(stages / "train.py"), "--train", self.split_path("train"), "--val",
-                      self.split_path("val"), "--preprocessing", "data/resized/preprocessing.json",
-                      "--model-dir", "models", "--metrics", "metrics/train.json", "--history", "metrics/history",
-                      "--figures", "metrics/figures/train"],
-            "evaluate": [python, str(stages / "evaluate.py"), "--model-dir", "models", "--test",
-                         self.split_path("test"), "--metrics", "metrics/evaluate.json", "--predictions",
-                         "metrics/predictions.csv", "--roc", "metrics/roc.csv", "--precision-recall",
-                         "metrics/precision_recall.csv", "--figures", "metrics/figures/evaluate"],
-        }
+        """Each stage's command as this checkout's dvc.yaml runs it (its stages take the arguments of
+        their own day), the split folders as .npz files on the whole-split hand-off."""
+        stages = YAML(typ="safe").load((self.checkout / "dvc.yaml").read_text())["stages"]
+        commands = {}
+        for stage in ("resize", "train", "evaluate"):
+            python, script, *arguments = shlex.split(stages[stage]["cmd"])
+            if self.packed_as_npz:
+                arguments = [re.sub(r"^data/resized/(train|val|test)$", r"data/resized/\1.npz", argument)
+                             for argument in arguments]
+            commands[stage] = [sys.executable, str(self.checkout / script), *arguments]
+        return commands
 
     def project(self, root: Path, raw: Path, entries: Sequence[tuple[str, str, str, str]],
                 settings: dict[str, Any]) -> Path:

@@ -1,12 +1,15 @@
 """Evaluate stage: score the trained model on the test split and draw where it fails.
 
-Reads:  models/ (model.keras, classes.json), data/resized/test/ (batch by batch), params.yaml ``evaluate``
+Reads:  models/ (model.keras, classes.json), data/resized/test/ and val/ (batch by batch), params.yaml ``evaluate``
 Writes: metrics/evaluate.json (accuracy, top-k accuracy, loss, macro and weighted precision/recall/F1,
         ROC AUC, calibration error, per-class scores), metrics/predictions.csv (file, actual,
         predicted, confidence: the confusion matrix's data), metrics/roc.csv and
         metrics/precision_recall.csv (one-vs-rest curve points per class), and metrics/figures/evaluate/
         (PNG: confusion matrices, ROC and precision-recall curves, the most confident mistakes,
-        sample test images per class)
+        sample test images per class, both again with heatmaps of where the model looked, the
+        images most probably mislabelled), and
+        metrics/label_issues.csv (the validation and test images whose label is probably wrong, by
+        cleanlab's confident learning on the model's out-of-sample probabilities)
 Run:    dvc repro evaluate
 """
 
@@ -26,11 +29,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model-dir", type=Path, required=True, help="the train stage's model folder")
     parser.add_argument("--test", type=Path, required=True, help="the test split's folder")
+    parser.add_argument("--val", type=Path, required=True, help="the validation split's folder (for label issues)")
     parser.add_argument("--metrics", type=Path, required=True, help="JSON of test metrics")
     parser.add_argument("--predictions", type=Path, required=True, help="CSV of per-image predictions")
     parser.add_argument("--roc", type=Path, required=True, help="CSV of ROC curve points")
     parser.add_argument("--precision-recall", type=Path, required=True, help="CSV of precision-recall points")
     parser.add_argument("--figures", type=Path, required=True, help="folder for the PNG figures")
+    parser.add_argument("--label-issues", type=Path, required=True, help="CSV of probably mislabelled images")
     args = parser.parse_args()
     params = load_section(EvaluateParams)
 
@@ -43,7 +48,9 @@ def main() -> None:
         roc_rows,
         score_predictions,
     )
+    from imgclf.explain import draw_heatmap_galleries
     from imgclf.files import atomic_directory, read_json, write_csv, write_json
+    from imgclf.label_issues import CSV_COLUMNS, draw_gallery, find_in_splits, issue_rows
     from imgclf.modelio import load_model
 
     class_names = read_json(args.model_dir / "classes.json")
@@ -52,6 +59,9 @@ def main() -> None:
     probabilities = predict_split(model, test_set, params.batch_size, params.tta)  # pixels are never all in memory
     labels, predicted = test_set.labels, probabilities.argmax(axis=1)
     roc = roc_rows(labels, probabilities, class_names)
+    val_set = open_split(args.val, class_names)
+    val_probabilities = predict_split(model, val_set, params.batch_size, params.tta)
+    issues = find_in_splits({"val": (val_set, val_probabilities), "test": (test_set, probabilities)})
     precision_recall = precision_recall_rows(labels, probabilities, class_names)
 
     with atomic_directory(args.figures) as staging:
@@ -64,8 +74,14 @@ def main() -> None:
                                  staging / "mistakes.png")
         figures.samples_grid(test_set.read, labels, probabilities, class_names, params.samples_per_class,
                              staging / "samples.png")
+        heatmaps_from = draw_heatmap_galleries(model, test_set, probabilities, class_names, params.mistakes,
+                                               params.samples_per_class, staging)
+        draw_gallery(issues[:params.label_issues], {"val": val_set, "test": test_set}, class_names,
+                     staging / "label_issues.png")
 
     metrics = score_predictions(labels, probabilities, class_names, params.top_k, params.calibration_bins)
+    metrics["label_issues"] = len(issues)
+    write_csv(args.label_issues, CSV_COLUMNS, issue_rows(issues, class_names))
     write_csv(args.roc, ["class", "point", "fpr", "tpr"], roc)
     write_csv(args.precision_recall, ["class", "point", "recall", "precision"], precision_recall)
     write_csv(args.predictions, ["file", "actual", "predicted", "confidence"],
@@ -74,6 +90,10 @@ def main() -> None:
     logger.info("test accuracy %.4f, loss %.4f, macro F1 %.4f, ROC AUC %s, ECE %.4f on %d images",
                 metrics["accuracy"], metrics["loss"], metrics["macro_f1"], metrics["roc_auc"], metrics["ece"],
                 metrics["test_images"])
+    logger.info("%d of %d validation and test images are probably mislabelled: %s", len(issues),
+                len(val_set) + len(test_set), args.label_issues)
+    if heatmaps_from is not None:
+        logger.info("drew where the model looked (%s) over the mistakes and samples in %s", heatmaps_from, args.figures)
 
 
 if __name__ == "__main__":

@@ -4,7 +4,8 @@ Reads:  data/raw_index.csv (the download stage's manifest of data/raw), params.y
 Writes: data/split.csv, the split as a manifest: every image's path, its class, its subset (train,
         val or test) and the SHA-256 of its bytes. A manifest rather than folders of links: DVC
         checks one file instead of one per image (README: "Which outputs are folders");
-        metrics/duplicates.csv, files whose bytes repeat another file's: dropped
+        metrics/duplicates.csv, files whose bytes repeat another file's, or that hold the same
+        picture re-encoded or resized (a perceptual hash within split.near_duplicate_bits): dropped
         (split.deduplicate: true) or, when kept, listed where they leak across splits
 Run:    dvc repro split
 """
@@ -18,6 +19,7 @@ from pathlib import Path
 from imgclf.files import write_csv
 from imgclf.layout import SUBSETS
 from imgclf.manifest import ManifestEntry, labelled_files, read_manifest, write_manifest
+from imgclf.near_duplicates import group_keys, hash_files, near_pairs
 from imgclf.params import SplitParams, load_section
 from imgclf.split import count_by_class, drop_duplicates, leaks, split_items
 from imgclf.stage import run_stage
@@ -36,21 +38,30 @@ def main() -> None:
     indexed = read_manifest(args.index, "download")
     files = labelled_files(indexed)
     digests = {Path(entry.file): entry.sha256 for entry in indexed}
+    same = digests  # files with the same key hold the same picture
+    if params.near_duplicate_bits is not None:
+        paths = [item.path for item in files]
+        same = group_keys(paths, digests, near_pairs(hash_files(paths), params.near_duplicate_bits))
+
+    def how(copy: Path, original: Path) -> str:
+        return "the same bytes" if digests[copy] == digests[original] else "the same picture (perceptual hash)"
+
     rows = []
     if params.deduplicate:
-        files, dropped = drop_duplicates(files, digests)
-        rows = [(str(copy.path), str(original.path), "dropped") for copy, original in dropped]
+        files, dropped = drop_duplicates(files, same)
+        rows = [(str(copy.path), str(original.path), f"dropped: {how(copy.path, original.path)}")
+                for copy, original in dropped]
     split = split_items(files, params.val, params.test, params.seed)
     if not params.deduplicate:
-        rows = [(str(item.path), str(copy.path), f"leakage: also in {subset}") for item, copy, subset in
-                leaks(split, digests)]
+        rows = [(str(item.path), str(copy.path), f"leakage: {how(item.path, copy.path)} in {subset}")
+                for item, copy, subset in leaks(split, same)]
     if rows:
-        logger.warning("%d files repeat another file's bytes (%s); see %s", len(rows),
+        logger.warning("%d files repeat another file's bytes or picture (%s); see %s", len(rows),
                        "dropped" if params.deduplicate else "kept, and leaking across splits", args.duplicates)
 
     write_manifest(args.output, [ManifestEntry(item.path.as_posix(), item.label, subset, digests[item.path])
                                  for subset in SUBSETS for item in split[subset]])
-    write_csv(args.duplicates, ["file", "same_bytes_as", "action"], rows)
+    write_csv(args.duplicates, ["file", "duplicate_of", "action"], rows)
     for subset, counts in count_by_class(split).items():
         logger.info("%s: %d images (%s)", subset, sum(counts.values()),
                     ", ".join(f"{label} {count}" for label, count in counts.items()))

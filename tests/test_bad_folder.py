@@ -87,8 +87,8 @@ def test_every_usable_file_is_in_the_resized_splits_and_no_unusable_one(project)
 
 def test_the_duplicate_is_dropped_and_listed(project):
     (row,) = read_rows(project / "metrics/duplicates.csv")
-    assert {Path(row["file"]).name, Path(row["same_bytes_as"]).name} == {DUPLICATE, "000.png"}
-    assert row["action"] == "dropped"
+    assert {Path(row["file"]).name, Path(row["duplicate_of"]).name} == {DUPLICATE, "000.png"}
+    assert row["action"] == "dropped: the same bytes"
 
 
 def test_imgclf_predict_on_the_folder_classifies_every_usable_file_and_names_the_others(project, images, tmp_path):

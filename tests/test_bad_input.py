@@ -210,12 +210,12 @@ def test_the_split_stage_finds_a_copy_across_the_sources_splits_by_its_bytes(tmp
     run(["dvc", "repro", "split"], project)
 
     report = (project / "metrics/duplicates.csv").read_text().splitlines()
-    assert report[0] == "file,same_bytes_as,action"
+    assert report[0] == "file,duplicate_of,action"
     in_split = [Path(entry.file).name for entry in read_manifest(project / "data/split.csv", "split")
                 if entry.file.endswith("copy_of_test.png")]
     if deduplicate:
-        assert report[1:] == ["data/raw/train/cat/copy_of_test.png,data/raw/test/cat/0.png,dropped"]
+        assert report[1:] == ["data/raw/train/cat/copy_of_test.png,data/raw/test/cat/0.png,dropped: the same bytes"]
         assert in_split == []  # the test image is kept, its training copy dropped
     else:
-        assert len(report) == 2 and report[1].endswith("leakage: also in test")
+        assert len(report) == 2 and report[1].endswith("leakage: the same bytes in test")
         assert in_split == ["copy_of_test.png"]

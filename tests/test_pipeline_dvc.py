@@ -26,10 +26,15 @@ IMAGES_PER_CLASS = 20
 ALL_STAGES = {"download", "split", "resize", "train", "evaluate", "export"}
 TRACKED_RESULTS = ("metrics/evaluate.json", "metrics/train.json", "metrics/data.json",
                    "metrics/predictions.csv", "metrics/skipped_download.csv", "metrics/skipped_resize.csv",
-                   "metrics/roc.csv", "metrics/precision_recall.csv", "metrics/export.json")
-FIGURES = ("metrics/figures/train/training_curves.png", "metrics/figures/evaluate/confusion_matrix.png",
+                   "metrics/roc.csv", "metrics/precision_recall.csv", "metrics/export.json",
+                   "metrics/label_issues.csv", "metrics/data/class_balance.csv", "metrics/data/source_sizes.csv",
+                   "metrics/data/aspect_ratios.csv")
+FIGURES = ("metrics/figures/resize/data.png", "metrics/figures/train/training_curves.png",
+           "metrics/figures/evaluate/confusion_matrix.png",
            "metrics/figures/evaluate/roc.png", "metrics/figures/evaluate/precision_recall.png",
-           "metrics/figures/evaluate/mistakes.png", "metrics/figures/evaluate/samples.png")
+           "metrics/figures/evaluate/mistakes.png", "metrics/figures/evaluate/samples.png",
+           "metrics/figures/evaluate/label_issues.png", "metrics/figures/evaluate/mistakes_heatmaps.png",
+           "metrics/figures/evaluate/samples_heatmaps.png")
 
 
 def stages_run(output: str) -> set[str]:
@@ -157,7 +162,7 @@ def test_every_declared_plot_renders_in_a_real_browser(repo, tmp_path):
     charts = {chart["id"]: chart for chart in drawn["charts"]}
     images = {image["src"]: image["width"] for image in drawn["images"]}
     declared = declared_plots(repo)
-    assert len(charts) + len(images) == len(declared) == 12
+    assert len(charts) + len(images) == len(declared) == 19
     for title in ("Loss", "Accuracy"):
         assert charts[title]["lines"] >= 2, charts[title]  # train and validation
     for title in ("Confusion_matrix", "Confusion_matrix__normalised_by_actual_class_"):

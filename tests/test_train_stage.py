@@ -157,6 +157,7 @@ def test_train_and_evaluate_run_under_jax_without_tensorflow(tmp_path):
     assert "with the jax backend" in result.stdout
     assert "no TensorBoard logs" in result.stdout  # the things that need TensorFlow say so
     assert "imgclf predict will load the Keras model instead" in result.stdout
+    assert "drew where the model looked" in result.stdout  # the heatmaps' gradients come from jax.grad
     assert (repo / "models/model.keras").is_file() and not (repo / "models/model.onnx").exists()
     train = json.loads((repo / "metrics/train.json").read_text())
     evaluate = json.loads((repo / "metrics/evaluate.json").read_text())

@@ -5,6 +5,8 @@
     imgclf predict my_folder/ --output predictions.csv
     imgclf predict photo.jpg --tta flip     with the test-time augmentation of evaluate.tta: flip
     imgclf predict photo.jpg --verbose      and where the seconds went (start-up, model, images, prediction)
+    imgclf predict photo.jpg --explain heatmaps/
+                                            and heatmaps/photo.heatmap.png: where the model saw that class
     imgclf export --format onnx             the model for serving, checked against the Keras model
     imgclf recipe                           the recipes (named sets of params): photos, cifar10, tutorial
     imgclf recipe photos --apply            write the photo recipe's values into params.yaml, then: dvc repro
@@ -12,6 +14,8 @@
                                             the same as an experiment
     imgclf unpack data/resized/test test_images/
                                             a packed split as <class>/<file>.png folders, to look at
+    imgclf lr-find                          a short run with a rising learning rate: loss against rate
+                                            (logs/lr_find.png), and the train.learning_rate to try
     imgclf check-remote                     can the DVC remote be reached and read; if not, what to check
     imgclf report --base origin/main        a Markdown report of what this change did (params, metrics,
                                             figures), to post on a pull request
@@ -65,12 +69,19 @@ def predict(args: argparse.Namespace) -> int:
     preprocessing = Preprocessing.load(args.model_dir / PREPROCESSING_FILE)
     class_names = read_json(args.model_dir / "classes.json")
     loading_started = time.perf_counter()
-    classifier = load_classifier(args.model_dir, args.engine)
+    classifier = load_classifier(args.model_dir, "keras" if args.explain else args.engine)
     loaded = time.perf_counter()
     top_k = min(args.top_k, len(class_names))
     times = PredictionTimes()
     predictions, unreadable = predict_files(classifier, class_names, preprocessing, image_files(args.paths),
                                             top_k=top_k, batch_size=args.batch_size, tta=args.tta, times=times)
+    if args.explain and predictions:
+        from imgclf.inference import KerasClassifier, explain_files
+
+        assert isinstance(classifier, KerasClassifier)  # --explain loads the Keras model
+        written = explain_files(classifier.model, [Path(found.file) for found in predictions], class_names,
+                                [found.top[0][0] for found in predictions], preprocessing, args.explain)
+        logger.info("wrote %d heatmaps (where the model saw its first class) to %s", len(written), args.explain)
     if args.output:
         write_csv(args.output, CSV_COLUMNS, csv_rows(predictions, unreadable))
         logger.info("wrote %d predictions to %s", len(predictions), args.output)
@@ -139,6 +150,24 @@ def unpack(args: argparse.Namespace) -> int:
     return 0
 
 
+def lr_find(args: argparse.Namespace) -> int:
+    from imgclf.dataset import open_split
+    from imgclf.lrfind import draw_sweep, find_learning_rate, sweep_rates
+    from imgclf.params import TrainParams, load_section
+
+    params = load_section(TrainParams, args.params)
+    rates = sweep_rates(args.start, args.end, args.steps)
+    with open_split(args.train) as train_split:
+        logger.info("lr-find: %s on %d training images, %d batches of %d, rates %.0e to %.0e", params.model,
+                    len(train_split), args.steps, params.batch_size, args.start, args.end)
+        sweep = find_learning_rate(params, train_split, rates)
+    draw_sweep(sweep, args.output)
+    logger.info("drew the loss against the learning rate in %s", args.output)
+    print(f"suggested train.learning_rate: {sweep.suggestion:.2g} (now {params.learning_rate:g}); try it with:")
+    print(f"dvc exp run -S train.learning_rate={sweep.suggestion:.2g}")
+    return 0
+
+
 def check_remote(args: argparse.Namespace) -> int:
     from imgclf.remotes import check_remote as ask_remote
 
@@ -173,6 +202,9 @@ def main(argv: list[str] | None = None) -> int:
     predict_parser.add_argument("--engine", choices=("auto", "onnx", "keras"), default="auto",
                                 help="onnx: models/model.onnx in ONNX Runtime (starts fast); keras: models/model.keras;"
                                      " auto (default): onnx where the file and onnxruntime are there")
+    predict_parser.add_argument("--explain", type=Path, metavar="FOLDER",
+                                help="write FOLDER/<name>.heatmap.png per image: where the model saw its class "
+                                     "(runs the Keras model)")
     predict_parser.add_argument("--verbose", action="store_true",
                                 help="log where the seconds went: start-up, loading the model, reading, predicting")
 
@@ -195,6 +227,15 @@ def main(argv: list[str] | None = None) -> int:
     unpack_parser.add_argument("packed", type=Path, help="a split folder, such as data/resized/test")
     unpack_parser.add_argument("output", type=Path, help="folder to write <class>/<file>.png into (must not exist)")
 
+    lr_parser = commands.add_parser("lr-find", help="suggest train.learning_rate from a short run with a rising rate")
+    lr_parser.add_argument("--train", type=Path, default=Path("data/resized/train"),
+                           help="the packed training split (default: the resize stage's)")
+    lr_parser.add_argument("--params", type=Path, default=Path("params.yaml"))
+    lr_parser.add_argument("--start", type=float, default=1e-6, help="the first rate (default 1e-6)")
+    lr_parser.add_argument("--end", type=float, default=1.0, help="the last rate (default 1)")
+    lr_parser.add_argument("--steps", type=int, default=100, help="batches, one per rate (default 100)")
+    lr_parser.add_argument("--output", type=Path, default=Path("logs/lr_find.png"), help="the plot")
+
     remote_parser = commands.add_parser("check-remote", help="check that the DVC remote can be reached and read")
     remote_parser.add_argument("--remote", "-r", help="a remote's name (default: the default remote)")
 
@@ -211,9 +252,11 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if getattr(args, "top_k", 1) < 1 or getattr(args, "batch_size", 1) < 1:
         parser.error("--top-k and --batch-size must be 1 or more")
+    if getattr(args, "explain", None) and args.engine == "onnx":
+        parser.error("--explain needs the Keras model's gradients: use --engine keras or auto")
     try:
         return {"predict": predict, "export": export, "recipe": recipe, "unpack": unpack,
-                "check-remote": check_remote, "report": report}[args.command](args)
+                "lr-find": lr_find, "check-remote": check_remote, "report": report}[args.command](args)
     except PipelineError as error:
         logger.error("%s", error)
         return 1

@@ -6,6 +6,7 @@ so the same results give the same bytes and DVC sees no change on a rerun.
 
 from __future__ import annotations
 
+import textwrap
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
@@ -20,6 +21,9 @@ from matplotlib.figure import Figure  # noqa: E402
 from imgclf.evaluation import most_confident_mistakes, samples_per_class  # noqa: E402
 
 DPI = 100
+OVERLAY_OPACITY = 0.45
+# (images, classes) -> one heatmap in [0, 1] per image, or None where it has none: explain.GradCam.heatmaps
+Heatmaps = Callable[[np.ndarray, np.ndarray], Sequence[np.ndarray | None]]
 
 
 def save_figure(figure: Figure, path: Path) -> None:
@@ -125,29 +129,61 @@ def image_grid(images: Sequence[np.ndarray], captions: Sequence[str], title: str
 ReadRows = Callable[[np.ndarray], np.ndarray]
 
 
+def overlay(image: np.ndarray, heatmap: np.ndarray | None) -> np.ndarray:
+    """The image with the heatmap laid over it in the jet colours (the image alone where there is none)."""
+    if heatmap is None:
+        return image
+    coloured = matplotlib.colormaps["jet"](heatmap)[..., :3] * 255.0
+    rgb = image if image.shape[-1] == 3 else np.repeat(image[..., :1], 3, axis=-1)
+    return np.clip((1 - OVERLAY_OPACITY) * rgb + OVERLAY_OPACITY * coloured, 0, 255).round().astype(np.uint8)
+
+
+def _shown(read: ReadRows, rows: Sequence[int], classes: np.ndarray, heatmaps: Heatmaps | None) -> list[np.ndarray]:
+    """The images of ``rows``; with ``heatmaps``, each overlaid with where it shows its class."""
+    images = read(np.asarray(rows, dtype=np.int64))
+    if heatmaps is None or not len(rows):
+        return list(images)
+    return [overlay(image, heat) for image, heat in zip(images, heatmaps(images, classes), strict=True)]
+
+
+HEATMAP_TITLE = "Where the model looked for its prediction (red: most), "
+
+
 def mistakes_gallery(read: ReadRows, labels: np.ndarray, probabilities: np.ndarray,
-                     class_names: Sequence[str], count: int, path: Path) -> None:
-    """The ``count`` most confident mistakes: each image with the predicted class, its confidence, the truth."""
+                     class_names: Sequence[str], count: int, path: Path, heatmaps: Heatmaps | None = None) -> None:
+    """The ``count`` most confident mistakes: each image with the predicted class, its confidence, the truth;
+    with ``heatmaps``, overlaid with where the model saw the class it predicted."""
     predicted = probabilities.argmax(axis=1)
     chosen = most_confident_mistakes(labels, probabilities, count)
-    image_grid(list(read(np.asarray(chosen, dtype=np.int64))),
+    title = f"the {len(chosen)} most confident mistakes: predicted class and confidence (true class)"
+    image_grid(_shown(read, chosen, predicted[chosen], heatmaps),
                [f"{class_names[predicted[i]]} {probabilities[i, predicted[i]]:.2f}\n(is {class_names[labels[i]]})"
                 for i in chosen],
-               f"The {len(chosen)} most confident mistakes: predicted class and confidence (true class)",
-               path, caption_colors=["firebrick"] * len(chosen))
+               HEATMAP_TITLE + title if heatmaps else title[0].upper() + title[1:], path,
+               caption_colors=["firebrick"] * len(chosen))
 
 
 def samples_grid(read: ReadRows, labels: np.ndarray, probabilities: np.ndarray, class_names: Sequence[str],
-                 per_class: int, path: Path) -> None:
-    """A row of test images per class, captioned "true class: right" or with the wrong prediction in red."""
+                 per_class: int, path: Path, heatmaps: Heatmaps | None = None) -> None:
+    """A row of test images per class, captioned "true class: right" or with the wrong prediction in red;
+    with ``heatmaps``, overlaid with where the model saw the class it predicted."""
     predicted = probabilities.argmax(axis=1)
     chosen = [index for indices in samples_per_class(labels, len(class_names), per_class) for index in indices]
     right = [predicted[i] == labels[i] for i in chosen]
-    image_grid(list(read(np.asarray(chosen, dtype=np.int64))),
+    title = "test images per class (true class: prediction)"
+    image_grid(_shown(read, chosen, predicted[chosen], heatmaps),
                [f"{class_names[labels[i]]}: {'right' if ok else class_names[predicted[i]]}"
                 for i, ok in zip(chosen, right, strict=True)],
-               "Test images per class (true class: prediction)", path, columns=per_class,
+               HEATMAP_TITLE + title if heatmaps else title[0].upper() + title[1:], path, columns=per_class,
                caption_colors=["black" if ok else "firebrick" for ok in right])
+
+
+def message_page(title: str, message: str, path: Path) -> None:
+    """A figure that says why there is no picture (instead of a picture of noise)."""
+    figure = plt.figure(figsize=(8, 2))
+    figure.suptitle(title)
+    figure.text(0.5, 0.45, "\n".join(textwrap.wrap(message, 90)), ha="center", va="center", fontsize=9)
+    save_figure(figure, path)
 
 
 def augmented_grid(originals: np.ndarray, variants: Sequence[np.ndarray], path: Path) -> None:

@@ -97,15 +97,31 @@ class Decoded:
     image: Image.Image
     repairs: list[str]
     warnings: list[str]
+    source: SourceImage | None = None  # the file's own size and mode, before any of that
+
+
+@dataclass(frozen=True)
+class SourceImage:
+    """A file's image as it was: its upright size (EXIF rotation applied) and Pillow's mode."""
+
+    width: int
+    height: int
+    mode: str
+
+    def enlarged_to(self, size: tuple[int, int]) -> bool:
+        """Whether resizing to ``size`` (height, width) enlarges it along either side."""
+        return self.height < size[0] or self.width < size[1]
 
 
 @dataclass(frozen=True)
 class ResizeOutcome:
-    """What happened to one file: ``used``; ``repaired`` or ``warning`` (used, listed); ``skipped``."""
+    """What happened to one file: ``used``; ``repaired`` or ``warning`` (used, listed); ``skipped``;
+    and, where it could be read, the image it held."""
 
     source: Path
     action: str
     reason: str = ""
+    image: SourceImage | None = None
 
 
 def image_format(path: Path) -> str:
@@ -237,11 +253,13 @@ def decode_rgb(data: bytes, max_pixels: float | None = None, size: tuple[int, in
             raise TooLargeError(f"{width}x{height} is {width * height / 1e6:,.0f} megapixels, over "
                                 f"resize.max_megapixels ({max_pixels / 1e6:g}); refused before decoding")
         repairs = repairs_needed(image)
+        rotated = image.getexif().get(ExifTags.Base.Orientation) in TRANSPOSED_ORIENTATIONS
+        source = SourceImage(height if rotated else width, width if rotated else height, image.mode)
         if size is not None and image.format == "JPEG":
             image.draft(image.mode, draft_request(image, size, mode))
         image.load()
         warnings = jpeg_warnings(data) if image.format == "JPEG" else []
-        return Decoded(to_rgb(ImageOps.exif_transpose(image)), repairs, warnings)
+        return Decoded(to_rgb(ImageOps.exif_transpose(image)), repairs, warnings, source)
 
 
 def resize_file(job: ResizeJob, size: tuple[int, int], mode: str,
@@ -270,10 +288,10 @@ def resize_file(job: ResizeJob, size: tuple[int, int], mode: str,
     except UnusableImageError as error:
         return ResizeOutcome(source, "skipped", str(error)), None
     if decoded.warnings:
-        return ResizeOutcome(source, "warning", "; ".join(decoded.warnings + decoded.repairs)), pixels
+        return ResizeOutcome(source, "warning", "; ".join(decoded.warnings + decoded.repairs), decoded.source), pixels
     if decoded.repairs:
-        return ResizeOutcome(source, "repaired", "; ".join(decoded.repairs)), pixels
-    return ResizeOutcome(source, "used"), pixels
+        return ResizeOutcome(source, "repaired", "; ".join(decoded.repairs), decoded.source), pixels
+    return ResizeOutcome(source, "used", image=decoded.source), pixels
 
 
 # Files per task sent to a worker, and how many tasks may be in flight per worker: enough to keep

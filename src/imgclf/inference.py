@@ -23,7 +23,7 @@ import time
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
 
 import numpy as np
 from tqdm import tqdm
@@ -212,3 +212,31 @@ def predict_files(classifier: Classifier, class_names: Sequence[str], preprocess
     if batch:
         flush()
     return predictions, unreadable
+
+
+def explain_files(model: Any, files: Sequence[Path], class_names: Sequence[str], chosen: Sequence[str],
+                  preprocessing: Preprocessing, folder: Path) -> list[Path]:
+    """``imgclf predict --explain``: for each file, ``folder/<name>.heatmap.png``, the image as the
+    model saw it with where it found its class ``chosen`` laid over it."""
+    from imgclf.explain import ExplainError, explainer
+    from imgclf.figures import image_grid, overlay
+
+    images = np.stack([prepare(file, preprocessing) for file in files])
+    heatmaps, reason = explainer(model, images[:4])
+    if heatmaps is None:
+        raise ExplainError(f"--explain: {reason}")
+    classes = [class_names.index(name) for name in chosen]
+    written: list[Path] = []
+    taken: set[str] = set()
+    for file, image, heat, name in zip(files, images, heatmaps(images, classes), chosen, strict=True):
+        stem = Path(file).stem
+        number = 1
+        while f"{stem}.heatmap.png" in taken:  # photos of the same name from different folders
+            number += 1
+            stem = f"{Path(file).stem}-{number}"
+        taken.add(f"{stem}.heatmap.png")
+        path = folder / f"{stem}.heatmap.png"
+        image_grid([overlay(image, heat)], [f"{name}" if heat is not None else f"{name} (no evidence found)"],
+                   f"{Path(file).name}: where the model saw {name}", path, columns=1)
+        written.append(path)
+    return written

@@ -162,10 +162,17 @@ class SplitParams(Section):
     test: float = 0.15
     # Drop files whose bytes repeat another file's, so no image sits in two splits (test leakage).
     deduplicate: bool = True
+    # Also the same picture re-encoded or resized: perceptual hashes (256 bits) at most this many bits
+    # apart (src/imgclf/near_duplicates.py); null: byte-identical copies only.
+    near_duplicate_bits: int | None = 8
 
     def validate(self, section: str) -> None:
         _require_fraction(f"{section}.val", self.val)
         _require_fraction(f"{section}.test", self.test)
+        if self.near_duplicate_bits is not None and not 0 <= self.near_duplicate_bits <= 64:
+            _fail(f"{section}.near_duplicate_bits", self.near_duplicate_bits,
+                  "allowed: 0 to 64 bits of the 256 (unrelated pictures differ in about 128), or null for "
+                  "byte-identical copies only")
         if self.val + self.test >= 1.0:
             _fail(f"{section}.val + {section}.test", self.val + self.test,
                   "the two fractions must leave images for training: keep their sum below 1")
@@ -346,10 +353,11 @@ class EvaluateParams(Section):
     calibration_bins: int = 15  # equal-width confidence bins of the expected calibration error
     mistakes: int = 24  # images in the gallery of the most confident mistakes
     samples_per_class: int = 8  # test images per class in the samples grid
+    label_issues: int = 24  # probably mislabelled images in their gallery (metrics/label_issues.csv lists all)
     tta: Literal["none", "flip"] = "none"  # test-time augmentation: flip averages each image with its mirror
 
     def validate(self, section: str) -> None:
-        for key in ("batch_size", "top_k", "calibration_bins", "mistakes", "samples_per_class"):
+        for key in ("batch_size", "top_k", "calibration_bins", "mistakes", "samples_per_class", "label_issues"):
             _require_positive(f"{section}.{key}", getattr(self, key))
 
 
