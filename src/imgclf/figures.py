@@ -98,26 +98,36 @@ def image_grid(images: Sequence[np.ndarray], captions: Sequence[str], title: str
                columns: int = 8, caption_colors: Sequence[str] | None = None) -> None:
     """A grid of uint8 RGB images, each with a caption above it; an empty list gives a page saying so.
 
-    The cells are placed by hand rather than by a layout engine: with 80 images, matplotlib's
-    constrained layout took seconds of the evaluate stage for a layout that is a plain grid.
+    The images are pasted into one picture of the figure's size (``figimage``: no axes, no
+    resampling by matplotlib) and the captions are texts over it. An axes per image, as before, took
+    3.5 s to save a grid of 80 (the samples grid): most of the evaluate stage on a small test split.
     """
+    from PIL import Image
+
     columns = max(1, min(columns, len(images)))
     rows = max(1, -(-len(images) // columns))
     # At least 8 inches wide, so that the title fits above a short row.
     width = max(8.0, GRID_CELL_WIDTH * columns)
     height = GRID_CELL_HEIGHT * rows + GRID_TITLE_HEIGHT
     figure = plt.figure(figsize=(width, height))
+    canvas = np.full((round(height * DPI), round(width * DPI), 3), 255, dtype=np.uint8)
     margin = (width - GRID_CELL_WIDTH * columns) / 2
     pad = 0.08
+    box_width = round((GRID_CELL_WIDTH - 2 * pad) * DPI)
+    box_height = round((GRID_CELL_HEIGHT - GRID_CAPTION_HEIGHT - 2 * pad) * DPI)
     for index, image in enumerate(images):
         row, column = divmod(index, columns)
-        left = margin + column * GRID_CELL_WIDTH + pad
-        bottom = height - GRID_TITLE_HEIGHT - (row + 1) * GRID_CELL_HEIGHT + pad
-        axis = figure.add_axes((left / width, bottom / height, (GRID_CELL_WIDTH - 2 * pad) / width,
-                                (GRID_CELL_HEIGHT - GRID_CAPTION_HEIGHT - 2 * pad) / height))
-        axis.axis("off")
-        axis.imshow(image, interpolation="nearest")
-        axis.set_title(captions[index], fontsize=8, color=caption_colors[index] if caption_colors else "black")
+        left = margin + column * GRID_CELL_WIDTH + pad  # inches from the figure's left
+        top = GRID_TITLE_HEIGHT + row * GRID_CELL_HEIGHT + GRID_CAPTION_HEIGHT + pad  # inches from its top
+        scale = min(box_width / image.shape[1], box_height / image.shape[0])
+        shown = Image.fromarray(np.asarray(image, dtype=np.uint8).squeeze()).convert("RGB").resize(
+            (max(1, round(image.shape[1] * scale)), max(1, round(image.shape[0] * scale))), Image.Resampling.NEAREST)
+        x = round(left * DPI) + (box_width - shown.width) // 2
+        y = round(top * DPI) + (box_height - shown.height) // 2
+        canvas[y:y + shown.height, x:x + shown.width] = np.asarray(shown)
+        figure.text((left + (GRID_CELL_WIDTH - 2 * pad) / 2) / width, 1 - (top - 0.04) / height, captions[index],
+                    ha="center", va="bottom", fontsize=8, color=caption_colors[index] if caption_colors else "black")
+    figure.figimage(canvas, 0, 0, origin="upper", zorder=0)
     if not images:
         figure.text(0.5, 0.5, "nothing to show", ha="center", va="center")
     figure.suptitle(title, y=1 - 0.15 / height, va="top")
