@@ -81,6 +81,8 @@ def make_project(destination: Path, checkout: Path = PROJECT_ROOT) -> Path:
     destination.mkdir(parents=True, exist_ok=True)
     for name in PROJECT_FILES:
         source = checkout / name
+        if not source.exists() and checkout != PROJECT_ROOT:
+            continue  # an older commit, from before recipes/ (a benchmark's baseline)
         if source.is_dir():
             shutil.copytree(source, destination / name, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
         else:
