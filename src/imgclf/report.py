@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -62,7 +63,9 @@ class Change:
 
 def dvc_json(repo_root: Path, command: Sequence[str]) -> DiffJson:
     """Run ``dvc COMMAND --json`` in the repository and parse what it prints."""
-    result = subprocess.run(["dvc", *command, "--json"], cwd=repo_root, text=True, capture_output=True, check=False)
+    # this interpreter's DVC: `imgclf report` works from .venv/bin without the venv on PATH
+    result = subprocess.run([sys.executable, "-m", "dvc", *command, "--json"], cwd=repo_root, text=True,
+                            capture_output=True, check=False)
     if result.returncode != 0:
         raise PipelineError(f"`dvc {' '.join(command)}` failed: {result.stderr.strip() or result.stdout.strip()}")
     diff: DiffJson = json.loads(result.stdout or "{}")
