@@ -32,13 +32,14 @@ class LabelIssue:
 
     file: str
     split: str
+    row: int  # the image's row in its split
     given: int
     suggested: int
     label_quality: float  # the model's probability of the given label: the lower, the likelier wrong
 
 
 def find_label_issues(labels: np.ndarray, probabilities: np.ndarray, files: Sequence[str],
-                      splits: Sequence[str]) -> list[LabelIssue]:
+                      places: Sequence[tuple[str, int]]) -> list[LabelIssue]:
     """The images whose label is probably wrong, the likeliest first.
 
     ``probabilities`` must be out-of-sample (images the model was not trained on). Returns no issue,
@@ -64,8 +65,8 @@ def find_label_issues(labels: np.ndarray, probabilities: np.ndarray, files: Sequ
     for warning in caught:
         logger.info("label issues: cleanlab says: %s", warning.message)
     quality = get_label_quality_scores(labels, probabilities, method="self_confidence")
-    return [LabelIssue(files[index], splits[index], int(labels[index]), int(probabilities[index].argmax()),
-                       round(float(quality[index]), 6)) for index in ranked]
+    return [LabelIssue(files[index], places[index][0], places[index][1], int(labels[index]),
+                       int(probabilities[index].argmax()), round(float(quality[index]), 6)) for index in ranked]
 
 
 def find_in_splits(predicted: Mapping[str, tuple[PackedSplit, np.ndarray]]) -> list[LabelIssue]:
@@ -73,13 +74,12 @@ def find_in_splits(predicted: Mapping[str, tuple[PackedSplit, np.ndarray]]) -> l
     return find_label_issues(np.concatenate([split.labels for split, _ in predicted.values()]),
                              np.concatenate([probabilities for _, probabilities in predicted.values()]),
                              [file for split, _ in predicted.values() for file in split.files],
-                             [name for name, (split, _) in predicted.items() for _ in range(len(split))])
+                             [(name, row) for name, (split, _) in predicted.items() for row in range(len(split))])
 
 
 def issue_images(issues: Sequence[LabelIssue], splits: Mapping[str, PackedSplit]) -> list[np.ndarray]:
     """The pixels of each issue's image, read from its split."""
-    rows = {name: {file: row for row, file in enumerate(split.files)} for name, split in splits.items()}
-    return [splits[issue.split].read(np.array([rows[issue.split][issue.file]]))[0] for issue in issues]
+    return [splits[issue.split].read(np.array([issue.row]))[0] for issue in issues]
 
 
 def draw_gallery(issues: Sequence[LabelIssue], splits: Mapping[str, PackedSplit], class_names: Sequence[str],

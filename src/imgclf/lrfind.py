@@ -83,6 +83,7 @@ def find_learning_rate(params: TrainParams, train_split: Split, rates: np.ndarra
     batches = max(1, len(order) // params.batch_size)
     losses: list[float] = []
     best = math.inf
+    average = 0.0  # smooth()'s moving average, kept as the batches come
     for step, rate in enumerate(rates):
         batch = order[(step % batches) * params.batch_size:][:params.batch_size]
         images, labels = read_batch(train_split, batch)
@@ -90,7 +91,8 @@ def find_learning_rate(params: TrainParams, train_split: Split, rates: np.ndarra
         model.reset_metrics()  # so that the loss train_on_batch returns is this batch's alone
         loss = float(model.train_on_batch(images, labels, return_dict=True)["loss"])
         losses.append(loss)
-        current = smooth(np.array(losses))[-1]
+        average = SMOOTHING * average + (1 - SMOOTHING) * loss
+        current = average / (1 - SMOOTHING ** (step + 1))
         if not math.isfinite(loss) or current > DIVERGED * best:
             logger.info("stopped at rate %.2e after %d batches: the loss is rising fast", rate, step + 1)
             break

@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from imgclf.errors import PipelineError
 
@@ -33,14 +34,11 @@ class RemoteStatus:
         return f"remote '{self.name}' ({self.url}) can be read; it holds {self.objects} objects"
 
 
-def remote_settings(repo_root: Path, name: str | None) -> tuple[str, dict[str, str]]:
-    """The name and the merged config section (repo, .dvc/config.local, user) of remote ``name``,
-    or of the default remote."""
-    from dvc.repo import Repo
-
-    with Repo(str(repo_root)) as repo:
-        remotes = repo.config.get("remote", {})
-        chosen = name or repo.config.get("core", {}).get("remote")
+def remote_settings(config: Any, name: str | None) -> tuple[str, dict[str, str]]:
+    """The name and the section of remote ``name``, or of the default remote, in a DVC repository's
+    merged config (repo, .dvc/config.local, user)."""
+    remotes = config.get("remote", {})
+    chosen = name or config.get("core", {}).get("remote")
     if not remotes:
         raise PipelineError("this project has no DVC remote: add one with `dvc remote add -d storage "
                             "s3://BUCKET/PATH` (or a shared folder), see the README's \"Working as a team\"")
@@ -65,13 +63,13 @@ def describe_credentials(settings: dict[str, str]) -> str:
 def check_remote(repo_root: Path, name: str | None = None) -> RemoteStatus:
     """Ask the remote for its object folder; raise a PipelineError that names the remote and what to
     check when it cannot be reached, denies access or does not exist."""
-    chosen, settings = remote_settings(repo_root, name)
-    url = settings["url"]
-    endpoint = settings.get("endpointurl")
-    where = f"remote '{chosen}' ({url}{f' at {endpoint}' if endpoint else ''})"
     from dvc.repo import Repo
 
     with Repo(str(repo_root)) as repo:
+        chosen, settings = remote_settings(repo.config, name)
+        url = settings["url"]
+        endpoint = settings.get("endpointurl")
+        where = f"remote '{chosen}' ({url}{f' at {endpoint}' if endpoint else ''})"
         try:
             remote = repo.cloud.get_remote(chosen)
         except Exception as error:  # noqa: BLE001 (DVC names a missing plugin or a bad URL in its own words)
