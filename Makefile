@@ -18,7 +18,7 @@ $(VENV)/.installed: requirements.txt pyproject.toml
 	$(PYTHON) -m pip install --quiet --upgrade pip
 	$(PYTHON) -m pip install --quiet -r requirements.txt
 	$(PYTHON) -m pip install --quiet --no-deps --no-build-isolation -e .
-	$(PYTHON) -m imgclf.plots_page $(PLOTS_PAGE)
+	$(PYTHON) -m imgclf.reporting.plots_page $(PLOTS_PAGE)
 	touch $@
 
 repro: setup

@@ -3,7 +3,7 @@
 Synthetic images (small JPEGs, resized up to ``--side``; the figure is about memory) in a scratch
 project; the training split holds ``--gigabytes`` of pixels (default: 1.1 times this machine's
 memory). The resize and evaluate stages run as their scripts; training runs the train stage's own
-path (:func:`imgclf.dataset.open_split`, then :func:`imgclf.training.train`, whose batches are read
+path (:func:`imgclf.data.dataset.open_split`, then :func:`imgclf.training.loop.train`, whose batches are read
 from the shards in each epoch's shuffled order) for one full epoch of a deliberately cheap network
 (an 8x8 average pooling, one small convolution), so that the run takes minutes, not hours, while
 still reading every image once in a global random order. Prints each step's peak resident memory
@@ -38,11 +38,11 @@ from targets import Targets  # noqa: E402
 CHEAP_TRAINING = textwrap.dedent("""
     import keras
     from pathlib import Path
-    from imgclf.dataset import open_split
-    from imgclf.files import write_json
-    from imgclf.modelio import save_model
-    from imgclf.params import TrainParams
-    from imgclf.training import make_deterministic, train
+    from imgclf.data.dataset import open_split
+    from imgclf.plumbing.files import write_json
+    from imgclf.modeling.modelio import save_model
+    from imgclf.modeling.params import TrainParams
+    from imgclf.training.loop import make_deterministic, train
 
     make_deterministic(0)
     train_split = open_split(Path("data/resized/train"))

@@ -12,13 +12,13 @@ them; the seeds' side reads the same images as PNG class folders.
    horizontal flips), ``--epochs`` epochs each side:
    - the seeds' way: ``tf_keras`` ``ImageDataGenerator(...).flow_from_directory(...)``, every batch
      drawn (it reads and decodes the files again every epoch and augments image by image);
-   - ours: the train stage's path: :func:`imgclf.dataset.open_split`, then
-     :func:`imgclf.training.train` of a model whose only work is the stage's augmentation layers
+   - ours: the train stage's path: :func:`imgclf.data.dataset.open_split`, then
+     :func:`imgclf.training.loop.train` of a model whose only work is the stage's augmentation layers
      (a pooling and a dense layer after them, so there is something to train).
    Both report their median epoch; ours leaves out its first (tracing and compiling), and also
    prints its rate over the whole run, loading the images included.
 2. Fit, 32x32, ``simple_cnn`` and ``cifar_cnn``: training images per second of the stage's
-   :func:`imgclf.training.train` (with its best-weights and DVCLive callbacks) against ``model.fit`` on
+   :func:`imgclf.training.loop.train` (with its best-weights and DVCLive callbacks) against ``model.fit`` on
    the same arrays with no callbacks; the first epoch (tracing and compiling) is left out of both.
 
 The last line is the loader ratio; the fit ratios are printed just above it.
@@ -43,11 +43,11 @@ import numpy as np  # noqa: E402
 from dvclive import Live  # noqa: E402
 from targets import Targets  # noqa: E402  (benchmarks/targets.py, beside this script)
 
-from imgclf.dataset import ImageSet, load_image_set, open_split, save_image_set, write_image_folder  # noqa: E402
-from imgclf.images import ResizeJob, resize_files  # noqa: E402
-from imgclf.models import augmentation, build_model  # noqa: E402
-from imgclf.params import AugmentParams, ModelName, TrainParams  # noqa: E402
-from imgclf.training import LiveSink, compile_model, make_deterministic, train  # noqa: E402
+from imgclf.data.dataset import ImageSet, load_image_set, open_split, save_image_set, write_image_folder  # noqa: E402
+from imgclf.data.images import ResizeJob, resize_files  # noqa: E402
+from imgclf.modeling.models import augmentation, build_model  # noqa: E402
+from imgclf.modeling.params import AugmentParams, ModelName, TrainParams  # noqa: E402
+from imgclf.training.loop import LiveSink, compile_model, make_deterministic, train  # noqa: E402
 
 ARCHIVE = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "cifar10-jpg.tar.gz"
 SEEDS_AUGMENTATION = AugmentParams(horizontal_flip=True, rotation=10, width_shift=0.2, height_shift=0.2)

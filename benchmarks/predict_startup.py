@@ -41,12 +41,12 @@ def save_photo_model(folder: Path) -> None:
     script = f"""
 import numpy as np
 from pathlib import Path
-from imgclf.dataset import ImageSet
-from imgclf.export import write_onnx_for_predictions
-from imgclf.files import write_json
-from imgclf.modelio import save_model
-from imgclf.models import build_model
-from imgclf.preprocessing import PREPROCESSING_FILE, Preprocessing
+from imgclf.data.dataset import ImageSet
+from imgclf.serving.export import write_onnx_for_predictions
+from imgclf.plumbing.files import write_json
+from imgclf.modeling.modelio import save_model
+from imgclf.modeling.models import build_model
+from imgclf.data.preprocessing import PREPROCESSING_FILE, Preprocessing
 folder = Path({str(folder)!r})
 classes = ("daisy", "dandelion", "roses", "sunflowers", "tulips")
 model = build_model("fast_cnn", (64, 64, 3), len(classes), seed=0)

@@ -4,8 +4,8 @@
     .venv/bin/python benchmarks/resize.py --photos 48 --repeats 5
 
 The seeds' way, in one process: ``Image.open``, ``convert("RGB")``, ``resize(..., LANCZOS)``, ``save``
-(under the photo's own name, so as a JPEG). Ours: :func:`imgclf.images.resize_files` and
-:func:`imgclf.dataset.save_image_set`, exactly what the resize stage runs, on all cores. Both read
+(under the photo's own name, so as a JPEG). Ours: :func:`imgclf.data.images.resize_files` and
+:func:`imgclf.data.dataset.save_image_set`, exactly what the resize stage runs, on all cores. Both read
 the same files and write into a fresh folder (the seeds' way a file per photo, ours one packed
 file); each side runs ``--repeats`` times and the median wall time counts (the machine is shared
 and noisy).
@@ -38,8 +38,8 @@ from PIL import Image
 from sklearn.datasets import load_sample_images
 from targets import Targets  # benchmarks/targets.py, beside this script
 
-from imgclf.dataset import ImageSet, load_image_set, save_image_set
-from imgclf.images import REDUCING_GAP, ResizeJob, draft_request, resize_files
+from imgclf.data.dataset import ImageSet, load_image_set, save_image_set
+from imgclf.data.images import REDUCING_GAP, ResizeJob, draft_request, resize_files
 
 PHOTO_SIZE = (4256, 2848)  # width, height: 12.1 megapixels, a 3:2 camera sensor
 TARGET_SIZES = (224, 64)

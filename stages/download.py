@@ -15,11 +15,12 @@ import logging
 import tempfile
 from pathlib import Path
 
-from imgclf.files import atomic_directory, write_csv
-from imgclf.manifest import index_folder, write_manifest
-from imgclf.params import DataParams, load_section
-from imgclf.sources import download_source
-from imgclf.stage import run_stage
+from imgclf.data.manifest import index_folder, write_manifest
+from imgclf.data.params import DataParams
+from imgclf.data.sources import download_source
+from imgclf.plumbing.files import atomic_directory, write_csv
+from imgclf.plumbing.params import load_section
+from imgclf.plumbing.stage import run_stage
 
 logger = logging.getLogger(__name__)
 

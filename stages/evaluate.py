@@ -19,8 +19,9 @@ import argparse
 import logging
 from pathlib import Path
 
-from imgclf.params import EvaluateParams, load_section
-from imgclf.stage import run_stage
+from imgclf.plumbing.params import load_section
+from imgclf.plumbing.stage import run_stage
+from imgclf.reporting.params import EvaluateParams
 
 logger = logging.getLogger(__name__)
 
@@ -39,19 +40,19 @@ def main() -> None:
     args = parser.parse_args()
     params = load_section(EvaluateParams)
 
-    from imgclf import figures
-    from imgclf.batches import predict_split
-    from imgclf.dataset import open_split
-    from imgclf.evaluation import (
+    from imgclf.data.dataset import open_split
+    from imgclf.modeling.batches import predict_split
+    from imgclf.modeling.modelio import load_model
+    from imgclf.plumbing.files import atomic_directory, read_json, write_csv, write_json
+    from imgclf.reporting import figures
+    from imgclf.reporting.evaluation import (
         precision_recall_rows,
         prediction_rows,
         roc_rows,
         score_predictions,
     )
-    from imgclf.explain import draw_heatmap_galleries
-    from imgclf.files import atomic_directory, read_json, write_csv, write_json
-    from imgclf.label_issues import CSV_COLUMNS, draw_gallery, find_in_splits, issue_rows
-    from imgclf.modelio import load_model
+    from imgclf.reporting.explain import draw_heatmap_galleries
+    from imgclf.reporting.label_issues import CSV_COLUMNS, draw_gallery, find_in_splits, issue_rows
 
     class_names = read_json(args.model_dir / "classes.json")
     model = load_model(args.model_dir / "model.keras")

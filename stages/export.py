@@ -13,9 +13,10 @@ import argparse
 import logging
 from pathlib import Path
 
-from imgclf.files import atomic_directory, write_json
-from imgclf.params import ExportParams, load_section
-from imgclf.stage import run_stage
+from imgclf.plumbing.files import atomic_directory, write_json
+from imgclf.plumbing.params import load_section
+from imgclf.plumbing.stage import run_stage
+from imgclf.serving.params import ExportParams
 
 logger = logging.getLogger(__name__)
 
@@ -31,7 +32,7 @@ def main() -> None:
 
     with atomic_directory(args.output) as staging:
         if params.formats:
-            from imgclf.export import export_all
+            from imgclf.serving.export import export_all
 
             report = export_all(args.model_dir, args.test, params.formats, staging)
         else:

@@ -3,7 +3,7 @@
 Reads:  data/split.csv (from the split stage) and the files of data/raw it lists, params.yaml ``resize``
 Writes: data/resized/{train,val,test}/, each split's images in shards of about resize.shard_mb,
         written as the images come back from the workers, with their labels and source paths
-        (src/imgclf/dataset.py; `imgclf unpack` writes one out as folders of PNGs to look at);
+        (src/imgclf/data/dataset.py; `imgclf unpack` writes one out as folders of PNGs to look at);
         data/resized/preprocessing.json, the size and resize mode, kept with the model for predictions;
         metrics/skipped_resize.csv, every file that could not be used (or was used only after a
         repair: first frame of an animation, 16-bit scaled...) and why;
@@ -24,15 +24,16 @@ import logging
 from collections import Counter
 from pathlib import Path
 
-from imgclf.data_stats import SourceStatistics, aspect_rows, class_balance_rows, draw_data, size_rows
-from imgclf.dataset import ShardWriter
-from imgclf.files import atomic_directory, write_csv, write_json
-from imgclf.images import ResizeJob, ResizeOutcome, iter_resized
-from imgclf.layout import SUBSETS
-from imgclf.manifest import ManifestEntry, read_manifest
-from imgclf.params import ResizeParams, load_section
-from imgclf.preprocessing import PREPROCESSING_FILE, Preprocessing
-from imgclf.stage import run_stage
+from imgclf.data.dataset import ShardWriter
+from imgclf.data.images import ResizeJob, ResizeOutcome, iter_resized
+from imgclf.data.layout import SUBSETS
+from imgclf.data.manifest import ManifestEntry, read_manifest
+from imgclf.data.params import ResizeParams
+from imgclf.data.preprocessing import PREPROCESSING_FILE, Preprocessing
+from imgclf.data.stats import SourceStatistics, aspect_rows, class_balance_rows, draw_data, size_rows
+from imgclf.plumbing.files import atomic_directory, write_csv, write_json
+from imgclf.plumbing.params import load_section
+from imgclf.plumbing.stage import run_stage
 
 logger = logging.getLogger(__name__)
 

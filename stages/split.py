@@ -16,13 +16,14 @@ import argparse
 import logging
 from pathlib import Path
 
-from imgclf.files import write_csv
-from imgclf.layout import SUBSETS
-from imgclf.manifest import ManifestEntry, labelled_files, read_manifest, write_manifest
-from imgclf.near_duplicates import group_keys, hash_files, near_pairs
-from imgclf.params import SplitParams, load_section
-from imgclf.split import count_by_class, drop_duplicates, leaks, split_items
-from imgclf.stage import run_stage
+from imgclf.data.layout import SUBSETS
+from imgclf.data.manifest import ManifestEntry, labelled_files, read_manifest, write_manifest
+from imgclf.data.near_duplicates import group_keys, hash_files, near_pairs
+from imgclf.data.params import SplitParams
+from imgclf.data.split import count_by_class, drop_duplicates, leaks, split_items
+from imgclf.plumbing.files import write_csv
+from imgclf.plumbing.params import load_section
+from imgclf.plumbing.stage import run_stage
 
 logger = logging.getLogger(__name__)
 

@@ -23,8 +23,9 @@ import logging
 import shutil
 from pathlib import Path
 
-from imgclf.params import TrainParams, load_section
-from imgclf.stage import run_stage
+from imgclf.modeling.params import TrainParams
+from imgclf.plumbing.params import load_section
+from imgclf.plumbing.stage import run_stage
 
 logger = logging.getLogger(__name__)
 
@@ -56,16 +57,16 @@ def main() -> None:
     import numpy as np
     from dvclive import Live
 
-    from imgclf.dataset import open_split
-    from imgclf.devices import setup_devices
-    from imgclf.export import write_onnx_for_predictions
-    from imgclf.figures import augmented_grid, training_curves
-    from imgclf.files import atomic_directory, write_json
-    from imgclf.modelcard import draw_architecture, write_model_card
-    from imgclf.modelio import save_model
-    from imgclf.models import augmentation, build_from_params
-    from imgclf.preprocessing import PREPROCESSING_FILE, Preprocessing
-    from imgclf.training import (
+    from imgclf.data.dataset import open_split
+    from imgclf.data.preprocessing import PREPROCESSING_FILE, Preprocessing
+    from imgclf.modeling.devices import setup_devices
+    from imgclf.modeling.modelcard import draw_architecture, write_model_card
+    from imgclf.modeling.modelio import save_model
+    from imgclf.modeling.models import augmentation, build_from_params
+    from imgclf.plumbing.files import atomic_directory, write_json
+    from imgclf.reporting.figures import augmented_grid, training_curves
+    from imgclf.serving.export import write_onnx_for_predictions
+    from imgclf.training.loop import (
         Checkpoints,
         EpochSink,
         LiveSink,

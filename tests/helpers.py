@@ -322,14 +322,14 @@ def tiny_model_images(count_per_class: int, seed: int, size: int = 16) -> tuple[
 def train_tiny_model(folder: Path) -> Path:
     """Train simple_cnn on the tiny classes and save it as the train stage does (``model.keras`` and
     ``model.onnx``); return the folder."""
-    from imgclf.dataset import ImageSet
-    from imgclf.export import write_onnx_for_predictions
-    from imgclf.files import write_json
-    from imgclf.modelio import save_model
-    from imgclf.models import build_model
-    from imgclf.params import AugmentParams, TrainParams
-    from imgclf.preprocessing import PREPROCESSING_FILE, Preprocessing
-    from imgclf.training import compile_model, make_deterministic
+    from imgclf.data.dataset import ImageSet
+    from imgclf.data.preprocessing import PREPROCESSING_FILE, Preprocessing
+    from imgclf.modeling.modelio import save_model
+    from imgclf.modeling.models import build_model
+    from imgclf.modeling.params import AugmentParams, TrainParams
+    from imgclf.plumbing.files import write_json
+    from imgclf.serving.export import write_onnx_for_predictions
+    from imgclf.training.loop import compile_model, make_deterministic
 
     make_deterministic(0)
     images, labels = tiny_model_images(count_per_class=20, seed=0)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from imgclf.archives import ArchiveError, extract, extract_nested
+from imgclf.data.archives import ArchiveError, extract, extract_nested
 
 LIMIT = 1_000_000
 

@@ -10,9 +10,9 @@ import keras
 import numpy as np
 import pytest
 
-from imgclf.augment import RandomAffine
-from imgclf.models import ChannelStatistics, augmentation, build_model
-from imgclf.params import AugmentParams
+from imgclf.modeling.augment import RandomAffine
+from imgclf.modeling.models import ChannelStatistics, augmentation, build_model
+from imgclf.modeling.params import AugmentParams
 
 IMAGES = np.random.default_rng(0).uniform(0, 200, size=(16, 12, 12, 3)).astype("float32")
 # every setting of train.augment that changes images, with a value that is on

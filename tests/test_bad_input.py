@@ -14,11 +14,11 @@ import numpy as np
 import pytest
 from PIL import Image, features
 
-from imgclf.images import ResizeJob, resize_file
-from imgclf.layout import LabelledFile, scan_folder
-from imgclf.manifest import read_manifest
-from imgclf.sources import import_files
-from imgclf.split import SplitError, drop_duplicates, leaks, split_items
+from imgclf.data.images import ResizeJob, resize_file
+from imgclf.data.layout import LabelledFile, scan_folder
+from imgclf.data.manifest import read_manifest
+from imgclf.data.sources import import_files
+from imgclf.data.split import SplitError, drop_duplicates, leaks, split_items
 from tests import bad_files
 from tests.bad_files import encoded
 

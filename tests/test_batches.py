@@ -10,9 +10,9 @@ import textwrap
 import numpy as np
 import pytest
 
-from imgclf.batches import SplitBatches, predict_split, split_batches
-from imgclf.dataset import ImageSet, ShardWriter, open_split, save_image_set
-from imgclf.evaluation import predict_probabilities
+from imgclf.data.dataset import ImageSet, ShardWriter, open_split, save_image_set
+from imgclf.modeling.batches import SplitBatches, predict_split, split_batches
+from imgclf.reporting.evaluation import predict_probabilities
 from tests.helpers import PROJECT_ROOT
 
 
@@ -41,9 +41,9 @@ def test_batches_follow_the_given_order_across_shards_and_end_with_the_remainder
 def test_the_backends_input_gives_the_same_batches_in_blocks_of_several(tmp_path, monkeypatch):
     """What fit and predict get on this backend (a tf.data pipeline reading several batches per
     call under TensorFlow) holds exactly SplitBatches' batches, the short last one included."""
-    import imgclf.batches
+    import imgclf.modeling.batches
 
-    monkeypatch.setattr(imgclf.batches, "BLOCK_BYTES", 3 * 5 * 48)  # blocks of 3 batches of 5 images
+    monkeypatch.setattr(imgclf.modeling.batches, "BLOCK_BYTES", 3 * 5 * 48)  # blocks of 3 batches of 5 images
     written = small_set()
     save_image_set(tmp_path / "split", written, shard_bytes=5 * 48)
     order = np.random.default_rng(1).permutation(23)
@@ -74,14 +74,14 @@ def test_predicting_a_split_batch_by_batch_matches_predicting_its_array(tmp_path
             predict_split(model, split, 6, "rotate")
 
 
-# Trains one epoch (validating on the same split) through imgclf.training.train, as the train stage
+# Trains one epoch (validating on the same split) through imgclf.training.loop.train, as the train stage
 # does, and prints the process's peak resident memory.
 TRAIN_ONE_EPOCH = textwrap.dedent("""
     import json, resource, sys
     import keras
-    from imgclf.dataset import open_split
-    from imgclf.params import TrainParams
-    from imgclf.training import train
+    from imgclf.data.dataset import open_split
+    from imgclf.modeling.params import TrainParams
+    from imgclf.training.loop import train
 
     split = open_split(sys.argv[1])
     def build():

@@ -14,13 +14,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from imgclf import downloads
-from imgclf.cifar import read_archive
-from imgclf.downloads import DownloadError
-from imgclf.kaggle import http_advice
-from imgclf.layout import scan_folder
-from imgclf.params import CsvParams, DataParams, KaggleParams
-from imgclf.sources import download_source
+from imgclf.data import downloads
+from imgclf.data.cifar import read_archive
+from imgclf.data.downloads import DownloadError
+from imgclf.data.kaggle import http_advice
+from imgclf.data.layout import scan_folder
+from imgclf.data.params import CsvParams, DataParams, KaggleParams
+from imgclf.data.sources import download_source
 from tests.helpers import (
     FileServer,
     cifar_pixels,
@@ -125,7 +125,7 @@ def kaggle_subprocess(tmp_path: Path, extra_env: dict[str, str]) -> subprocess.C
     env.update(HOME=str(tmp_path), HTTPS_PROXY=proxy, https_proxy=proxy, HTTP_PROXY=proxy, http_proxy=proxy,
                **extra_env)
     code = ("import logging, sys; logging.basicConfig(level=logging.DEBUG)\n"
-            "from pathlib import Path\nfrom imgclf.kaggle import download\n"
+            "from pathlib import Path\nfrom imgclf.data.kaggle import download\n"
             "download(Path(sys.argv[1]), competition='dogs-vs-cats')")
     return subprocess.run([sys.executable, "-c", code, str(tmp_path / "downloads")], env=env, text=True,
                           capture_output=True, check=False)
@@ -202,7 +202,7 @@ def test_csv_with_other_columns_names_them(tmp_path):
 
 
 def test_kaggle_needs_exactly_one_of_archive_competition_dataset():
-    from imgclf.params import ParamsError, parse_section
+    from imgclf.plumbing.params import ParamsError, parse_section
 
     with pytest.raises(ParamsError, match="exactly one of data.archive, data.kaggle.competition"):
         parse_section(DataParams, {"source": "kaggle"}, "data")

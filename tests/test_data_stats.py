@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from imgclf.data_stats import SourceStatistics, aspect_bin
-from imgclf.images import SourceImage
+from imgclf.data.images import SourceImage
+from imgclf.data.stats import SourceStatistics, aspect_bin
 from tests.helpers import make_project, run, set_params
 
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from imgclf.dataset import (
+from imgclf.data.dataset import (
     ImageSet,
     ShardWriter,
     load_image_set,
@@ -15,7 +15,7 @@ from imgclf.dataset import (
     shard_name,
     write_image_folder,
 )
-from imgclf.errors import PipelineError
+from imgclf.plumbing.errors import PipelineError
 
 
 def packed(tmp_path, labels, class_names, files=None, shard_bytes=2**20):

@@ -7,8 +7,8 @@ import urllib.request
 
 import pytest
 
-from imgclf import downloads
-from imgclf.downloads import Checksum, DownloadError, fetch
+from imgclf.data import downloads
+from imgclf.data.downloads import Checksum, DownloadError, fetch
 from tests.helpers import FileServer
 
 PAYLOAD = bytes(range(256)) * 4000  # 1 MB, several read chunks

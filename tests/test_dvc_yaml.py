@@ -22,7 +22,7 @@ SOURCE_ROOT = PROJECT_ROOT / "src"
 
 
 def module_file(module: str, source_root: Path) -> Path | None:
-    """The file of a module of the package (``imgclf.images`` -> src/imgclf/images.py), or None."""
+    """The file of a module of the package (``imgclf.data.images`` -> src/imgclf/data/images.py), or None."""
     base = source_root.joinpath(*module.split("."))
     for candidate in (base.with_suffix(".py"), base / "__init__.py"):
         if candidate.is_file():
@@ -146,12 +146,13 @@ def test_the_closure_follows_imports_inside_functions_and_skips_type_checking_bl
 def test_the_guard_names_the_stage_and_the_module_when_a_line_is_wrong(tmp_path, change):
     text = (PROJECT_ROOT / "dvc.yaml").read_text()
     if change == "forget":  # the train stage no longer lists augment.py
-        broken = text.replace("      - src/imgclf/augment.py\n", "", 1)
-        expected = "stage 'train': add src/imgclf/augment.py to its deps in dvc.yaml; stages/train.py imports it"
+        broken = text.replace("      - src/imgclf/modeling/augment.py\n", "", 1)
+        expected = ("stage 'train': add src/imgclf/modeling/augment.py to its deps in dvc.yaml; "
+                    "stages/train.py imports it")
     else:  # the split stage lists a module it never imports
-        broken = text.replace("      - src/imgclf/split.py\n",
-                              "      - src/imgclf/split.py\n      - src/imgclf/models.py\n", 1)
-        expected = "stage 'split': remove src/imgclf/models.py"
+        broken = text.replace("      - src/imgclf/data/split.py\n",
+                              "      - src/imgclf/data/split.py\n      - src/imgclf/modeling/models.py\n", 1)
+        expected = "stage 'split': remove src/imgclf/modeling/models.py"
     (tmp_path / "dvc.yaml").write_text(broken)
     (tmp_path / "stages").symlink_to(PROJECT_ROOT / "stages")
     (tmp_path / "src").symlink_to(SOURCE_ROOT)

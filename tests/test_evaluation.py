@@ -10,7 +10,8 @@ from sklearn.metrics import (
     top_k_accuracy_score,
 )
 
-from imgclf.evaluation import (
+from imgclf.modeling.outputs import class_probabilities
+from imgclf.reporting.evaluation import (
     MAX_CURVE_POINTS,
     expected_calibration_error,
     most_confident_mistakes,
@@ -21,7 +22,6 @@ from imgclf.evaluation import (
     score_predictions,
     top_k_accuracy,
 )
-from imgclf.outputs import class_probabilities
 
 CLASSES = ("cat", "dog", "fox")
 LABELS = np.array([0, 0, 1, 1, 2, 2])
@@ -186,7 +186,7 @@ def test_samples_per_class_take_the_first_images_of_each_class():
 def test_flip_test_time_augmentation_averages_each_image_with_its_mirror():
     import keras
 
-    from imgclf.evaluation import predict_probabilities
+    from imgclf.reporting.evaluation import predict_probabilities
 
     model = keras.Sequential([keras.Input((2, 3, 1)), keras.layers.Flatten(),
                               keras.layers.Dense(2, activation="softmax", kernel_initializer="glorot_uniform")])

@@ -7,9 +7,9 @@ import keras
 import numpy as np
 import pytest
 
-from imgclf.explain import ExplainError, GradCam
-from imgclf.figures import overlay
-from imgclf.models import build_model
+from imgclf.modeling.models import build_model
+from imgclf.reporting.explain import ExplainError, GradCam
+from imgclf.reporting.figures import overlay
 
 pytestmark = pytest.mark.slow
 

@@ -9,11 +9,11 @@ import onnxruntime
 import pytest
 
 from imgclf.cli import main
-from imgclf.dataset import ImageSet, save_image_set
-from imgclf.export import TOLERANCE, ExportError, export_model, without_layer
-from imgclf.modelio import load_model
-from imgclf.models import AUGMENTATION_LAYER, build_model
-from imgclf.params import AugmentParams
+from imgclf.data.dataset import ImageSet, save_image_set
+from imgclf.modeling.modelio import load_model
+from imgclf.modeling.models import AUGMENTATION_LAYER, build_model
+from imgclf.modeling.params import AugmentParams
+from imgclf.serving.export import TOLERANCE, ExportError, export_model, without_layer
 from tests.helpers import TINY_MODEL_CLASSES, tiny_model_images
 
 pytestmark = pytest.mark.slow  # they train a small model first (a few seconds)
@@ -102,10 +102,10 @@ def test_the_onnx_file_has_the_same_bytes_in_every_run(tmp_path):
 import sys
 from pathlib import Path
 import numpy as np
-from imgclf.dataset import ImageSet
-from imgclf.export import export_model
-from imgclf.models import build_model
-from imgclf.training import make_deterministic
+from imgclf.data.dataset import ImageSet
+from imgclf.serving.export import export_model
+from imgclf.modeling.models import build_model
+from imgclf.training.loop import make_deterministic
 make_deterministic(0)
 model = build_model("fast_cnn", (16, 16, 3), 3, seed=0)
 images = np.random.default_rng(0).integers(0, 256, (8, 16, 16, 3), dtype=np.uint8)

@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 from ruamel.yaml import YAML
 
-from imgclf.dataset import ImageSet, save_image_set
+from imgclf.data.dataset import ImageSet, save_image_set
 from tests.helpers import (
     command_env,
     make_project,
@@ -187,8 +187,8 @@ def test_two_queued_experiments_run_side_by_side_with_their_own_metrics(tmp_path
 def test_an_interrupted_download_with_a_corrupted_partial_file_is_caught_by_its_checksum(tmp_path, monkeypatch):
     import hashlib
 
-    from imgclf import downloads
-    from imgclf.downloads import Checksum, DownloadError, fetch
+    from imgclf.data import downloads
+    from imgclf.data.downloads import Checksum, DownloadError, fetch
     from tests.helpers import FileServer
 
     monkeypatch.setattr(downloads, "RETRY_DELAY_SECONDS", 0.0)
@@ -240,7 +240,9 @@ def test_a_params_file_with_a_python_object_tag_is_refused(tmp_path):
 
 
 def test_our_code_reads_params_exactly_as_dvc_params_diff_does(tmp_path):
-    from imgclf.params import DataParams, TrainParams, load_section
+    from imgclf.data.params import DataParams
+    from imgclf.modeling.params import TrainParams
+    from imgclf.plumbing.params import load_section
 
     project = make_project(tmp_path / "project")
     set_params(project, **{"train.learning_rate": 0.5})

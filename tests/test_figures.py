@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image
 
-from imgclf import figures
-from imgclf.modelcard import GRAPHVIZ_HELP, SUMMARY_FILE, draw_architecture, write_model_card
-from imgclf.models import build_model
+from imgclf.modeling.modelcard import GRAPHVIZ_HELP, SUMMARY_FILE, draw_architecture, write_model_card
+from imgclf.modeling.models import build_model
+from imgclf.reporting import figures
 
 
 def test_figures_are_pngs_and_reproducible(tmp_path):
@@ -54,7 +54,7 @@ def test_without_graphviz_the_diagram_is_left_out_with_how_to_get_it(tmp_path, m
     import logging
 
     monkeypatch.setenv("PATH", str(tmp_path / "empty-bin"))
-    with caplog.at_level(logging.INFO, logger="imgclf.modelcard"):
+    with caplog.at_level(logging.INFO, logger="imgclf.modeling.modelcard"):
         assert not draw_architecture(build_model("simple_cnn", (16, 16, 3), 3), tmp_path / "architecture.png")
     assert GRAPHVIZ_HELP in caplog.text and "apt-get install graphviz" in caplog.text
     assert not (tmp_path / "architecture.png").exists()

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from imgclf.images import (
+from imgclf.data.images import (
     BACKGROUND,
     DRAFT_MARGIN,
     ResizeJob,
@@ -175,8 +175,8 @@ def test_a_rotated_jpeg_asks_for_enough_pixels_on_its_upright_sides(tmp_path):
 # --- a mistake to fix is never a bad file -------------------------------------------------------
 
 def test_what_pillow_raises_for_a_bad_file_becomes_a_reason_and_a_pipeline_error_passes_through():
-    from imgclf.errors import PipelineError
-    from imgclf.images import UnusableImageError, unusable_image_errors
+    from imgclf.data.images import UnusableImageError, unusable_image_errors
+    from imgclf.plumbing.errors import PipelineError
 
     with pytest.raises(UnusableImageError, match="ValueError: tile cannot extend outside image"), \
             unusable_image_errors():
@@ -188,19 +188,19 @@ def test_what_pillow_raises_for_a_bad_file_becomes_a_reason_and_a_pipeline_error
 def test_a_pipeline_error_raised_under_the_decode_stops_resize_and_predict_instead_of_skipping(
         tmp_path, monkeypatch):
     """PipelineError is a ValueError, as are Pillow's errors for bad files: it must not turn into a skip."""
-    import imgclf.images
-    import imgclf.inference
-    from imgclf.params import ParamsError
-    from imgclf.preprocessing import Preprocessing
+    import imgclf.data.images
+    import imgclf.serving.inference
+    from imgclf.data.preprocessing import Preprocessing
+    from imgclf.plumbing.params import ParamsError
 
     def refuse(*args, **kwargs):
         raise ParamsError("params.yaml: resize.mode = 'squash' is not allowed")
 
     path = tmp_path / "good.png"
     Image.new("RGB", (8, 8), (10, 200, 10)).save(path)
-    monkeypatch.setattr(imgclf.images, "fit_to_size", refuse)
+    monkeypatch.setattr(imgclf.data.images, "fit_to_size", refuse)
     with pytest.raises(ParamsError, match="resize.mode"):
-        imgclf.images.resize_file(ResizeJob(path), (4, 4), "stretch", 200e6)
-    monkeypatch.setattr(imgclf.inference, "fit_to_size", refuse)
+        imgclf.data.images.resize_file(ResizeJob(path), (4, 4), "stretch", 200e6)
+    monkeypatch.setattr(imgclf.serving.inference, "fit_to_size", refuse)
     with pytest.raises(ParamsError, match="resize.mode"):  # no model: it stops first
-        imgclf.inference.predict_files(None, ["a", "b"], Preprocessing((4, 4), "stretch", 200.0), [path])  # type: ignore[arg-type]
+        imgclf.serving.inference.predict_files(None, ["a", "b"], Preprocessing((4, 4), "stretch", 200.0), [path])  # type: ignore[arg-type]

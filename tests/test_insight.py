@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from imgclf.manifest import read_manifest
+from imgclf.data.manifest import read_manifest
 from tests.helpers import make_project, run, set_params
 
 pytestmark = pytest.mark.slow

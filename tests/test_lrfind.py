@@ -6,8 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from imgclf.errors import PipelineError
-from imgclf.lrfind import smooth, suggest_learning_rate, sweep_rates
+from imgclf.plumbing.errors import PipelineError
+from imgclf.training.lrfind import smooth, suggest_learning_rate, sweep_rates
 
 
 def test_the_suggestion_is_where_the_loss_falls_fastest_before_it_blows_up():

@@ -7,7 +7,14 @@ import hashlib
 import pytest
 from PIL import Image
 
-from imgclf.manifest import ManifestEntry, ManifestError, index_folder, labelled_files, read_manifest, write_manifest
+from imgclf.data.manifest import (
+    ManifestEntry,
+    ManifestError,
+    index_folder,
+    labelled_files,
+    read_manifest,
+    write_manifest,
+)
 
 
 def test_index_folder_lists_every_image_with_class_own_split_and_digest(tmp_path):

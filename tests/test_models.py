@@ -6,16 +6,17 @@ import keras
 import numpy as np
 import pytest
 
-from imgclf.backbones import BACKBONES, ImagenetPreprocessing, build_backbone, imagenet_weights_file
-from imgclf.errors import PipelineError
-from imgclf.modelio import load_model, save_model
-from imgclf.models import ARCHITECTURES, BACKBONE_LAYER, build_model, unfreeze_backbone
-from imgclf.optim import make_loss
-from imgclf.params import AugmentParams
+from imgclf.modeling.backbones import ImagenetPreprocessing, build_backbone, imagenet_weights_file
+from imgclf.modeling.modelio import load_model, save_model
+from imgclf.modeling.models import BACKBONE_LAYER, build_model, unfreeze_backbone
+from imgclf.modeling.networks import BACKBONES, NETWORKS
+from imgclf.modeling.optim import make_loss
+from imgclf.modeling.params import AugmentParams
+from imgclf.plumbing.errors import PipelineError
 
 ALL_AUGMENTATION = AugmentParams(horizontal_flip=True, vertical_flip=True, rotation=10, width_shift=0.1,
                                  height_shift=0.1, shear=10, zoom=0.1, brightness=(0.8, 1.2), contrast=0.1)
-FROM_SCRATCH = sorted(name for name in ARCHITECTURES if name != "transfer")
+FROM_SCRATCH = sorted(name for name in NETWORKS if name != "transfer")
 
 
 def smoke(model: keras.Model, side: int, num_classes: int, tmp_path) -> None:

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from imgclf.near_duplicates import group_keys, hash_distance, hash_files, near_pairs
+from imgclf.data.near_duplicates import group_keys, hash_distance, hash_files, near_pairs
 from tests.helpers import make_project, run, set_params, write_image_folder
 
 

@@ -5,16 +5,10 @@ from pathlib import Path
 import pytest
 from ruamel.yaml import YAML
 
-from imgclf.params import (
-    SECTIONS,
-    AugmentParams,
-    ExportParams,
-    ParamsError,
-    TrainParams,
-    load_section,
-    parse_section,
-    read_params_file,
-)
+from imgclf.modeling.params import AugmentParams, TrainParams
+from imgclf.plumbing.params import ParamsError, load_section, parse_section, read_params_file
+from imgclf.sections import SECTIONS
+from imgclf.serving.params import ExportParams
 
 PROJECT_PARAMS = Path(__file__).resolve().parents[1] / "params.yaml"
 

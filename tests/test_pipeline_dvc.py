@@ -15,8 +15,8 @@ import pytest
 from PIL import Image
 from ruamel.yaml import YAML
 
-from imgclf.files import file_digest
-from imgclf.manifest import read_manifest
+from imgclf.data.manifest import read_manifest
+from imgclf.plumbing.files import file_digest
 from tests.helpers import make_project, render_in_browser, run, set_params, write_image_folder
 
 pytestmark = pytest.mark.slow

@@ -149,7 +149,7 @@ def test_the_onnx_engine_agrees_with_the_keras_model_on_real_photos(tiny_model_d
     engine, ONNX Runtime, gives the Keras model's probabilities within the export check's tolerance."""
     import tarfile
 
-    from imgclf.export import TOLERANCE
+    from imgclf.serving.export import TOLERANCE
 
     with tarfile.open(require_shared_dataset("flowers-photos.tar")) as tar:
         members = [member for member in tar if member.isfile() and member.name.endswith(".jpg")][::40]

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from ruamel.yaml import YAML
 
-from imgclf.params import ParamsError
+from imgclf.plumbing.params import ParamsError
 from imgclf.recipes import available, load_recipe
 from tests.helpers import PROJECT_ROOT, run
 

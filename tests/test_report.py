@@ -7,8 +7,16 @@ from pathlib import Path
 
 import pytest
 
-from imgclf.errors import PipelineError
-from imgclf.report import Change, DiffJson, format_delta, metric_changes, param_changes, render_report, write_report
+from imgclf.plumbing.errors import PipelineError
+from imgclf.reporting.report import (
+    Change,
+    DiffJson,
+    format_delta,
+    metric_changes,
+    param_changes,
+    render_report,
+    write_report,
+)
 
 METRICS_DIFF: DiffJson = {
     "metrics/evaluate.json": {"accuracy": {"old": 0.9, "new": 0.95, "diff": 0.05},

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from imgclf.layout import SourceError, scan_folder
-from imgclf.sources import digits_images, import_folder, write_digits
+from imgclf.data.layout import SourceError, scan_folder
+from imgclf.data.sources import digits_images, import_folder, write_digits
 
 
 def touch_image(path: Path, colour=(200, 10, 10), image_format="PNG") -> Path:

@@ -3,8 +3,8 @@ from pathlib import Path
 
 import pytest
 
-from imgclf.layout import LabelledFile
-from imgclf.split import (
+from imgclf.data.layout import LabelledFile
+from imgclf.data.split import (
     SplitError,
     count_by_class,
     split_items,

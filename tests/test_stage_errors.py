@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from imgclf.files import atomic_directory, atomic_file, remove_abandoned_staging
-from imgclf.stage import run_stage
+from imgclf.plumbing.files import atomic_directory, atomic_file, remove_abandoned_staging
+from imgclf.plumbing.stage import run_stage
 from tests.helpers import make_project, run, set_params, stage_command
 
 SPLIT = stage_command("split")[1:]

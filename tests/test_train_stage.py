@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from imgclf.devices import describe_cpu
+from imgclf.modeling.devices import describe_cpu
 from tests.helpers import command_env, make_project, run, set_params, stage_command, write_image_folder
 
 pytestmark = pytest.mark.slow
@@ -57,7 +57,7 @@ def finish(process: subprocess.Popen[str], timeout: float = 600) -> str:
 def model_weights(path: Path) -> list[np.ndarray]:
     import keras
 
-    from imgclf.modelio import load_model
+    from imgclf.modeling.modelio import load_model
 
     return [keras.ops.convert_to_numpy(w) for w in load_model(path).weights]
 

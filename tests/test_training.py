@@ -9,18 +9,18 @@ import numpy as np
 import pytest
 from dvclive import Live
 
-from imgclf.dataset import ImageSet
-from imgclf.devices import describe_cpu
-from imgclf.models import BACKBONE_LAYER, build_model
-from imgclf.optim import (
+from imgclf.data.dataset import ImageSet
+from imgclf.modeling.devices import describe_cpu
+from imgclf.modeling.models import BACKBONE_LAYER, build_model
+from imgclf.modeling.optim import (
     OneCycle,
     SparseCategoricalCrossentropyWithSmoothing,
     balanced_class_weights,
     learning_rate_schedule,
     make_optimizer,
 )
-from imgclf.params import FineTuneParams, TrainParams
-from imgclf.training import (
+from imgclf.modeling.params import FineTuneParams, TrainParams
+from imgclf.training.loop import (
     Checkpoints,
     LiveSink,
     TensorBoardSink,
@@ -251,7 +251,7 @@ def test_label_smoothing_of_integer_labels_matches_keras_one_hot_loss():
 
 def test_jit_compile_reaches_the_model():
     model = build_model("simple_cnn", (8, 8, 3), 3)
-    from imgclf.training import compile_model
+    from imgclf.training.loop import compile_model
 
     compile_model(model, TrainParams(jit_compile=False))
     assert model.jit_compile is False
@@ -265,7 +265,7 @@ def test_mixed_precision_computes_in_half_precision_and_outputs_float32(policy):
     keras.config.set_dtype_policy(policy)
     try:
         model = build_model("fast_cnn", (16, 16, 3), 3, seed=0)
-        from imgclf.training import compile_model
+        from imgclf.training.loop import compile_model
 
         compile_model(model, TrainParams(learning_rate=0.01))
         images = colour_set(16, 0, side=16)

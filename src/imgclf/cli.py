@@ -34,9 +34,9 @@ import sys
 import time
 from pathlib import Path
 
-from imgclf.errors import PipelineError
-from imgclf.export import FORMATS as EXPORT_FORMATS
-from imgclf.files import read_json
+from imgclf.plumbing.errors import PipelineError
+from imgclf.plumbing.files import read_json
+from imgclf.serving.export import FORMATS as EXPORT_FORMATS
 
 logger = logging.getLogger("imgclf")
 
@@ -62,9 +62,16 @@ def seconds_since_process_start() -> float | None:
 def predict(args: argparse.Namespace) -> int:
     startup = seconds_since_process_start()  # Python, and the imports of imgclf.cli
     began = time.perf_counter()
-    from imgclf.files import write_csv
-    from imgclf.inference import CSV_COLUMNS, PredictionTimes, csv_rows, image_files, load_classifier, predict_files
-    from imgclf.preprocessing import PREPROCESSING_FILE, Preprocessing
+    from imgclf.data.preprocessing import PREPROCESSING_FILE, Preprocessing
+    from imgclf.plumbing.files import write_csv
+    from imgclf.serving.inference import (
+        CSV_COLUMNS,
+        PredictionTimes,
+        csv_rows,
+        image_files,
+        load_classifier,
+        predict_files,
+    )
 
     preprocessing = Preprocessing.load(args.model_dir / PREPROCESSING_FILE)
     class_names = read_json(args.model_dir / "classes.json")
@@ -76,7 +83,7 @@ def predict(args: argparse.Namespace) -> int:
     predictions, unreadable = predict_files(classifier, class_names, preprocessing, image_files(args.paths),
                                             top_k=top_k, batch_size=args.batch_size, tta=args.tta, times=times)
     if args.explain and predictions:
-        from imgclf.inference import KerasClassifier, explain_files
+        from imgclf.serving.inference import KerasClassifier, explain_files
 
         assert isinstance(classifier, KerasClassifier)  # --explain loads the Keras model
         written = explain_files(classifier.model, [Path(found.file) for found in predictions], class_names,
@@ -109,7 +116,7 @@ def predict(args: argparse.Namespace) -> int:
 
 
 def export(args: argparse.Namespace) -> int:
-    from imgclf.export import export_all
+    from imgclf.serving.export import export_all
 
     formats = list(dict.fromkeys(args.format))
     report = export_all(args.model_dir, args.test, formats, args.output)
@@ -142,7 +149,7 @@ def recipe(args: argparse.Namespace) -> int:
 
 
 def unpack(args: argparse.Namespace) -> int:
-    from imgclf.dataset import open_split, write_image_folder
+    from imgclf.data.dataset import open_split, write_image_folder
 
     with open_split(args.packed) as split:
         written = write_image_folder(split, args.output)
@@ -151,9 +158,10 @@ def unpack(args: argparse.Namespace) -> int:
 
 
 def lr_find(args: argparse.Namespace) -> int:
-    from imgclf.dataset import open_split
-    from imgclf.lrfind import draw_sweep, find_learning_rate, sweep_rates
-    from imgclf.params import TrainParams, load_section
+    from imgclf.data.dataset import open_split
+    from imgclf.modeling.params import TrainParams
+    from imgclf.plumbing.params import load_section
+    from imgclf.training.lrfind import draw_sweep, find_learning_rate, sweep_rates
 
     params = load_section(TrainParams, args.params)
     rates = sweep_rates(args.start, args.end, args.steps)
@@ -169,14 +177,14 @@ def lr_find(args: argparse.Namespace) -> int:
 
 
 def check_remote(args: argparse.Namespace) -> int:
-    from imgclf.remotes import check_remote as ask_remote
+    from imgclf.plumbing.remotes import check_remote as ask_remote
 
     print(ask_remote(Path.cwd(), args.remote).describe())
     return 0
 
 
 def report(args: argparse.Namespace) -> int:
-    from imgclf.report import write_report
+    from imgclf.reporting.report import write_report
 
     path = write_report(Path.cwd(), args.output, base=args.base, rev=args.rev)
     logger.info("wrote %s; post it on the pull request with: cml comment create --publish %s", path, path)

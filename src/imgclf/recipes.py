@@ -25,8 +25,9 @@ from typing import Any
 from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
 
-from imgclf.files import atomic_file
-from imgclf.params import PARAMS_FILE, SECTIONS, ParamsError, parse_section, read_params_file
+from imgclf.plumbing.files import atomic_file
+from imgclf.plumbing.params import PARAMS_FILE, ParamsError, parse_section, read_params_file
+from imgclf.sections import SECTIONS
 
 # the project's own recipes/ (run from its root, as every stage is), else those of this checkout
 PROJECT_RECIPES = Path("recipes")

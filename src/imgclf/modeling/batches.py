@@ -1,0 +1,119 @@
+"""Batches of a split for Keras, read from its shards as training, evaluation and prediction ask for them.
+
+:func:`split_batches` gives ``model.fit`` and ``model.predict`` what reads fastest on the current
+backend, from the same rows and the same reading code (:meth:`imgclf.data.dataset.Split.read`):
+
+- TensorFlow: a ``tf.data`` pipeline whose parallel calls each read a block of about
+  :data:`BLOCK_BYTES` (several batches in one Python call) and cut it into batches in TensorFlow.
+  Keras wraps a ``PyDataset`` in ``tf.data.Dataset.from_generator``, one Python call per batch
+  through its own thread queue: measured at half the training images per second of the in-memory
+  arrays for ``simple_cnn`` at 32x32 (benchmarks/streaming.py).
+- JAX and PyTorch: :class:`SplitBatches`, a ``keras.utils.PyDataset``, which they iterate in Python
+  as it is, so the JAX backend needs no TensorFlow for input.
+
+Either way :data:`READ_THREADS` threads read ahead while the model steps on the current batch
+(positioned reads release the GIL), and what waits is bounded: about ``READ_THREADS + 1`` blocks and
+:data:`QUEUED_BATCHES` batches, whatever the size of the split.
+
+The order of the rows is the caller's: training passes each epoch's permutation
+(:func:`imgclf.training.loop.epoch_order`, a function of the seed and the epoch), so a global shuffle
+costs one index array and the batches of an epoch are the same in every run, resumed or not.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import keras
+import numpy as np
+
+from imgclf.data.dataset import Split
+from imgclf.modeling.outputs import class_probabilities
+
+READ_THREADS = 2
+QUEUED_BATCHES = 4
+# What one read of the TensorFlow pipeline takes, at least one batch: 21 batches of 32 at 32x32,
+# one at 224x224, so that small images cost few Python calls per batch.
+BLOCK_BYTES = 2 * 2**20
+
+
+def read_batch(split: Split, rows: np.ndarray, *, labels: bool = True, flip: bool = False) -> tuple[np.ndarray, ...]:
+    """``(images, labels)`` of ``rows`` (``(images,)`` without ``labels``), mirrored left-right with ``flip``."""
+    images = split.read(rows)
+    if flip:
+        images = np.ascontiguousarray(images[:, :, ::-1])
+    return (images, np.asarray(split.labels[rows], dtype=np.int32)) if labels else (images,)
+
+
+class SplitBatches(keras.utils.PyDataset):
+    """``rows`` of ``split`` (all of them, in order, when None) in batches of ``batch_size``:
+    ``(images, labels)``, or ``(images,)`` without ``labels``; ``flip`` mirrors each image left-right."""
+
+    def __init__(self, split: Split, rows: np.ndarray | None, batch_size: int, *, labels: bool = True,
+                 flip: bool = False, workers: int = READ_THREADS, queued: int = QUEUED_BATCHES) -> None:
+        super().__init__(workers=workers, use_multiprocessing=False, max_queue_size=queued)
+        self.split = split
+        self.rows = np.arange(len(split)) if rows is None else np.asarray(rows, dtype=np.int64)
+        self.batch_size = batch_size
+        self.with_labels = labels
+        self.flip = flip
+
+    def __len__(self) -> int:
+        return math.ceil(len(self.rows) / self.batch_size)
+
+    def __getitem__(self, index: int) -> tuple[np.ndarray, ...]:
+        rows = self.rows[index * self.batch_size:(index + 1) * self.batch_size]
+        return read_batch(self.split, rows, labels=self.with_labels, flip=self.flip)
+
+
+def split_batches(split: Split, rows: np.ndarray | None, batch_size: int, *, labels: bool = True,
+                  flip: bool = False) -> Any:
+    """``rows`` of ``split`` (all, in order, when None) in batches of ``batch_size``, as the current
+    backend reads them fastest: a ``tf.data.Dataset`` with TensorFlow, else :class:`SplitBatches`."""
+    if keras.backend.backend() != "tensorflow":
+        return SplitBatches(split, rows, batch_size, labels=labels, flip=flip)
+    import tensorflow as tf
+
+    rows = np.arange(len(split)) if rows is None else np.asarray(rows, dtype=np.int64)
+    batch_bytes = batch_size * int(np.prod(split.image_shape))
+    block = batch_size * max(1, BLOCK_BYTES // batch_bytes)
+    kinds = (tf.uint8, tf.int32) if labels else (tf.uint8,)
+    shapes = ((None, *split.image_shape), (None,))[:len(kinds)]
+
+    def read_block(index: np.ndarray) -> tuple[np.ndarray, ...]:
+        start = int(index) * block
+        return read_batch(split, rows[start:start + block], labels=labels, flip=flip)
+
+    def typed(index: Any) -> Any:
+        parts = tf.numpy_function(read_block, [index], kinds, stateful=False)
+        parts = tuple(tf.ensure_shape(part, shape) for part, shape in zip(parts, shapes, strict=True))
+        return parts if labels else parts[0]
+
+    blocks = tf.data.Dataset.range(math.ceil(len(rows) / block))
+    blocks = blocks.map(typed, num_parallel_calls=READ_THREADS, deterministic=True)
+    batches = blocks.rebatch(batch_size)  # blocks hold whole batches: only the last one is short
+    # a known length, as a PyDataset has: without it the weights differed from the PyDataset path's
+    # from the second epoch on (the digits); with it the metrics are byte-identical
+    batches = batches.apply(tf.data.experimental.assert_cardinality(math.ceil(len(rows) / batch_size)))
+    # No autotuning: the parallelism and the queue are fixed above, and with it on, releasing an
+    # epoch's iterator (when each epoch's `fit` returns) waited 15-19 s in most epochs on 2 cores,
+    # whose training steps took 21 s (fast_cnn, 1,272 photos at 64x64; benchmarks/epoch_time.py).
+    options = tf.data.Options()
+    options.autotune.enabled = False
+    return batches.prefetch(QUEUED_BATCHES).with_options(options)
+
+
+def predict_split(model: keras.Model, split: Split, batch_size: int, tta: str = "none") -> np.ndarray:
+    """(count, classes) probabilities of ``split``'s images, batch by batch.
+
+    ``tta="flip"`` averages each image's output with its left-right mirror's (test-time
+    augmentation, as in the CIFAR-10 training speedruns). Holds the outputs, never the pixels.
+    """
+    if tta not in ("none", "flip"):
+        raise ValueError(f"unknown test-time augmentation {tta!r}; choose none or flip")
+    outputs = model.predict(split_batches(split, None, batch_size, labels=False), verbose=0)
+    if tta == "flip":
+        mirrored = model.predict(split_batches(split, None, batch_size, labels=False, flip=True), verbose=0)
+        outputs = (outputs + mirrored) / 2
+    return class_probabilities(outputs)

@@ -1,0 +1,132 @@
+"""What the train stage optimises and how: optimizer, learning-rate schedule, loss, class weights.
+
+Everything here is plain Keras 3, so it runs on every backend. The schedule and the loss classes
+are registered: a saved model (and a training checkpoint, with its optimizer) loads in safe mode.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import keras
+import numpy as np
+from keras import ops
+
+from imgclf.modeling.params import TrainParams
+
+
+@keras.saving.register_keras_serializable(package="imgclf")
+class OneCycle(keras.optimizers.schedules.LearningRateSchedule):
+    """Smith's one-cycle policy: linear warm-up from ``peak / 25`` to ``peak`` over ``warmup_steps``,
+    then linear decay to 0 at ``total_steps`` (as in fast CIFAR-10 training: Page, "How to train
+    your ResNet")."""
+
+    def __init__(self, peak: float, warmup_steps: int, total_steps: int) -> None:
+        self.peak = peak
+        self.warmup_steps = warmup_steps
+        self.total_steps = total_steps
+
+    def __call__(self, step):
+        step = ops.cast(step, "float32")
+        start = self.peak / 25
+        warming = start + (self.peak - start) * step / max(self.warmup_steps, 1)
+        decaying = self.peak * (self.total_steps - step) / max(self.total_steps - self.warmup_steps, 1)
+        return ops.maximum(ops.where(step < self.warmup_steps, warming, decaying), 0.0)
+
+    def get_config(self) -> dict[str, Any]:
+        return {"peak": self.peak, "warmup_steps": self.warmup_steps, "total_steps": self.total_steps}
+
+
+ONE_CYCLE_WARMUP_SHARE = 0.3  # of all epochs, when train.warmup_epochs is 0 (PyTorch's OneCycleLR default)
+
+
+def learning_rate_schedule(params: TrainParams,
+                           steps_per_epoch: int) -> float | keras.optimizers.schedules.LearningRateSchedule:
+    """``train.schedule`` over ``train.epochs`` epochs of ``steps_per_epoch`` steps, peaking at ``learning_rate``.
+
+    ``constant`` is a float (so reduce-on-plateau can change it), the others schedules by step.
+    """
+    peak = params.learning_rate
+    total_steps = params.epochs * steps_per_epoch
+    warmup_steps = round(params.warmup_epochs * steps_per_epoch)
+    if params.schedule == "constant":
+        return peak
+    if params.schedule == "step":
+        period = params.step_epochs * steps_per_epoch
+        # PiecewiseConstantDecay switches after a boundary: the last step of each period
+        boundaries = [start - 1 for start in range(period, total_steps, period)]
+        if not boundaries:
+            return peak
+        values = [peak * params.step_factor ** index for index in range(len(boundaries) + 1)]
+        return keras.optimizers.schedules.PiecewiseConstantDecay(boundaries, values)
+    if params.schedule == "cosine":
+        if warmup_steps == 0:
+            return keras.optimizers.schedules.CosineDecay(peak, decay_steps=total_steps)
+        return keras.optimizers.schedules.CosineDecay(0.0, decay_steps=total_steps - warmup_steps,
+                                                      warmup_target=peak, warmup_steps=warmup_steps)
+    if params.schedule == "one_cycle":
+        if warmup_steps == 0:
+            warmup_steps = round(ONE_CYCLE_WARMUP_SHARE * total_steps)
+        return OneCycle(peak, warmup_steps, total_steps)
+    raise ValueError(f"unknown schedule {params.schedule!r}")
+
+
+def make_optimizer(params: TrainParams, learning_rate: Any) -> keras.optimizers.Optimizer:
+    """``train.optimizer`` with ``learning_rate`` (a float or a schedule) and ``train.weight_decay``.
+
+    Weight decay is decoupled (the weights shrink by ``lr * weight_decay`` each step) for every
+    optimizer; ``adamw`` is Adam with it, as in Loshchilov and Hutter.
+    """
+    decay = params.weight_decay or None
+    if params.optimizer == "sgd":
+        return keras.optimizers.SGD(learning_rate, momentum=params.momentum, nesterov=params.nesterov,
+                                    weight_decay=decay)
+    if params.optimizer == "adam":
+        return keras.optimizers.Adam(learning_rate, weight_decay=decay)
+    if params.optimizer == "adamw":
+        return keras.optimizers.AdamW(learning_rate, weight_decay=params.weight_decay)
+    if params.optimizer == "rmsprop":
+        return keras.optimizers.RMSprop(learning_rate, weight_decay=decay)
+    if params.optimizer == "adadelta":
+        return keras.optimizers.Adadelta(learning_rate, weight_decay=decay)
+    raise ValueError(f"unknown optimizer {params.optimizer!r}")
+
+
+@keras.saving.register_keras_serializable(package="imgclf")
+class SparseCategoricalCrossentropyWithSmoothing(keras.losses.Loss):
+    """Cross-entropy of integer labels with label smoothing, which Keras' sparse loss lacks:
+    the target puts ``1 - label_smoothing`` on the true class, the rest spread over all classes."""
+
+    def __init__(self, label_smoothing: float = 0.0, name: str = "sparse_categorical_crossentropy_smoothed",
+                 **kwargs: Any) -> None:
+        super().__init__(name=name, **kwargs)
+        self.label_smoothing = label_smoothing
+
+    def call(self, y_true, y_pred):
+        classes = ops.shape(y_pred)[-1]
+        one_hot = ops.one_hot(ops.cast(ops.reshape(y_true, (-1,)), "int32"), classes, dtype=y_pred.dtype)
+        return keras.losses.categorical_crossentropy(one_hot, y_pred, label_smoothing=self.label_smoothing)
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "label_smoothing": self.label_smoothing}
+
+
+def make_loss(binary: bool, label_smoothing: float) -> keras.losses.Loss:
+    """Binary cross-entropy for one sigmoid output, sparse categorical for a softmax."""
+    if binary:
+        return keras.losses.BinaryCrossentropy(label_smoothing=label_smoothing)
+    if label_smoothing:
+        return SparseCategoricalCrossentropyWithSmoothing(label_smoothing)
+    return keras.losses.SparseCategoricalCrossentropy()
+
+
+def balanced_class_weights(labels: np.ndarray, num_classes: int) -> dict[int, float]:
+    """scikit-learn's ``balanced``: ``images / (classes * images of the class)``; a class with no
+    training images gets weight 1 (it never occurs in a batch)."""
+    counts = np.bincount(labels, minlength=num_classes)
+    return {index: (len(labels) / (num_classes * count) if count else 1.0) for index, count in enumerate(counts)}
+
+
+def steps_per_epoch(images: int, batch_size: int) -> int:
+    return max(1, math.ceil(images / batch_size))

@@ -1,0 +1,175 @@
+"""The ``train`` section of params.yaml: the network, its augmentation, and how it is trained.
+
+The allowed networks and backbones are the names of their registries (:mod:`imgclf.modeling.networks`,
+:mod:`imgclf.modeling.backbones`); how the section is parsed and checked: :mod:`imgclf.plumbing.params`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Literal
+
+from imgclf.modeling.networks import BACKBONES, NETWORKS
+from imgclf.plumbing.params import Section, fail, require_non_negative, require_positive
+
+if TYPE_CHECKING:  # the type checker sees strings; params.yaml's allowed values are the registries' names
+    ModelName = str
+    BackboneName = str
+else:
+    ModelName = Literal[tuple(NETWORKS)]
+    BackboneName = Literal[tuple(BACKBONES)]
+OptimizerName = Literal["sgd", "adam", "adamw", "rmsprop", "adadelta"]
+ScheduleName = Literal["constant", "step", "cosine", "one_cycle"]
+FillMode = Literal["nearest", "reflect", "wrap", "constant"]
+PrecisionName = Literal["off", "float16", "bfloat16", "auto"]
+DistributionName = Literal["auto", "none", "mirrored", "multi_worker"]
+
+
+@dataclass(frozen=True)
+class AugmentParams(Section):
+    """Random augmentation inside the model, active only while training (``train.augment``).
+
+    The settings of Keras' old ``ImageDataGenerator``, in its units (README: "Augmentation"):
+    angles in degrees, shifts and zoom as fractions of the image size, ``brightness`` the range
+    of the factor pixels are multiplied by. 0, false and null are off.
+    """
+
+    horizontal_flip: bool = False
+    vertical_flip: bool = False
+    rotation: float = 0.0  # degrees, drawn from [-rotation, rotation]
+    width_shift: float = 0.0  # fraction of the width
+    height_shift: float = 0.0  # fraction of the height
+    shear: float = 0.0  # degrees
+    zoom: float = 0.0  # scale drawn from [1 - zoom, 1 + zoom]
+    fill_mode: FillMode = "nearest"  # how pixels from outside the image are filled
+    cval: float = 0.0  # the fill value of fill_mode "constant", in pixel values 0-255
+    brightness: tuple[float, float] | None = None  # e.g. [0.8, 1.2]
+    contrast: float = 0.0  # fraction of the contrast
+
+    def validate(self, section: str) -> None:
+        if not 0.0 <= self.rotation <= 180.0:
+            fail(f"{section}.rotation", self.rotation, "use degrees from 0 (off) to 180")
+        if not 0.0 <= self.shear < 90.0:
+            fail(f"{section}.shear", self.shear, "use degrees from 0 (off) up to, not including, 90")
+        for name in ("width_shift", "height_shift", "zoom", "contrast"):
+            value = getattr(self, name)
+            if not 0.0 <= value < 1.0:
+                fail(f"{section}.{name}", value, "use a fraction from 0 (off) up to, not including, 1")
+        if self.brightness is not None and not 0.0 <= self.brightness[0] <= self.brightness[1]:
+            fail(f"{section}.brightness", list(self.brightness),
+                  "give [low, high] factors with 0 <= low <= high, e.g. [0.8, 1.2], or null for off")
+
+    @property
+    def geometric(self) -> bool:
+        """Whether any setting moves pixels (these share one resampling)."""
+        return (self.horizontal_flip or self.vertical_flip or self.rotation > 0 or self.width_shift > 0
+                or self.height_shift > 0 or self.shear > 0 or self.zoom > 0)
+
+
+@dataclass(frozen=True)
+class FineTuneParams(Section):
+    """A second phase for ``transfer`` models (``train.fine_tune``): the top of the backbone trains too."""
+
+    epochs: int = 0  # 0: no fine-tuning phase
+    layers: int | None = None  # backbone layers unfrozen from the top; null: all of them
+    learning_rate: float = 1e-5
+
+    def validate(self, section: str) -> None:
+        require_non_negative(f"{section}.epochs", self.epochs)
+        if self.layers is not None:
+            require_positive(f"{section}.layers", self.layers)
+        require_positive(f"{section}.learning_rate", self.learning_rate)
+
+
+@dataclass(frozen=True)
+class TrainParams(Section):
+    """Model, optimiser, schedule and devices of the train stage (``train``)."""
+
+    key = "train"
+
+    model: ModelName = "simple_cnn"
+    backbone: BackboneName = "mobilenet_v2"  # transfer only
+    weights: str | None = "imagenet"  # transfer only: imagenet | none | path to a weights file
+    freeze_base: bool = True  # transfer only: train the new head alone first
+    fine_tune: FineTuneParams = field(default_factory=FineTuneParams)
+    epochs: int = 30
+    batch_size: int = 32
+    optimizer: OptimizerName = "adam"
+    learning_rate: float = 0.001
+    momentum: float = 0.9  # sgd only
+    nesterov: bool = True  # sgd only
+    weight_decay: float = 0.0  # decoupled weight decay, every optimizer
+    label_smoothing: float = 0.0
+    schedule: ScheduleName = "constant"
+    warmup_epochs: float = 0.0  # cosine and one_cycle: linear warm-up from 0 (one_cycle: from lr/25)
+    step_epochs: int = 10  # step: multiply the rate by step_factor every step_epochs
+    step_factor: float = 0.1
+    class_weight: Literal["balanced"] | None = None
+    early_stopping_patience: int | None = None  # epochs without a better val_loss before stopping
+    reduce_lr_patience: int | None = None  # epochs without a better val_loss before the rate is cut
+    reduce_lr_factor: float = 0.1
+    # None keeps the architecture's published rate (its Network.dropout_rate in modeling/networks.py).
+    dropout_rate: float | None = None
+    rescale: float | None = None  # null: the network's own (1/255; a backbone's own preprocessing)
+    featurewise_center: bool = False  # subtract the training split's mean per channel
+    featurewise_std_normalization: bool = False  # and divide by its standard deviation
+    mixed_precision: PrecisionName = "off"
+    jit_compile: bool | Literal["auto"] = "auto"
+    distribution: DistributionName = "auto"
+    resume: bool = False  # continue an interrupted run from its last epoch
+    tensorboard: bool = True  # event files in logs/tensorboard/
+    seed: int = 42
+    augment: AugmentParams = field(default_factory=AugmentParams)
+
+    def validate(self, section: str) -> None:
+        require_positive(f"{section}.epochs", self.epochs)
+        require_positive(f"{section}.batch_size", self.batch_size)
+        require_positive(f"{section}.learning_rate", self.learning_rate)
+        require_non_negative(f"{section}.weight_decay", self.weight_decay)
+        if not 0.0 <= self.momentum < 1.0:
+            fail(f"{section}.momentum", self.momentum, "use a value from 0 up to, not including, 1")
+        if not 0.0 <= self.label_smoothing < 1.0:
+            fail(f"{section}.label_smoothing", self.label_smoothing,
+                  "use a value from 0 (off) up to, not including, 1")
+        if self.dropout_rate is not None and not 0.0 <= self.dropout_rate < 1.0:
+            fail(f"{section}.dropout_rate", self.dropout_rate,
+                  "use a rate from 0 up to, not including, 1, or null for the architecture's own")
+        if not 0.0 <= self.warmup_epochs < self.epochs:
+            fail(f"{section}.warmup_epochs", self.warmup_epochs, f"use 0 up to, not including, train.epochs "
+                  f"({self.epochs})")
+        require_positive(f"{section}.step_epochs", self.step_epochs)
+        for key in ("step_factor", "reduce_lr_factor"):
+            value = getattr(self, key)
+            if not 0.0 < value < 1.0:
+                fail(f"{section}.{key}", value, "use a factor between 0 and 1, e.g. 0.1")
+        for key in ("early_stopping_patience", "reduce_lr_patience"):
+            if getattr(self, key) is not None:
+                require_positive(f"{section}.{key}", getattr(self, key))
+        if self.reduce_lr_patience is not None and self.schedule != "constant":
+            fail(f"{section}.reduce_lr_patience", self.reduce_lr_patience,
+                  f"null with train.schedule {self.schedule!r}: a schedule sets the rate itself; "
+                  "use schedule constant to cut the rate on plateaus")
+        if self.rescale is not None:
+            require_positive(f"{section}.rescale", self.rescale)
+        if (self.featurewise_center or self.featurewise_std_normalization) and self.model == "transfer" \
+                and self.rescale is None:
+            fail(f"{section}.featurewise_center", self.featurewise_center,
+                  "false with train.model transfer unless train.rescale is set: a backbone brings its own "
+                  "input normalisation")
+        if self.fine_tune.epochs and self.model != "transfer":
+            fail(f"{section}.fine_tune.epochs", self.fine_tune.epochs,
+                  "0 unless train.model is transfer (fine-tuning unfreezes a pretrained backbone)")
+        if self.fine_tune.epochs and not self.freeze_base:
+            fail(f"{section}.fine_tune.epochs", self.fine_tune.epochs,
+                  "0 when train.freeze_base is false: the whole backbone trains from the first epoch")
+
+    @property
+    def pretrained_weights(self) -> str | None:
+        """``imagenet``, a file path, or None for random initialisation (``weights: none`` or null)."""
+        return None if self.weights in (None, "none") else self.weights
+
+    @property
+    def total_epochs(self) -> int:
+        return self.epochs + self.fine_tune.epochs
+
+

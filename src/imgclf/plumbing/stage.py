@@ -1,0 +1,38 @@
+"""What every stage script does around its work: logging, and errors that read as advice."""
+
+from __future__ import annotations
+
+import errno
+import logging
+import sys
+from collections.abc import Callable
+
+from imgclf.plumbing.errors import PipelineError
+
+
+def run_stage(main: Callable[[], None]) -> None:
+    """Run a stage's ``main`` with logging configured.
+
+    A :class:`PipelineError` (a mistake a person can fix), a full disk and a path the stage may not
+    read or write exit 1 with a message that says which, instead of a traceback; outputs are built
+    atomically, so nothing partial is left either way. Any other error is a bug: its traceback shows.
+    """
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
+                        datefmt="%H:%M:%S")
+    logger = logging.getLogger(main.__module__)
+    try:
+        main()
+    except PipelineError as error:
+        logger.error("%s", error)
+        sys.exit(1)
+    except OSError as error:
+        if error.errno in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT):
+            logger.error("cannot write %s: %s. Free disk space (or raise the file size limit) and run again; "
+                         "the stage kept no partial output.", error.filename or "an output", error.strerror)
+        elif error.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+            logger.error("cannot access %s: %s. Check that you may read and write there (owner and mode, a "
+                         "read-only file system, an immutable flag: lsattr) and run again; the stage kept no "
+                         "partial output.", error.filename or "a file", error.strerror)
+        else:
+            raise
+        sys.exit(1)

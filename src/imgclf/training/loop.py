@@ -1,0 +1,459 @@
+"""Train a model epoch by epoch: schedules, plateaus, early stopping, fine-tuning, checkpoints.
+
+The epoch loop is ours, not ``model.fit(epochs=N)``'s, so that everything that decides the next
+epoch is either in the model file (weights, optimizer state, the random layers' seeds) or in a
+small state record (history, best epoch, rate cuts). An interrupted run then resumes from its last
+epoch checkpoint and ends exactly where an uninterrupted run ends: the shuffling of epoch e is
+drawn from (seed, e), early stopping and reduce-on-plateau are functions of the validation history.
+Each epoch's batches are read from the split's shards in that order (:mod:`imgclf.modeling.batches`), so
+neither the split nor a shuffled copy of it is ever held in memory.
+
+Only ``keras`` APIs here (plus one TensorFlow switch for deterministic kernels when TensorFlow is
+the backend), so the train stage runs the same on the TensorFlow, JAX and PyTorch backends.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import math
+import shutil
+import statistics
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import keras
+import numpy as np
+
+from imgclf.data.dataset import Split
+from imgclf.modeling.batches import split_batches
+from imgclf.modeling.models import unfreeze_backbone
+from imgclf.modeling.optim import (
+    balanced_class_weights,
+    learning_rate_schedule,
+    make_loss,
+    make_optimizer,
+    steps_per_epoch,
+)
+from imgclf.modeling.params import TrainParams
+from imgclf.plumbing.errors import PipelineError
+from imgclf.plumbing.files import atomic_directory, read_json, write_json
+
+logger = logging.getLogger(__name__)
+
+HISTORY_KEYS = ("loss", "accuracy", "val_loss", "val_accuracy")
+
+
+class TrainingError(PipelineError):
+    """Training diverged or could not start with these settings."""
+
+
+def make_deterministic(seed: int) -> None:
+    """Seed Python, NumPy and the backend; ask TensorFlow for deterministic kernels.
+
+    With the same params on the same machine, training then gives the same weights every time.
+    """
+    keras.utils.set_random_seed(seed)
+    if keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+
+        tf.config.experimental.enable_op_determinism()
+
+
+def compile_model(model: keras.Model, params: TrainParams, steps: int = 1, learning_rate: Any = None) -> None:
+    """Compile with ``train``'s optimizer, loss and XLA setting.
+
+    ``learning_rate`` overrides the schedule built from ``params`` for ``steps`` steps per epoch
+    (the fine-tuning phase uses a constant rate of its own).
+    """
+    if learning_rate is None:
+        learning_rate = learning_rate_schedule(params, steps)
+    binary = model.output_shape[-1] == 1
+    model.compile(optimizer=make_optimizer(params, learning_rate), loss=make_loss(binary, params.label_smoothing),
+                  metrics=["accuracy"], jit_compile=params.jit_compile)
+
+
+class EpochSink(Protocol):
+    """Somewhere an epoch's record goes: DVCLive, TensorBoard."""
+
+    def log_epoch(self, epoch: int, record: dict[str, float]) -> None: ...
+
+
+class MetricLogger(Protocol):
+    """What :class:`LiveSink` needs of ``dvclive.Live``."""
+
+    step: int
+
+    def log_metric(self, name: str, val: float) -> None: ...
+
+    def make_summary(self) -> None: ...
+
+
+class LiveSink:
+    """Per-epoch curves to DVCLive: ``train/loss``, ``val/loss``..., one TSV file each, so that both
+    splits of one metric can be drawn on one chart, plus ``learning_rate``. Steps are epochs counted
+    from 1, as Keras prints them and as ``best_epoch`` in metrics/train.json counts them."""
+
+    def __init__(self, live: MetricLogger) -> None:
+        self.live = live
+
+    def log_epoch(self, epoch: int, record: dict[str, float]) -> None:
+        self.live.step = epoch
+        for key in HISTORY_KEYS:
+            if key in record:
+                split, metric = ("val", key[4:]) if key.startswith("val_") else ("train", key)
+                self.live.log_metric(f"{split}/{metric}", record[key])
+        if "learning_rate" in record:
+            self.live.log_metric("learning_rate", record["learning_rate"])
+        self.live.make_summary()
+
+
+class TensorBoardSink:
+    """Per-epoch scalars as TensorBoard event files (``tensorboard --logdir <folder>``).
+
+    Written after each epoch, not from batch hooks: a Keras callback with batch hooks makes every
+    training step wait for its results, which slows training down.
+    """
+
+    def __init__(self, folder: Path) -> None:
+        import tensorboard  # noqa: F401  (tf.summary writes nothing without it)
+        import tensorflow as tf
+
+        self._summary = tf.summary
+        self._writers = {split: tf.summary.create_file_writer(str(Path(folder) / split)) for split in ("train", "val")}
+
+    @classmethod
+    def create(cls, folder: Path) -> TensorBoardSink | None:
+        """None, with a log line, where TensorFlow (which writes the event files) is not installed."""
+        try:
+            return cls(folder)
+        except ImportError:
+            logger.warning("no TensorBoard logs: writing them needs TensorFlow and TensorBoard "
+                           "(pip install tensorflow tensorboard)")
+            return None
+
+    def log_epoch(self, epoch: int, record: dict[str, float]) -> None:
+        for key, value in record.items():
+            split = "val" if key.startswith("val_") else "train"
+            with self._writers[split].as_default():
+                self._summary.scalar(f"epoch_{key.removeprefix('val_')}", value, step=epoch)
+        for writer in self._writers.values():
+            writer.flush()
+
+
+class EpochTimer(keras.callbacks.Callback):
+    """Seconds of the epoch's training steps and of its validation steps (epoch-level hooks only, see above)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seconds = self.validation_seconds = 0.0
+        self._start = self._training_end = self._validation_start = 0.0
+
+    def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        self._start, self._training_end, self.validation_seconds = time.perf_counter(), 0.0, 0.0
+
+    def on_test_begin(self, logs: dict[str, Any] | None = None) -> None:
+        self._training_end = self._validation_start = time.perf_counter()
+
+    def on_test_end(self, logs: dict[str, Any] | None = None) -> None:
+        self.validation_seconds = time.perf_counter() - self._validation_start
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        self.seconds = (self._training_end or time.perf_counter()) - self._start
+
+
+@dataclass
+class TrainingState:
+    """Everything besides the model that decides the rest of a run; saved with every checkpoint."""
+
+    epoch: int = 0  # epochs completed
+    history: dict[str, list[float]] = field(default_factory=dict)
+    best_epoch: int | None = None  # 1-based
+    best_value: float = math.inf
+    rate_cuts: list[int] = field(default_factory=list)  # epochs after which reduce-on-plateau cut the rate
+    phase: str = "train"  # train | fine_tune
+
+    def record(self, values: dict[str, float]) -> None:
+        for key, value in values.items():
+            self.history.setdefault(key, []).append(value)
+
+
+def epoch_order(count: int, seed: int, epoch: int) -> np.ndarray:
+    """The shuffled order of epoch ``epoch``: a function of (seed, epoch) only, so resuming repeats it."""
+    return np.random.default_rng([seed, epoch]).permutation(count)
+
+
+def epochs_without_improvement(values: Sequence[float], since: int = 0) -> int:
+    """Epochs since the lowest finite value, counting only from index ``since`` on (a rate cut resets it)."""
+    finite = [(value, index) for index, value in enumerate(values) if math.isfinite(value)]
+    if not finite:
+        return len(values) - since
+    best_index = min(finite)[1]
+    return len(values) - 1 - max(best_index, since - 1)
+
+
+def should_cut_rate(val_losses: Sequence[float], rate_cuts: Sequence[int], patience: int | None) -> bool:
+    """Reduce-on-plateau: ``patience`` epochs without a better validation loss since the best or the last cut."""
+    if patience is None:
+        return False
+    since = rate_cuts[-1] if rate_cuts else 0
+    return epochs_without_improvement(val_losses, since) >= patience
+
+
+def should_stop(val_losses: Sequence[float], patience: int | None) -> bool:
+    """Early stopping: ``patience`` epochs without a better validation loss."""
+    return patience is not None and epochs_without_improvement(val_losses) >= patience
+
+
+def _share(rows: np.ndarray, process: int, processes: int) -> np.ndarray:
+    """Process ``process``'s share of ``rows``: every ``processes``-th row, the same count for each process
+    (the few left over are left out) so that all processes take the same number of steps."""
+    if processes == 1:
+        return rows
+    usable = len(rows) - len(rows) % processes
+    return rows[process:usable:processes]
+
+
+def fingerprint(params: TrainParams, *splits: Split) -> str:
+    """What a checkpoint must match to be resumed: the params (but resume and logging), backend, data
+    (each split's digest, which the resize stage computed: nothing is read again for it)."""
+    settings = {key: value for key, value in asdict(params).items() if key not in ("resume", "tensorboard")}
+    return hashlib.sha256(json.dumps([settings, keras.backend.backend(), keras.__version__,
+                                      [split.digest for split in splits]], sort_keys=True, default=str).encode()
+                          ).hexdigest()
+
+
+def _random_states(model: keras.Model) -> list[Any]:
+    """The states of the random layers' seed generators (dropout, augmentation), which ``.keras``
+    files do not keep: without them a resumed run would draw other dropout masks and augmentations."""
+    return [variable for variable in model.variables if variable.path.endswith("seed_generator_state")]
+
+
+class Checkpoints:
+    """The last epoch of a run in ``folder``: ``epoch-NNNN/`` (model with optimizer, random states,
+    best weights, state) and ``latest.json`` pointing at it. The pointer is replaced only once the epoch's folder
+    is complete, so a run killed at any moment leaves a consistent checkpoint."""
+
+    def __init__(self, folder: Path, run_fingerprint: str) -> None:
+        self.folder = Path(folder)
+        self.fingerprint = run_fingerprint
+
+    @property
+    def pointer(self) -> Path:
+        return self.folder / "latest.json"
+
+    def save(self, model: keras.Model, best_weights: list[np.ndarray] | None, state: TrainingState) -> None:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        name = f"epoch-{state.epoch:04d}"
+        with atomic_directory(self.folder / name) as staging:
+            model.save(staging / "model.keras")
+            np.savez(staging / "random_states.npz", *[keras.ops.convert_to_numpy(v) for v in _random_states(model)])
+            if best_weights is not None:
+                np.savez(staging / "best_weights.npz", *best_weights)
+            write_json(staging / "state.json", asdict(state))
+        write_json(self.pointer, {"checkpoint": name, "fingerprint": self.fingerprint})
+        for old in self.folder.glob("epoch-*"):
+            if old.name != name:
+                shutil.rmtree(old, ignore_errors=True)
+
+    def load(self) -> tuple[keras.Model, list[np.ndarray] | None, TrainingState] | None:
+        """The last checkpoint of this same run, or None (none, or one of other params or data)."""
+        if not self.pointer.is_file():
+            return None
+        pointer = read_json(self.pointer)
+        if pointer.get("fingerprint") != self.fingerprint:
+            logger.info("the checkpoint in %s is of other params or data: starting afresh", self.folder)
+            return None
+        folder = self.folder / pointer["checkpoint"]
+        model = keras.saving.load_model(folder / "model.keras", safe_mode=True)
+        with np.load(folder / "random_states.npz") as saved:
+            for index, variable in enumerate(_random_states(model)):
+                variable.assign(saved[f"arr_{index}"])
+        best_weights = None
+        if (folder / "best_weights.npz").is_file():
+            with np.load(folder / "best_weights.npz") as saved:
+                best_weights = [saved[f"arr_{index}"] for index in range(len(saved.files))]
+        state = TrainingState(**read_json(folder / "state.json"))
+        return model, best_weights, state
+
+    def clear(self) -> None:
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+
+@dataclass(frozen=True)
+class EpochTiming:
+    """How long one epoch of this run took: all of it, and its training steps alone."""
+
+    epoch: int  # 1-based
+    seconds: float  # the whole epoch: training steps, validation, callbacks, logging, checkpoint
+    train_step_seconds: float  # the training steps alone (EpochTimer)
+    validation_seconds: float  # the validation steps alone
+
+    @property
+    def overhead_ratio(self) -> float:
+        """The epoch's wall time over its training and validation steps: 1.0 when nothing else took time."""
+        return self.seconds / max(self.train_step_seconds + self.validation_seconds, 1e-9)
+
+
+@dataclass(frozen=True)
+class TrainingResult:
+    history: dict[str, list[float]]
+    best_epoch: int
+    images_per_second: float  # training steps only, median over the epochs after the first
+    # this run's epochs (a resumed run's only); timings differ between reruns, so they are kept out
+    # of the DVC-tracked metrics: the train stage writes them to logs/train_timing.json
+    epoch_timings: tuple[EpochTiming, ...] = ()
+
+
+def current_learning_rate(model: keras.Model) -> float:
+    return float(keras.ops.convert_to_numpy(model.optimizer.learning_rate))
+
+
+def train(build: Callable[[], keras.Model], train_set: Split, val_set: Split, params: TrainParams, *,
+          sinks: Sequence[EpochSink] = (), checkpoints: Checkpoints | None = None, scope: Any = None,
+          shard: tuple[int, int] = (0, 1), callbacks: Sequence[keras.callbacks.Callback] = ()
+          ) -> tuple[keras.Model, TrainingResult]:
+    """Build (or, with ``train.resume``, restore) the model and train it; return it with the best
+    epoch's weights (lowest validation loss).
+
+    ``build`` makes the uncompiled model; it and every compile run inside ``scope`` (a distribution
+    strategy's). With ``shard`` (this process, processes), each of several processes training one
+    model together feeds its own share of every batch. ``callbacks`` go to every epoch's ``fit``.
+    """
+    scope = scope or contextlib.nullcontext()
+    processes = shard[1]
+    if params.batch_size % processes:
+        raise TrainingError(f"train.batch_size {params.batch_size} must be divisible by the {processes} processes "
+                            "training together: each feeds the same share of every batch.")
+    steps = steps_per_epoch(len(train_set), params.batch_size)
+    restored = checkpoints.load() if checkpoints is not None and params.resume else None
+    with scope:
+        if restored is not None and checkpoints is not None:
+            model, best_weights, state = restored
+            logger.info("resuming from the checkpoint after epoch %d in %s", state.epoch, checkpoints.folder)
+        else:
+            model, best_weights, state = build(), None, TrainingState()
+            compile_model(model, params, steps)
+    for epoch, _ in enumerate(state.history.get("loss", []), start=1):  # a resumed run's curves, again
+        for sink in sinks:
+            sink.log_epoch(epoch, {key: values[epoch - 1] for key, values in state.history.items()})
+
+    class_weight = None
+    if params.class_weight == "balanced":
+        class_weight = balanced_class_weights(train_set.labels, len(train_set.class_names))
+        logger.info("class weights: %s",
+                    {name: round(class_weight[index], 3) for index, name in enumerate(train_set.class_names)})
+    epoch_timings: list[EpochTiming] = []
+
+    for epoch in range(state.epoch, params.total_epochs):
+        epoch_start = time.perf_counter()
+        if epoch == params.epochs and state.phase == "train":
+            with scope:
+                trainable = unfreeze_backbone(model, params.fine_tune.layers)
+                compile_model(model, params, learning_rate=params.fine_tune.learning_rate)
+            state.phase = "fine_tune"
+            logger.info("fine-tuning: %d backbone layers train now, learning rate %g", trainable,
+                        params.fine_tune.learning_rate)
+        record = _fit_epoch(model, train_set, val_set, params, epoch, shard, class_weight, callbacks)
+        state.record(record)
+        state.epoch = epoch + 1
+        if not math.isfinite(record["loss"]):
+            raise TrainingError(f"the training loss became {record['loss']} in epoch {epoch + 1}: training diverged; "
+                                f"lower train.learning_rate (now {params.learning_rate:g}).")
+        val_loss = record.get("val_loss", math.nan)
+        if math.isfinite(val_loss) and val_loss < state.best_value:
+            state.best_value, state.best_epoch = val_loss, epoch + 1
+            best_weights = model.get_weights()
+        logger.info("epoch %d/%d: loss %.4f, accuracy %.4f, val_loss %.4f, val_accuracy %.4f, lr %.3g, %.1f s "
+                    "(%.0f images/s) + validation %.1f s", epoch + 1, params.total_epochs, record["loss"],
+                    record.get("accuracy", math.nan), val_loss, record.get("val_accuracy", math.nan),
+                    record["learning_rate"], record["seconds"], len(train_set) / max(record["seconds"], 1e-9),
+                    record["validation_seconds"])
+        for sink in sinks:
+            sink.log_epoch(epoch + 1, record)
+        if state.phase == "train" and should_cut_rate(state.history["val_loss"], state.rate_cuts,
+                                                      params.reduce_lr_patience):
+            model.optimizer.learning_rate = record["learning_rate"] * params.reduce_lr_factor
+            state.rate_cuts.append(epoch + 1)
+            logger.info("no better val_loss for %d epochs: learning rate cut to %g", params.reduce_lr_patience,
+                        record["learning_rate"] * params.reduce_lr_factor)
+        stop = should_stop(state.history["val_loss"], params.early_stopping_patience)
+        if checkpoints is not None:
+            checkpoints.save(model, best_weights, state)
+        epoch_timings.append(EpochTiming(epoch + 1, round(time.perf_counter() - epoch_start, 3), record["seconds"],
+                                         record["validation_seconds"]))
+        if stop:
+            logger.info("early stopping after epoch %d: no better val_loss for %d epochs", epoch + 1,
+                        params.early_stopping_patience)
+            break
+
+    if state.best_epoch is None or best_weights is None:
+        raise TrainingError(f"the validation loss was never finite in {state.epoch} epochs: training "
+                            f"diverged; lower train.learning_rate (now {params.learning_rate:g}).")
+    model.set_weights(best_weights)
+    logger.info("best epoch %d of %d (val_loss %.4f)", state.best_epoch, state.epoch, state.best_value)
+    # the first epoch includes compiling: leave it out when there are others
+    step_seconds = [timing.train_step_seconds for timing in epoch_timings]
+    rates = [len(train_set) / seconds for seconds in (step_seconds[1:] or step_seconds) if seconds > 0]
+    return model, TrainingResult(history=state.history, best_epoch=state.best_epoch,
+                                 images_per_second=round(statistics.median(rates), 1) if rates else 0.0,
+                                 epoch_timings=tuple(epoch_timings))
+
+
+def _fit_epoch(model: keras.Model, train_set: Split, val_set: Split, params: TrainParams, epoch: int,
+               shard: tuple[int, int], class_weight: dict[int, float] | None,
+               callbacks: Sequence[keras.callbacks.Callback]) -> dict[str, float]:
+    """Train epoch ``epoch`` (0-based) in its own shuffled order, validate; return the epoch's record:
+    losses and accuracies, the learning rate it started with, and the seconds its training steps took."""
+    process, processes = shard
+    order = _share(epoch_order(len(train_set), params.seed, epoch), process, processes)
+    val_rows = _share(np.arange(len(val_set)), process, processes)
+    timer = EpochTimer()
+    learning_rate = current_learning_rate(model)
+    batch_size = params.batch_size // processes
+    logs = model.fit(split_batches(train_set, order, batch_size),
+                     validation_data=split_batches(val_set, val_rows, batch_size),
+                     epochs=epoch + 1, initial_epoch=epoch, shuffle=False,
+                     class_weight=class_weight, callbacks=[timer, *callbacks],
+                     verbose=1 if sys.stdout.isatty() else 0)  # a progress bar in a terminal; our log line always
+    record = {key: float(values[-1]) for key, values in logs.history.items() if key in HISTORY_KEYS}
+    return {**record, "learning_rate": learning_rate, "seconds": round(timer.seconds, 3),
+            "validation_seconds": round(timer.validation_seconds, 3)}
+
+
+def timing_record(result: TrainingResult) -> dict[str, Any]:
+    """What ``logs/train_timing.json`` holds: the run's speed, which differs from rerun to rerun.
+
+    Kept out of ``metrics/train.json`` (a DVC output) so that a rerun with the same params leaves
+    ``dvc.lock`` and ``git status`` as they were.
+    """
+    return {
+        "train_images_per_second": result.images_per_second,
+        "seconds": round(sum(timing.seconds for timing in result.epoch_timings), 3),
+        # per epoch: its wall time, its training and validation steps, and the one over the sum of the other two
+        "per_epoch": [{**asdict(timing), "overhead_ratio": round(timing.overhead_ratio, 3)}
+                      for timing in result.epoch_timings],
+    }
+
+
+def summary_metrics(result: TrainingResult, model: keras.Model, train_set: Split, val_set: Split,
+                    params: TrainParams, devices: dict[str, Any] | None = None) -> dict[str, Any]:
+    """What ``metrics/train.json`` holds: the kept (best) epoch's scores and the run's shape."""
+    at_best = {key: round(values[result.best_epoch - 1], 6) for key, values in result.history.items()
+               if key in HISTORY_KEYS}
+    return {
+        "best_epoch": result.best_epoch,
+        "epochs": len(result.history["loss"]),
+        **at_best,
+        "parameters": int(model.count_params()),
+        "train_images": len(train_set),
+        "val_images": len(val_set),
+        "batch_size": params.batch_size,
+        **(devices or {}),
+    }
