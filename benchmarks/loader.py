@@ -47,7 +47,8 @@ from imgclf.data.dataset import ImageSet, load_image_set, open_split, save_image
 from imgclf.data.images import ResizeJob, resize_files  # noqa: E402
 from imgclf.modeling.models import augmentation, build_model  # noqa: E402
 from imgclf.modeling.params import AugmentParams, ModelName, TrainParams  # noqa: E402
-from imgclf.training.loop import LiveSink, compile_model, make_deterministic, train  # noqa: E402
+from imgclf.training.loop import compile_model, make_deterministic, train  # noqa: E402
+from imgclf.training.sinks import LiveSink
 
 ARCHIVE = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "cifar10-jpg.tar.gz"
 SEEDS_AUGMENTATION = AugmentParams(horizontal_flip=True, rotation=10, width_shift=0.2, height_shift=0.2)

@@ -41,61 +41,33 @@ def main() -> None:
     params = load_section(EvaluateParams)
 
     from imgclf.data.dataset import open_split
-    from imgclf.modeling.batches import predict_split
     from imgclf.modeling.modelio import load_model
     from imgclf.plumbing.files import atomic_directory, read_json, write_csv, write_json
-    from imgclf.reporting import figures
-    from imgclf.reporting.evaluation import (
-        precision_recall_rows,
-        prediction_rows,
-        roc_rows,
-        score_predictions,
-    )
-    from imgclf.reporting.explain import draw_heatmap_galleries
-    from imgclf.reporting.label_issues import CSV_COLUMNS, draw_gallery, find_in_splits, issue_rows
+    from imgclf.reporting.label_issues import CSV_COLUMNS
+    from imgclf.reporting.results import draw_figures, predict_test
+    from imgclf.serving.model_folder import CLASSES_FILE, KERAS_FILE
 
-    class_names = read_json(args.model_dir / "classes.json")
-    model = load_model(args.model_dir / "model.keras")
+    class_names = read_json(args.model_dir / CLASSES_FILE)
+    model = load_model(args.model_dir / KERAS_FILE)
     test_set = open_split(args.test, class_names)
-    probabilities = predict_split(model, test_set, params.batch_size, params.tta)  # pixels are never all in memory
-    labels, predicted = test_set.labels, probabilities.argmax(axis=1)
-    roc = roc_rows(labels, probabilities, class_names)
     val_set = open_split(args.val, class_names)
-    val_probabilities = predict_split(model, val_set, params.batch_size, params.tta)
-    issues = find_in_splits({"val": (val_set, val_probabilities), "test": (test_set, probabilities)})
-    precision_recall = precision_recall_rows(labels, probabilities, class_names)
-
+    results = predict_test(model, test_set, val_set, class_names, params)
     with atomic_directory(args.figures) as staging:
-        figures.confusion_matrices(labels, predicted, class_names, staging / "confusion_matrix.png")
-        figures.class_curves(roc, "false positive rate", "true positive rate", "ROC (one class vs the rest)",
-                             staging / "roc.png", diagonal=True)
-        figures.class_curves(precision_recall, "recall", "precision", "Precision-recall (one class vs the rest)",
-                             staging / "precision_recall.png")
-        figures.mistakes_gallery(test_set.read, labels, probabilities, class_names, params.mistakes,
-                                 staging / "mistakes.png")
-        figures.samples_grid(test_set.read, labels, probabilities, class_names, params.samples_per_class,
-                             staging / "samples.png")
-        heatmaps_from = draw_heatmap_galleries(model, test_set, probabilities, class_names, params.mistakes,
-                                               params.samples_per_class, staging)
-        draw_gallery(issues[:params.label_issues], {"val": val_set, "test": test_set}, class_names,
-                     staging / "label_issues.png")
+        heatmaps_from = draw_figures(results, model, params, staging)
 
-    metrics = score_predictions(labels, probabilities, class_names, params.top_k, params.calibration_bins)
-    metrics["label_issues"] = len(issues)
-    write_csv(args.label_issues, CSV_COLUMNS, issue_rows(issues, class_names))
-    write_csv(args.roc, ["class", "point", "fpr", "tpr"], roc)
-    write_csv(args.precision_recall, ["class", "point", "recall", "precision"], precision_recall)
-    write_csv(args.predictions, ["file", "actual", "predicted", "confidence"],
-              prediction_rows(test_set.files, labels, probabilities, class_names))
+    metrics = results.metrics(params)
+    write_csv(args.label_issues, CSV_COLUMNS, results.label_issue_rows())
+    write_csv(args.roc, ["class", "point", "fpr", "tpr"], results.roc)
+    write_csv(args.precision_recall, ["class", "point", "recall", "precision"], results.precision_recall)
+    write_csv(args.predictions, ["file", "actual", "predicted", "confidence"], results.prediction_rows())
     write_json(args.metrics, metrics)
     logger.info("test accuracy %.4f, loss %.4f, macro F1 %.4f, ROC AUC %s, ECE %.4f on %d images",
                 metrics["accuracy"], metrics["loss"], metrics["macro_f1"], metrics["roc_auc"], metrics["ece"],
                 metrics["test_images"])
-    logger.info("%d of %d validation and test images are probably mislabelled: %s", len(issues),
+    logger.info("%d of %d validation and test images are probably mislabelled: %s", len(results.label_issues),
                 len(val_set) + len(test_set), args.label_issues)
     if heatmaps_from is not None:
         logger.info("drew where the model looked (%s) over the mistakes and samples in %s", heatmaps_from, args.figures)
-
 
 if __name__ == "__main__":
     run_stage(main)

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import shutil
 from pathlib import Path
 
 from imgclf.modeling.params import TrainParams
@@ -28,9 +27,6 @@ from imgclf.plumbing.params import load_section
 from imgclf.plumbing.stage import run_stage
 
 logger = logging.getLogger(__name__)
-
-AUGMENTED_EXAMPLES = 8  # training images in the augmented grid
-AUGMENTED_VARIANTS = 5  # random augmentations of each
 
 
 def main() -> None:
@@ -53,75 +49,45 @@ def main() -> None:
     args = parser.parse_args()
     params = load_section(TrainParams)  # checked before Keras is imported: a bad param fails fast
 
-    import keras
-    import numpy as np
     from dvclive import Live
 
     from imgclf.data.dataset import open_split
-    from imgclf.data.preprocessing import PREPROCESSING_FILE, Preprocessing
+    from imgclf.data.preprocessing import Preprocessing
     from imgclf.modeling.devices import setup_devices
-    from imgclf.modeling.modelcard import draw_architecture, write_model_card
-    from imgclf.modeling.modelio import save_model
-    from imgclf.modeling.models import augmentation, build_from_params
+    from imgclf.modeling.modelcard import draw_architecture
+    from imgclf.modeling.models import augmented_examples, build_from_params
     from imgclf.plumbing.files import atomic_directory, write_json
     from imgclf.reporting.figures import augmented_grid, training_curves
-    from imgclf.serving.export import write_onnx_for_predictions
-    from imgclf.training.loop import (
-        Checkpoints,
-        EpochSink,
-        LiveSink,
-        TensorBoardSink,
-        fingerprint,
-        make_deterministic,
-        summary_metrics,
-        timing_record,
-        train,
-    )
+    from imgclf.serving.export import write_model_folder
+    from imgclf.training.checkpoints import run_checkpoints
+    from imgclf.training.loop import make_deterministic, train
+    from imgclf.training.sinks import epoch_sinks
+    from imgclf.training.summary import summary_metrics, timing_record
 
     devices = setup_devices(params.distribution, params.mixed_precision)  # first: TensorFlow's strategies need it
     make_deterministic(params.seed)
     train_set = open_split(args.train)
     val_set = open_split(args.val, train_set.class_names)
-
-    def build() -> keras.Model:
-        model = build_from_params(params, train_set, len(train_set.class_names))
-        logger.info("training %s (%s parameters)", model.name, f"{model.count_params():,}")
-        return model
-
-    checkpoints = Checkpoints(args.checkpoints, fingerprint(params, train_set, val_set))
-    if not params.resume:
-        checkpoints.clear()
+    checkpoints = run_checkpoints(args.checkpoints, params, train_set, val_set)
     with Live(dir=str(args.history), dvcyaml=None, save_dvc_exp=False, report=None) as live:
-        sinks: list[EpochSink] = [LiveSink(live)]
-        if params.tensorboard:
-            shutil.rmtree(args.tensorboard, ignore_errors=True)
-            tensorboard = TensorBoardSink.create(args.tensorboard)
-            sinks += [tensorboard] if tensorboard else []
-        model, result = train(build, train_set, val_set, params, sinks=sinks,
-                              checkpoints=checkpoints if params.resume else None, scope=devices.scope,
-                              shard=devices.shard)
+        model, result = train(lambda: build_from_params(params, train_set, len(train_set.class_names)),
+                              train_set, val_set, params, checkpoints=checkpoints, scope=devices.scope,
+                              shard=devices.shard,
+                              sinks=epoch_sinks(live, args.tensorboard if params.tensorboard else None))
 
     with atomic_directory(args.model_dir) as staging:
-        save_model(model, staging / "model.keras")
-        write_onnx_for_predictions(model, staging, val_set)  # what `imgclf predict` runs, if it can be made
-        write_json(staging / "classes.json", list(train_set.class_names))
-        Preprocessing.load(args.preprocessing).save(staging / PREPROCESSING_FILE)
-        write_model_card(model, staging)
+        write_model_folder(model, staging, train_set.class_names, Preprocessing.load(args.preprocessing), val_set)
     draw_architecture(model, args.diagram)
     with atomic_directory(args.figures) as staging:
         training_curves(result.history, result.best_epoch, staging / "training_curves.png")
-        random_layers = augmentation(params.augment, params.seed)
-        if random_layers:  # a copy of the model's random layers, so the model's own random state is untouched
-            examples = train_set.read(np.linspace(0, len(train_set) - 1, AUGMENTED_EXAMPLES).astype(int))
-            layer = keras.Sequential(random_layers)
-            variants = [np.clip(keras.ops.convert_to_numpy(layer(examples.astype("float32"), training=True)), 0, 255)
-                        .round().astype(np.uint8) for _ in range(AUGMENTED_VARIANTS)]
-            augmented_grid(examples, variants, staging / "augmented.png")
+        preview = augmented_examples(train_set, params.augment, params.seed)
+        if preview is not None:
+            augmented_grid(*preview, staging / "augmented.png")
     write_json(args.metrics, summary_metrics(result, model, train_set, val_set, params, devices.summary()))
     write_json(args.timing, timing_record(result))
     logger.info("%.0f training images per second; epoch timings in %s", result.images_per_second, args.timing)
-    checkpoints.clear()  # the run is complete: nothing to resume
-
+    if checkpoints is not None:
+        checkpoints.clear()  # the run is complete: nothing to resume
 
 if __name__ == "__main__":
     run_stage(main)

@@ -20,21 +20,18 @@ from imgclf.modeling.optim import (
     make_optimizer,
 )
 from imgclf.modeling.params import FineTuneParams, TrainParams
+from imgclf.training.checkpoints import Checkpoints, fingerprint
 from imgclf.training.loop import (
-    Checkpoints,
-    LiveSink,
-    TensorBoardSink,
     TrainingError,
     epoch_order,
     epochs_without_improvement,
-    fingerprint,
     make_deterministic,
     should_cut_rate,
     should_stop,
-    summary_metrics,
-    timing_record,
     train,
 )
+from imgclf.training.sinks import LiveSink, TensorBoardSink
+from imgclf.training.summary import summary_metrics, timing_record
 
 
 def colour_set(count: int, seed: int, num_classes: int = 3, side: int = 8) -> ImageSet:

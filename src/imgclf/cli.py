@@ -72,9 +72,10 @@ def predict(args: argparse.Namespace) -> int:
         load_classifier,
         predict_files,
     )
+    from imgclf.serving.model_folder import CLASSES_FILE
 
     preprocessing = Preprocessing.load(args.model_dir / PREPROCESSING_FILE)
-    class_names = read_json(args.model_dir / "classes.json")
+    class_names = read_json(args.model_dir / CLASSES_FILE)
     loading_started = time.perf_counter()
     classifier = load_classifier(args.model_dir, "keras" if args.explain else args.engine)
     loaded = time.perf_counter()

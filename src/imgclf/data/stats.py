@@ -79,11 +79,10 @@ def aspect_rows(statistics: Mapping[str, SourceStatistics]) -> list[tuple[str, s
 def draw_data(kept_per_class: Mapping[str, Mapping[str, int]], statistics: Mapping[str, SourceStatistics],
               path: Path) -> None:
     """One PNG: class balance per split, source sizes (width against height), aspect ratios."""
-    import matplotlib
-
-    matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     import numpy as np
+
+    from imgclf.plumbing.plotting import save_figure  # it chooses the Agg backend before any figure is made
 
     figure, (balance, sizes, aspects) = plt.subplots(1, 3, figsize=(16, 4.8), layout="constrained")
     classes = sorted({label for counts in kept_per_class.values() for label in counts})
@@ -125,8 +124,14 @@ def draw_data(kept_per_class: Mapping[str, Mapping[str, int]], statistics: Mappi
     aspects.set_ylabel("images")
     aspects.set_title("Aspect ratios")
     aspects.legend()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # not imgclf.reporting.figures.save_figure: that module brings the evaluation code, which the resize stage
-    # must not depend on (a change there would resize every image again)
-    figure.savefig(path, dpi=100, metadata={"Software": None})
-    plt.close(figure)
+    save_figure(figure, path)
+
+
+def write_tables(folder: Path, kept_per_class: Mapping[str, Mapping[str, int]],
+                 statistics: Mapping[str, SourceStatistics]) -> None:
+    """The data's DVC plots in ``folder``: class_balance.csv, source_sizes.csv, aspect_ratios.csv."""
+    from imgclf.plumbing.files import write_csv
+
+    write_csv(folder / "class_balance.csv", ["split", "class", "images"], class_balance_rows(kept_per_class))
+    write_csv(folder / "source_sizes.csv", ["split", "width", "height", "images"], size_rows(statistics))
+    write_csv(folder / "aspect_ratios.csv", ["split", "aspect_ratio", "images"], aspect_rows(statistics))

@@ -52,6 +52,20 @@ def augmentation(augment: AugmentParams, seed: int | None) -> list[layers.Layer]
     return pipeline
 
 
+
+def augmented_examples(split: Split, augment: AugmentParams, seed: int, count: int = 8, variants: int = 5
+                       ) -> tuple[np.ndarray, list[np.ndarray]] | None:
+    """``count`` images of ``split``, evenly spread, and ``variants`` random augmentations of each by
+    ``train.augment``'s layers (a copy of them: a model's own random state is untouched); None when
+    ``augment`` turns nothing on."""
+    random_layers = augmentation(augment, seed)
+    if not random_layers:
+        return None
+    examples = split.read(np.linspace(0, len(split) - 1, count).astype(int))
+    layer = keras.Sequential(random_layers)
+    return examples, [np.clip(keras.ops.convert_to_numpy(layer(examples.astype("float32"), training=True)), 0, 255)
+                      .round().astype(np.uint8) for _ in range(variants)]
+
 @dataclass(frozen=True)
 class ChannelStatistics:
     """Per-channel mean and variance of the training images after scaling, for featurewise normalisation."""

@@ -1,7 +1,7 @@
 """PNG figures for people who never open ``dvc plots``: curves, confusion matrices, image grids.
 
-Drawn with matplotlib's Agg backend (no screen needed). The files carry no date or version stamp,
-so the same results give the same bytes and DVC sees no change on a rerun.
+Saved by :func:`imgclf.plumbing.plotting.save_figure` (Agg backend, no version stamp: the same results
+give the same bytes, and DVC sees no change on a rerun).
 """
 
 from __future__ import annotations
@@ -11,26 +11,15 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import matplotlib
+import matplotlib.pyplot as plt
+import numpy as np
 
-matplotlib.use("Agg")
+from imgclf.plumbing.plotting import DPI, save_figure  # it chooses the Agg backend before any figure is made
+from imgclf.reporting.evaluation import most_confident_mistakes, samples_per_class
 
-import matplotlib.pyplot as plt  # noqa: E402  (the backend must be chosen first)
-import numpy as np  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
-
-from imgclf.reporting.evaluation import most_confident_mistakes, samples_per_class  # noqa: E402
-
-DPI = 100
 OVERLAY_OPACITY = 0.45
 # (images, classes) -> one heatmap in [0, 1] per image, or None where it has none: explain.GradCam.heatmaps
 Heatmaps = Callable[[np.ndarray, np.ndarray], Sequence[np.ndarray | None]]
-
-
-def save_figure(figure: Figure, path: Path) -> None:
-    """Write ``figure`` as a PNG without matplotlib's version stamp, and free it."""
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=DPI, metadata={"Software": None})
-    plt.close(figure)
 
 
 def training_curves(history: Mapping[str, Sequence[float]], best_epoch: int, path: Path) -> None:

@@ -15,7 +15,7 @@ import shutil
 import tempfile
 import typing
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -23,12 +23,14 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from imgclf.plumbing.errors import PipelineError
+from imgclf.serving.model_folder import CLASSES_FILE, KERAS_FILE, ONNX_FILE
 from imgclf.serving.params import ExportFormat
 
 if TYPE_CHECKING:
     import keras
 
     from imgclf.data.dataset import Split
+    from imgclf.data.preprocessing import Preprocessing
 
 logger = logging.getLogger(__name__)
 logging.getLogger("tf2onnx").setLevel(logging.WARNING)  # it logs each optimisation pass at INFO
@@ -39,7 +41,7 @@ TOLERANCE = 1e-4
 CHECK_BATCHES_PER_BLOCK = 8  # test images read at a time for the check: this many batches
 # Keras' name for each format, and the file or folder each export is written to.
 KERAS_FORMATS = {"saved_model": "tf_saved_model", "onnx": "onnx", "tflite": "litert"}
-OUTPUT_NAMES = {"saved_model": "saved_model", "onnx": "model.onnx", "tflite": "model.tflite"}
+OUTPUT_NAMES = {"saved_model": "saved_model", "onnx": ONNX_FILE, "tflite": "model.tflite"}
 
 
 class ExportError(PipelineError):
@@ -244,6 +246,22 @@ def write_onnx_for_predictions(model: keras.Model, model_dir: Path, check_split:
         return None
 
 
+
+def write_model_folder(model: keras.Model, folder: Path, class_names: Sequence[str], preprocessing: Preprocessing,
+                       check_split: Split) -> None:
+    """The whole model folder for ``model`` (:mod:`imgclf.serving.model_folder`); its ONNX copy is
+    checked against it on ``check_split``."""
+    from imgclf.data.preprocessing import PREPROCESSING_FILE
+    from imgclf.modeling.modelcard import write_model_card
+    from imgclf.modeling.modelio import save_model
+    from imgclf.plumbing.files import write_json
+
+    save_model(model, folder / KERAS_FILE)
+    write_onnx_for_predictions(model, folder, check_split)  # what `imgclf predict` runs, if it can be made
+    write_json(folder / CLASSES_FILE, list(class_names))
+    preprocessing.save(folder / PREPROCESSING_FILE)
+    write_model_card(model, folder)
+
 def export_all(model_dir: Path, test_images: Path, formats: typing.Sequence[str],
                destination: Path) -> dict[str, dict[str, object]]:
     """Export the model of ``model_dir`` in each of ``formats``, each checked on ``test_images`` (a split folder).
@@ -254,10 +272,10 @@ def export_all(model_dir: Path, test_images: Path, formats: typing.Sequence[str]
     from imgclf.modeling.modelio import load_model
     from imgclf.plumbing.files import read_json, write_json
 
-    model = load_model(model_dir / "model.keras")
+    model = load_model(model_dir / KERAS_FILE)
     report_path = destination / "report.json"
     report = read_json(report_path) if report_path.is_file() else {}
-    with open_split(test_images, read_json(model_dir / "classes.json")) as test_split:
+    with open_split(test_images, read_json(model_dir / CLASSES_FILE)) as test_split:
         for export_format in formats:
             report[export_format] = export_model(model, export_format, destination, test_split).as_dict()
             write_json(report_path, report)  # after each: a later failure keeps the record of those made

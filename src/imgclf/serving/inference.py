@@ -32,11 +32,10 @@ from imgclf.data.images import UnusableImageError, decode_rgb, fit_to_size, unus
 from imgclf.data.preprocessing import Preprocessing
 from imgclf.modeling.outputs import class_probabilities, with_test_time_augmentation
 from imgclf.plumbing.errors import PipelineError
+from imgclf.serving.model_folder import KERAS_FILE, ONNX_FILE
 
 logger = logging.getLogger(__name__)
 
-ONNX_FILE = "model.onnx"
-KERAS_FILE = "model.keras"
 Engine = Literal["auto", "onnx", "keras"]
 
 

@@ -1,4 +1,4 @@
-"""Train a model epoch by epoch: schedules, plateaus, early stopping, fine-tuning, checkpoints.
+"""The epoch loop: train a model epoch by epoch with schedules, plateaus, early stopping, fine-tuning.
 
 The epoch loop is ours, not ``model.fit(epochs=N)``'s, so that everything that decides the next
 epoch is either in the model file (weights, optimizer state, the random layers' seeds) or in a
@@ -15,18 +15,13 @@ the backend), so the train stage runs the same on the TensorFlow, JAX and PyTorc
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import json
 import logging
 import math
-import shutil
 import statistics
 import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
-from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import keras
 import numpy as np
@@ -43,11 +38,11 @@ from imgclf.modeling.optim import (
 )
 from imgclf.modeling.params import TrainParams
 from imgclf.plumbing.errors import PipelineError
-from imgclf.plumbing.files import atomic_directory, read_json, write_json
+from imgclf.training.checkpoints import Checkpoints
+from imgclf.training.records import HISTORY_KEYS, EpochTiming, TrainingResult, TrainingState
+from imgclf.training.sinks import EpochSink
 
 logger = logging.getLogger(__name__)
-
-HISTORY_KEYS = ("loss", "accuracy", "val_loss", "val_accuracy")
 
 
 class TrainingError(PipelineError):
@@ -79,74 +74,6 @@ def compile_model(model: keras.Model, params: TrainParams, steps: int = 1, learn
                   metrics=["accuracy"], jit_compile=params.jit_compile)
 
 
-class EpochSink(Protocol):
-    """Somewhere an epoch's record goes: DVCLive, TensorBoard."""
-
-    def log_epoch(self, epoch: int, record: dict[str, float]) -> None: ...
-
-
-class MetricLogger(Protocol):
-    """What :class:`LiveSink` needs of ``dvclive.Live``."""
-
-    step: int
-
-    def log_metric(self, name: str, val: float) -> None: ...
-
-    def make_summary(self) -> None: ...
-
-
-class LiveSink:
-    """Per-epoch curves to DVCLive: ``train/loss``, ``val/loss``..., one TSV file each, so that both
-    splits of one metric can be drawn on one chart, plus ``learning_rate``. Steps are epochs counted
-    from 1, as Keras prints them and as ``best_epoch`` in metrics/train.json counts them."""
-
-    def __init__(self, live: MetricLogger) -> None:
-        self.live = live
-
-    def log_epoch(self, epoch: int, record: dict[str, float]) -> None:
-        self.live.step = epoch
-        for key in HISTORY_KEYS:
-            if key in record:
-                split, metric = ("val", key[4:]) if key.startswith("val_") else ("train", key)
-                self.live.log_metric(f"{split}/{metric}", record[key])
-        if "learning_rate" in record:
-            self.live.log_metric("learning_rate", record["learning_rate"])
-        self.live.make_summary()
-
-
-class TensorBoardSink:
-    """Per-epoch scalars as TensorBoard event files (``tensorboard --logdir <folder>``).
-
-    Written after each epoch, not from batch hooks: a Keras callback with batch hooks makes every
-    training step wait for its results, which slows training down.
-    """
-
-    def __init__(self, folder: Path) -> None:
-        import tensorboard  # noqa: F401  (tf.summary writes nothing without it)
-        import tensorflow as tf
-
-        self._summary = tf.summary
-        self._writers = {split: tf.summary.create_file_writer(str(Path(folder) / split)) for split in ("train", "val")}
-
-    @classmethod
-    def create(cls, folder: Path) -> TensorBoardSink | None:
-        """None, with a log line, where TensorFlow (which writes the event files) is not installed."""
-        try:
-            return cls(folder)
-        except ImportError:
-            logger.warning("no TensorBoard logs: writing them needs TensorFlow and TensorBoard "
-                           "(pip install tensorflow tensorboard)")
-            return None
-
-    def log_epoch(self, epoch: int, record: dict[str, float]) -> None:
-        for key, value in record.items():
-            split = "val" if key.startswith("val_") else "train"
-            with self._writers[split].as_default():
-                self._summary.scalar(f"epoch_{key.removeprefix('val_')}", value, step=epoch)
-        for writer in self._writers.values():
-            writer.flush()
-
-
 class EpochTimer(keras.callbacks.Callback):
     """Seconds of the epoch's training steps and of its validation steps (epoch-level hooks only, see above)."""
 
@@ -166,22 +93,6 @@ class EpochTimer(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         self.seconds = (self._training_end or time.perf_counter()) - self._start
-
-
-@dataclass
-class TrainingState:
-    """Everything besides the model that decides the rest of a run; saved with every checkpoint."""
-
-    epoch: int = 0  # epochs completed
-    history: dict[str, list[float]] = field(default_factory=dict)
-    best_epoch: int | None = None  # 1-based
-    best_value: float = math.inf
-    rate_cuts: list[int] = field(default_factory=list)  # epochs after which reduce-on-plateau cut the rate
-    phase: str = "train"  # train | fine_tune
-
-    def record(self, values: dict[str, float]) -> None:
-        for key, value in values.items():
-            self.history.setdefault(key, []).append(value)
 
 
 def epoch_order(count: int, seed: int, epoch: int) -> np.ndarray:
@@ -220,97 +131,6 @@ def _share(rows: np.ndarray, process: int, processes: int) -> np.ndarray:
     return rows[process:usable:processes]
 
 
-def fingerprint(params: TrainParams, *splits: Split) -> str:
-    """What a checkpoint must match to be resumed: the params (but resume and logging), backend, data
-    (each split's digest, which the resize stage computed: nothing is read again for it)."""
-    settings = {key: value for key, value in asdict(params).items() if key not in ("resume", "tensorboard")}
-    return hashlib.sha256(json.dumps([settings, keras.backend.backend(), keras.__version__,
-                                      [split.digest for split in splits]], sort_keys=True, default=str).encode()
-                          ).hexdigest()
-
-
-def _random_states(model: keras.Model) -> list[Any]:
-    """The states of the random layers' seed generators (dropout, augmentation), which ``.keras``
-    files do not keep: without them a resumed run would draw other dropout masks and augmentations."""
-    return [variable for variable in model.variables if variable.path.endswith("seed_generator_state")]
-
-
-class Checkpoints:
-    """The last epoch of a run in ``folder``: ``epoch-NNNN/`` (model with optimizer, random states,
-    best weights, state) and ``latest.json`` pointing at it. The pointer is replaced only once the epoch's folder
-    is complete, so a run killed at any moment leaves a consistent checkpoint."""
-
-    def __init__(self, folder: Path, run_fingerprint: str) -> None:
-        self.folder = Path(folder)
-        self.fingerprint = run_fingerprint
-
-    @property
-    def pointer(self) -> Path:
-        return self.folder / "latest.json"
-
-    def save(self, model: keras.Model, best_weights: list[np.ndarray] | None, state: TrainingState) -> None:
-        self.folder.mkdir(parents=True, exist_ok=True)
-        name = f"epoch-{state.epoch:04d}"
-        with atomic_directory(self.folder / name) as staging:
-            model.save(staging / "model.keras")
-            np.savez(staging / "random_states.npz", *[keras.ops.convert_to_numpy(v) for v in _random_states(model)])
-            if best_weights is not None:
-                np.savez(staging / "best_weights.npz", *best_weights)
-            write_json(staging / "state.json", asdict(state))
-        write_json(self.pointer, {"checkpoint": name, "fingerprint": self.fingerprint})
-        for old in self.folder.glob("epoch-*"):
-            if old.name != name:
-                shutil.rmtree(old, ignore_errors=True)
-
-    def load(self) -> tuple[keras.Model, list[np.ndarray] | None, TrainingState] | None:
-        """The last checkpoint of this same run, or None (none, or one of other params or data)."""
-        if not self.pointer.is_file():
-            return None
-        pointer = read_json(self.pointer)
-        if pointer.get("fingerprint") != self.fingerprint:
-            logger.info("the checkpoint in %s is of other params or data: starting afresh", self.folder)
-            return None
-        folder = self.folder / pointer["checkpoint"]
-        model = keras.saving.load_model(folder / "model.keras", safe_mode=True)
-        with np.load(folder / "random_states.npz") as saved:
-            for index, variable in enumerate(_random_states(model)):
-                variable.assign(saved[f"arr_{index}"])
-        best_weights = None
-        if (folder / "best_weights.npz").is_file():
-            with np.load(folder / "best_weights.npz") as saved:
-                best_weights = [saved[f"arr_{index}"] for index in range(len(saved.files))]
-        state = TrainingState(**read_json(folder / "state.json"))
-        return model, best_weights, state
-
-    def clear(self) -> None:
-        shutil.rmtree(self.folder, ignore_errors=True)
-
-
-@dataclass(frozen=True)
-class EpochTiming:
-    """How long one epoch of this run took: all of it, and its training steps alone."""
-
-    epoch: int  # 1-based
-    seconds: float  # the whole epoch: training steps, validation, callbacks, logging, checkpoint
-    train_step_seconds: float  # the training steps alone (EpochTimer)
-    validation_seconds: float  # the validation steps alone
-
-    @property
-    def overhead_ratio(self) -> float:
-        """The epoch's wall time over its training and validation steps: 1.0 when nothing else took time."""
-        return self.seconds / max(self.train_step_seconds + self.validation_seconds, 1e-9)
-
-
-@dataclass(frozen=True)
-class TrainingResult:
-    history: dict[str, list[float]]
-    best_epoch: int
-    images_per_second: float  # training steps only, median over the epochs after the first
-    # this run's epochs (a resumed run's only); timings differ between reruns, so they are kept out
-    # of the DVC-tracked metrics: the train stage writes them to logs/train_timing.json
-    epoch_timings: tuple[EpochTiming, ...] = ()
-
-
 def current_learning_rate(model: keras.Model) -> float:
     return float(keras.ops.convert_to_numpy(model.optimizer.learning_rate))
 
@@ -319,7 +139,8 @@ def train(build: Callable[[], keras.Model], train_set: Split, val_set: Split, pa
           sinks: Sequence[EpochSink] = (), checkpoints: Checkpoints | None = None, scope: Any = None,
           shard: tuple[int, int] = (0, 1), callbacks: Sequence[keras.callbacks.Callback] = ()
           ) -> tuple[keras.Model, TrainingResult]:
-    """Build (or, with ``train.resume``, restore) the model and train it; return it with the best
+    """Build the model (or restore it from the last of ``checkpoints``, given with ``train.resume``:
+    :func:`imgclf.training.checkpoints.run_checkpoints`) and train it; return it with the best
     epoch's weights (lowest validation loss).
 
     ``build`` makes the uncompiled model; it and every compile run inside ``scope`` (a distribution
@@ -332,13 +153,14 @@ def train(build: Callable[[], keras.Model], train_set: Split, val_set: Split, pa
         raise TrainingError(f"train.batch_size {params.batch_size} must be divisible by the {processes} processes "
                             "training together: each feeds the same share of every batch.")
     steps = steps_per_epoch(len(train_set), params.batch_size)
-    restored = checkpoints.load() if checkpoints is not None and params.resume else None
+    restored = checkpoints.load() if checkpoints is not None else None
     with scope:
         if restored is not None and checkpoints is not None:
             model, best_weights, state = restored
             logger.info("resuming from the checkpoint after epoch %d in %s", state.epoch, checkpoints.folder)
         else:
             model, best_weights, state = build(), None, TrainingState()
+            logger.info("training %s (%s parameters)", model.name, f"{model.count_params():,}")
             compile_model(model, params, steps)
     for epoch, _ in enumerate(state.history.get("loss", []), start=1):  # a resumed run's curves, again
         for sink in sinks:
@@ -427,33 +249,3 @@ def _fit_epoch(model: keras.Model, train_set: Split, val_set: Split, params: Tra
             "validation_seconds": round(timer.validation_seconds, 3)}
 
 
-def timing_record(result: TrainingResult) -> dict[str, Any]:
-    """What ``logs/train_timing.json`` holds: the run's speed, which differs from rerun to rerun.
-
-    Kept out of ``metrics/train.json`` (a DVC output) so that a rerun with the same params leaves
-    ``dvc.lock`` and ``git status`` as they were.
-    """
-    return {
-        "train_images_per_second": result.images_per_second,
-        "seconds": round(sum(timing.seconds for timing in result.epoch_timings), 3),
-        # per epoch: its wall time, its training and validation steps, and the one over the sum of the other two
-        "per_epoch": [{**asdict(timing), "overhead_ratio": round(timing.overhead_ratio, 3)}
-                      for timing in result.epoch_timings],
-    }
-
-
-def summary_metrics(result: TrainingResult, model: keras.Model, train_set: Split, val_set: Split,
-                    params: TrainParams, devices: dict[str, Any] | None = None) -> dict[str, Any]:
-    """What ``metrics/train.json`` holds: the kept (best) epoch's scores and the run's shape."""
-    at_best = {key: round(values[result.best_epoch - 1], 6) for key, values in result.history.items()
-               if key in HISTORY_KEYS}
-    return {
-        "best_epoch": result.best_epoch,
-        "epochs": len(result.history["loss"]),
-        **at_best,
-        "parameters": int(model.count_params()),
-        "train_images": len(train_set),
-        "val_images": len(val_set),
-        "batch_size": params.batch_size,
-        **(devices or {}),
-    }

@@ -105,12 +105,9 @@ def find_learning_rate(params: TrainParams, train_split: Split, rates: np.ndarra
 
 def draw_sweep(sweep: LearningRateSweep, path: Path) -> None:
     """Loss against learning rate (log scale), the suggestion marked."""
-    import matplotlib
-
-    matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from imgclf.plumbing.files import atomic_file
+    from imgclf.plumbing.plotting import save_figure  # it chooses the Agg backend before any figure is made
 
     figure, axes = plt.subplots(figsize=(7, 4.5))
     axes.plot(sweep.rates, sweep.losses, color="0.75", linewidth=0.8, label="loss of each batch")
@@ -125,6 +122,4 @@ def draw_sweep(sweep: LearningRateSweep, path: Path) -> None:
     axes.set_title("Learning-rate range test (imgclf lr-find)")
     axes.legend()
     figure.tight_layout()
-    with atomic_file(path, "wb") as handle:
-        figure.savefig(handle, format="png", dpi=100)
-    plt.close(figure)
+    save_figure(figure, path)

@@ -1,0 +1,86 @@
+"""The evaluate stage's results: a trained model's predictions on the test split (and, for the label
+issues, on the validation split), the metrics, curves and tables made of them, and their figures.
+
+Both splits are predicted batch by batch (:func:`imgclf.modeling.batches.predict_split`): their pixels
+are never all in memory; the figures read only the images they show.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import keras
+import numpy as np
+
+from imgclf.data.dataset import PackedSplit
+from imgclf.modeling.batches import predict_split
+from imgclf.reporting import figures
+from imgclf.reporting.evaluation import precision_recall_rows, prediction_rows, roc_rows, score_predictions
+from imgclf.reporting.explain import draw_heatmap_galleries
+from imgclf.reporting.label_issues import LabelIssue, draw_gallery, find_in_splits, issue_rows
+from imgclf.reporting.params import EvaluateParams
+
+
+@dataclass(frozen=True)
+class TestResults:
+    """What a model predicted for the test split, and what follows from it."""
+
+    class_names: Sequence[str]
+    test_set: PackedSplit
+    probabilities: np.ndarray  # test images x classes
+    val_set: PackedSplit
+    label_issues: list[LabelIssue]  # of the validation and test images, the most probable first
+    roc: list[tuple[str, int, float, float]]
+    precision_recall: list[tuple[str, int, float, float]]
+
+    @property
+    def labels(self) -> np.ndarray:
+        return self.test_set.labels
+
+    def metrics(self, params: EvaluateParams) -> dict[str, Any]:
+        """What ``metrics/evaluate.json`` holds."""
+        metrics = score_predictions(self.labels, self.probabilities, self.class_names, params.top_k,
+                                    params.calibration_bins)
+        metrics["label_issues"] = len(self.label_issues)
+        return metrics
+
+    def prediction_rows(self) -> list[tuple[str, str, str, float]]:
+        return prediction_rows(self.test_set.files, self.labels, self.probabilities, self.class_names)
+
+    def label_issue_rows(self) -> list[tuple[str, str, str, str, float]]:
+        return issue_rows(self.label_issues, self.class_names)
+
+
+def predict_test(model: keras.Model, test_set: PackedSplit, val_set: PackedSplit, class_names: Sequence[str],
+                 params: EvaluateParams) -> TestResults:
+    """Predict both splits (``evaluate.tta`` applies to both) and find the probably mislabelled images."""
+    probabilities = predict_split(model, test_set, params.batch_size, params.tta)
+    val_probabilities = predict_split(model, val_set, params.batch_size, params.tta)
+    issues = find_in_splits({"val": (val_set, val_probabilities), "test": (test_set, probabilities)})
+    return TestResults(class_names, test_set, probabilities, val_set, issues,
+                       roc_rows(test_set.labels, probabilities, class_names),
+                       precision_recall_rows(test_set.labels, probabilities, class_names))
+
+
+def draw_figures(results: TestResults, model: keras.Model, params: EvaluateParams, folder: Path) -> str | None:
+    """Every PNG of ``metrics/figures/evaluate/`` in ``folder``; returns the layer the heatmaps come
+    from, or None where the network has none to give (its heatmap figures then say why)."""
+    labels, probabilities, class_names = results.labels, results.probabilities, results.class_names
+    test_set = results.test_set
+    figures.confusion_matrices(labels, probabilities.argmax(axis=1), class_names, folder / "confusion_matrix.png")
+    figures.class_curves(results.roc, "false positive rate", "true positive rate", "ROC (one class vs the rest)",
+                         folder / "roc.png", diagonal=True)
+    figures.class_curves(results.precision_recall, "recall", "precision", "Precision-recall (one class vs the rest)",
+                         folder / "precision_recall.png")
+    figures.mistakes_gallery(test_set.read, labels, probabilities, class_names, params.mistakes,
+                             folder / "mistakes.png")
+    figures.samples_grid(test_set.read, labels, probabilities, class_names, params.samples_per_class,
+                         folder / "samples.png")
+    heatmaps_from = draw_heatmap_galleries(model, test_set, probabilities, class_names, params.mistakes,
+                                           params.samples_per_class, folder)
+    draw_gallery(results.label_issues[:params.label_issues], {"val": results.val_set, "test": test_set},
+                 class_names, folder / "label_issues.png")
+    return heatmaps_from
