@@ -69,5 +69,6 @@ def main() -> None:
     if heatmaps_from is not None:
         logger.info("drew where the model looked (%s) over the mistakes and samples in %s", heatmaps_from, args.figures)
 
+
 if __name__ == "__main__":
     run_stage(main)

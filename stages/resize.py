@@ -65,5 +65,6 @@ def main() -> None:
         logger.warning("%d of %d files could not be used, %d were used after a repair or with a warning; see %s",
                        skipped, len(entries), len(report.noteworthy) - skipped, args.report)
 
+
 if __name__ == "__main__":
     run_stage(main)

@@ -89,5 +89,6 @@ def main() -> None:
     if checkpoints is not None:
         checkpoints.clear()  # the run is complete: nothing to resume
 
+
 if __name__ == "__main__":
     run_stage(main)

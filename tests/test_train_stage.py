@@ -20,6 +20,7 @@ from tests.helpers import command_env, make_project, run, set_params, stage_comm
 
 pytestmark = pytest.mark.slow
 
+
 @pytest.fixture(scope="module")
 def project(tmp_path_factory) -> Path:
     """A project whose data is resized (train, val and test splits of 16x16 images), not yet trained."""

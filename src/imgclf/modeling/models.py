@@ -52,7 +52,6 @@ def augmentation(augment: AugmentParams, seed: int | None) -> list[layers.Layer]
     return pipeline
 
 
-
 def augmented_examples(split: Split, augment: AugmentParams, seed: int, count: int = 8, variants: int = 5
                        ) -> tuple[np.ndarray, list[np.ndarray]] | None:
     """``count`` images of ``split``, evenly spread, and ``variants`` random augmentations of each by
@@ -65,6 +64,7 @@ def augmented_examples(split: Split, augment: AugmentParams, seed: int, count: i
     layer = keras.Sequential(random_layers)
     return examples, [np.clip(keras.ops.convert_to_numpy(layer(examples.astype("float32"), training=True)), 0, 255)
                       .round().astype(np.uint8) for _ in range(variants)]
+
 
 @dataclass(frozen=True)
 class ChannelStatistics:

@@ -13,7 +13,6 @@ from __future__ import annotations
 import logging
 import shutil
 import tempfile
-import typing
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
@@ -24,7 +23,6 @@ import numpy as np
 
 from imgclf.plumbing.errors import PipelineError
 from imgclf.serving.model_folder import CLASSES_FILE, KERAS_FILE, ONNX_FILE
-from imgclf.serving.params import ExportFormat
 
 if TYPE_CHECKING:
     import keras
@@ -35,13 +33,8 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 logging.getLogger("tf2onnx").setLevel(logging.WARNING)  # it logs each optimisation pass at INFO
 
-# Keras (and TensorFlow) are imported only when exporting: the CLI lists the formats without them.
-FORMATS: tuple[str, ...] = typing.get_args(ExportFormat)
 TOLERANCE = 1e-4
 CHECK_BATCHES_PER_BLOCK = 8  # test images read at a time for the check: this many batches
-# Keras' name for each format, and the file or folder each export is written to.
-KERAS_FORMATS = {"saved_model": "tf_saved_model", "onnx": "onnx", "tflite": "litert"}
-OUTPUT_NAMES = {"saved_model": "saved_model", "onnx": ONNX_FILE, "tflite": "model.tflite"}
 
 
 class ExportError(PipelineError):
@@ -75,6 +68,7 @@ def export_model(model: keras.Model, export_format: str, destination: Path, test
 
     if export_format not in FORMATS:
         raise ExportError(f"unknown export format {export_format!r}; choose one of {', '.join(FORMATS)}")
+    serving_format = SERVING_FORMATS[export_format]
     if keras.backend.backend() != "tensorflow":
         raise ExportError(f"exporting needs the TensorFlow backend (this is {keras.backend.backend()}): "
                           "run it with KERAS_BACKEND=tensorflow.")
@@ -82,17 +76,17 @@ def export_model(model: keras.Model, export_format: str, destination: Path, test
     # a rebuilt model must run once before Keras exports it
     serving_model.predict(np.zeros((1, *test_split.image_shape), np.float32), verbose=0)
     destination.mkdir(parents=True, exist_ok=True)
-    final_path = destination / OUTPUT_NAMES[export_format]
+    final_path = destination / serving_format.output_name
     with tempfile.TemporaryDirectory(dir=destination, prefix=".export-") as scratch:
-        staged = Path(scratch) / OUTPUT_NAMES[export_format]
+        staged = Path(scratch) / serving_format.output_name
         if export_format == "onnx":
             _teach_tf2onnx_erfc()
         with warnings.catch_warnings():  # Keras' tf2onnx shim probes the removed np.object
             warnings.filterwarnings("ignore", message=".*np.object", category=FutureWarning)
-            serving_model.export(str(staged), format=KERAS_FORMATS[export_format], verbose=False)
+            serving_model.export(str(staged), format=serving_format.keras_format, verbose=False)
         if export_format == "onnx":
             canonical_onnx_names(staged)
-        run_export = RUNNERS[export_format](staged)
+        run_export = serving_format.runner(staged)
         difference, agreeing = 0.0, 0
         for block in test_split.blocks(batch_size * CHECK_BATCHES_PER_BLOCK):
             inputs = block.astype(np.float32)
@@ -242,9 +236,8 @@ def write_onnx_for_predictions(model: keras.Model, model_dir: Path, check_split:
         return export_model(model, "onnx", model_dir, check_split)
     except Exception as error:  # any converter failure: the .keras model stays the model
         logger.warning("no %s: %s (%s); imgclf predict will load the Keras model instead, which starts slower",
-                       Path(model_dir) / OUTPUT_NAMES["onnx"], error, type(error).__name__)
+                       Path(model_dir) / ONNX_FILE, error, type(error).__name__)
         return None
-
 
 
 def write_model_folder(model: keras.Model, folder: Path, class_names: Sequence[str], preprocessing: Preprocessing,
@@ -262,7 +255,8 @@ def write_model_folder(model: keras.Model, folder: Path, class_names: Sequence[s
     preprocessing.save(folder / PREPROCESSING_FILE)
     write_model_card(model, folder)
 
-def export_all(model_dir: Path, test_images: Path, formats: typing.Sequence[str],
+
+def export_all(model_dir: Path, test_images: Path, formats: Sequence[str],
                destination: Path) -> dict[str, dict[str, object]]:
     """Export the model of ``model_dir`` in each of ``formats``, each checked on ``test_images`` (a split folder).
 
@@ -360,5 +354,20 @@ def _replace_history(node: Any, old: list[Any], new: list[Any]) -> Any:
     return node
 
 
-RUNNERS: dict[str, Callable[[Path], Runner]] = {"saved_model": saved_model_runner, "onnx": onnx_runner,
-                                               "tflite": tflite_runner}
+@dataclass(frozen=True)
+class ServingFormat:
+    """One format of ``export.formats``: where it is written, how Keras writes it, how the check runs it."""
+
+    output_name: str  # the file or folder under the export folder
+    keras_format: str  # keras.Model.export's name for it
+    runner: Callable[[Path], Runner]  # loads the written export and runs it, for the check against Keras
+
+
+# The formats ``export.formats`` allows (imgclf.serving.params takes its names from here). Keras, and
+# each format's runtime, are imported only when exporting: the CLI lists the formats without them.
+SERVING_FORMATS: dict[str, ServingFormat] = {
+    "saved_model": ServingFormat("saved_model", "tf_saved_model", saved_model_runner),
+    "onnx": ServingFormat(ONNX_FILE, "onnx", onnx_runner),
+    "tflite": ServingFormat("model.tflite", "litert", tflite_runner),
+}
+FORMATS: tuple[str, ...] = tuple(SERVING_FORMATS)

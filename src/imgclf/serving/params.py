@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from imgclf.plumbing.params import Section, fail
+from imgclf.serving.export import FORMATS
 
-ExportFormat = Literal["saved_model", "onnx", "tflite"]
+if TYPE_CHECKING:  # the type checker sees strings; params.yaml's allowed values are the formats' names
+    ExportFormat = str
+else:
+    ExportFormat = Literal[FORMATS]
 
 
 @dataclass(frozen=True)
