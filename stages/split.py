@@ -16,11 +16,9 @@ import argparse
 import logging
 from pathlib import Path
 
-from imgclf.data.layout import SUBSETS
-from imgclf.data.manifest import ManifestEntry, labelled_files, read_manifest, write_manifest
-from imgclf.data.near_duplicates import group_keys, hash_files, near_pairs
+from imgclf.data.manifest import read_manifest, write_manifest
 from imgclf.data.params import SplitParams
-from imgclf.data.split import count_by_class, drop_duplicates, leaks, split_items
+from imgclf.data.split import DUPLICATES_COLUMNS, split_index
 from imgclf.plumbing.files import write_csv
 from imgclf.plumbing.params import load_section
 from imgclf.plumbing.stage import run_stage
@@ -36,37 +34,15 @@ def main() -> None:
     args = parser.parse_args()
     params = load_section(SplitParams)
 
-    indexed = read_manifest(args.index, "download")
-    files = labelled_files(indexed)
-    digests = {Path(entry.file): entry.sha256 for entry in indexed}
-    same = digests  # files with the same key hold the same picture
-    if params.near_duplicate_bits is not None:
-        paths = [item.path for item in files]
-        same = group_keys(paths, digests, near_pairs(hash_files(paths), params.near_duplicate_bits))
-
-    def how(copy: Path, original: Path) -> str:
-        return "the same bytes" if digests[copy] == digests[original] else "the same picture (perceptual hash)"
-
-    rows = []
-    if params.deduplicate:
-        files, dropped = drop_duplicates(files, same)
-        rows = [(str(copy.path), str(original.path), f"dropped: {how(copy.path, original.path)}")
-                for copy, original in dropped]
-    split = split_items(files, params.val, params.test, params.seed)
-    if not params.deduplicate:
-        rows = [(str(item.path), str(copy.path), f"leakage: {how(item.path, copy.path)} in {subset}")
-                for item, copy, subset in leaks(split, same)]
-    if rows:
-        logger.warning("%d files repeat another file's bytes or picture (%s); see %s", len(rows),
+    result = split_index(read_manifest(args.index, "download"), params)
+    if result.duplicates:
+        logger.warning("%d files repeat another file's bytes or picture (%s); see %s", len(result.duplicates),
                        "dropped" if params.deduplicate else "kept, and leaking across splits", args.duplicates)
-
-    write_manifest(args.output, [ManifestEntry(item.path.as_posix(), item.label, subset, digests[item.path])
-                                 for subset in SUBSETS for item in split[subset]])
-    write_csv(args.duplicates, ["file", "duplicate_of", "action"], rows)
-    for subset, counts in count_by_class(split).items():
+    write_manifest(args.output, result.entries)
+    write_csv(args.duplicates, DUPLICATES_COLUMNS, result.duplicates)
+    for subset, counts in result.counts.items():
         logger.info("%s: %d images (%s)", subset, sum(counts.values()),
                     ", ".join(f"{label} {count}" for label, count in counts.items()))
-
 
 if __name__ == "__main__":
     run_stage(main)

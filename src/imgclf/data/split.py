@@ -16,12 +16,18 @@ from __future__ import annotations
 
 from collections import Counter, defaultdict
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from sklearn.model_selection import train_test_split
 
 from imgclf.data.layout import SUBSETS, LabelledFile
+from imgclf.data.manifest import ManifestEntry, labelled_files
+from imgclf.data.near_duplicates import group_keys, hash_files, near_pairs
+from imgclf.data.params import SplitParams
 from imgclf.plumbing.errors import PipelineError
+
+DUPLICATES_COLUMNS = ("file", "duplicate_of", "action")  # metrics/duplicates.csv
 
 
 class SplitError(PipelineError):
@@ -117,3 +123,40 @@ def leaks(split: dict[str, list[LabelledFile]], digests: dict[Path, str]
                 found.append((item, *seen[digest]))
             seen.setdefault(digest, (item, subset))
     return found
+
+
+@dataclass(frozen=True)
+class SplitResult:
+    """The split stage's outcome: the split manifest's rows and the copies it found."""
+
+    entries: list[ManifestEntry]  # train, then val, then test
+    duplicates: list[tuple[str, str, str]]  # rows of metrics/duplicates.csv (DUPLICATES_COLUMNS)
+    counts: dict[str, dict[str, int]]  # images per split and class
+
+
+def split_index(indexed: Sequence[ManifestEntry], params: SplitParams) -> SplitResult:
+    """Split the download stage's images as ``split`` asks: copies of one picture (the same bytes or,
+    with ``split.near_duplicate_bits``, the same perceptual hash) are dropped before splitting with
+    ``split.deduplicate``, or listed where they leak across the splits without it."""
+    files = labelled_files(indexed)
+    digests = {Path(entry.file): entry.sha256 for entry in indexed}
+    same = digests  # files with the same key hold the same picture
+    if params.near_duplicate_bits is not None:
+        paths = [item.path for item in files]
+        same = group_keys(paths, digests, near_pairs(hash_files(paths), params.near_duplicate_bits))
+
+    def how(copy: Path, original: Path) -> str:
+        return "the same bytes" if digests[copy] == digests[original] else "the same picture (perceptual hash)"
+
+    rows = []
+    if params.deduplicate:
+        files, dropped = drop_duplicates(files, same)
+        rows = [(str(copy.path), str(original.path), f"dropped: {how(copy.path, original.path)}")
+                for copy, original in dropped]
+    split = split_items(files, params.val, params.test, params.seed)
+    if not params.deduplicate:
+        rows = [(str(item.path), str(copy.path), f"leakage: {how(item.path, copy.path)} in {subset}")
+                for item, copy, subset in leaks(split, same)]
+    entries = [ManifestEntry(item.path.as_posix(), item.label, subset, digests[item.path])
+               for subset in SUBSETS for item in split[subset]]
+    return SplitResult(entries, rows, count_by_class(split))
