@@ -1,7 +1,7 @@
 """The ``train`` section of params.yaml: the network, its augmentation, and how it is trained.
 
-The allowed networks and backbones are the names of their registries (:mod:`imgclf.modeling.networks`,
-:mod:`imgclf.modeling.backbones`); how the section is parsed and checked: :mod:`imgclf.plumbing.params`.
+The networks and backbones it allows are the names of their records in :mod:`imgclf.modeling.networks`;
+how the section is parsed and checked: :mod:`imgclf.plumbing.params`.
 """
 
 from __future__ import annotations
