@@ -39,21 +39,23 @@ def library_modules() -> dict[str, Path]:
     return {module_name(path): path for path in sorted(PACKAGE_ROOT.rglob("*.py"))}
 
 
+MODULES = library_modules()
+
+
 def imports_of(module: str, path: Path) -> set[str]:
     """The package's own modules that ``module`` imports (names that are modules or packages)."""
-    known = library_modules()
-    return {name for name in imported_modules(path, module) if name in known and name != module}
+    return {name for name in imported_modules(path, module) if name in MODULES and name != module}
 
 
 def test_every_module_sits_in_a_package_of_the_layout_or_at_the_top():
-    top = {name for name in library_modules() if name.count(".") == 1 and package_of(name) is None}
+    top = {name for name in MODULES if name.count(".") == 1 and package_of(name) is None}
     assert top == {"imgclf.cli", "imgclf.recipes", "imgclf.sections"}
     assert {path.name for path in PACKAGE_ROOT.iterdir() if path.is_dir() and path.name != "__pycache__"} == set(LAYERS)
 
 
 def test_no_package_imports_one_above_it():
     upward = []
-    for module, path in library_modules().items():
+    for module, path in MODULES.items():
         own = package_of(module)
         if own is None:
             continue
@@ -69,7 +71,7 @@ def test_no_package_imports_one_above_it():
 
 
 def test_no_modules_import_each_other_in_a_loop():
-    graph = {module: imports_of(module, path) for module, path in library_modules().items()}
+    graph = {module: imports_of(module, path) for module, path in MODULES.items()}
     loops = []
 
     def visit(module: str, chain: list[str]) -> None:
@@ -90,7 +92,7 @@ def test_no_modules_import_each_other_in_a_loop():
 def test_the_data_path_and_the_plumbing_never_import_keras(package):
     heavy = {module: sorted(name for name in imported_modules(path, module)
                             if name.split(".")[0] in ("keras", "tensorflow", "jax", "torch"))
-             for module, path in library_modules().items() if package_of(module) == package}
+             for module, path in MODULES.items() if package_of(module) == package}
     assert not {module: names for module, names in heavy.items() if names}
 
 

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from imgclf.data.images import SourceImage
+from imgclf.plumbing.files import write_csv
 
 # Aspect ratio (width / height) bins: named shapes a person recognises, edges halfway between them
 # on a log scale. Portrait below 1, landscape above.
@@ -130,8 +131,6 @@ def draw_data(kept_per_class: Mapping[str, Mapping[str, int]], statistics: Mappi
 def write_tables(folder: Path, kept_per_class: Mapping[str, Mapping[str, int]],
                  statistics: Mapping[str, SourceStatistics]) -> None:
     """The data's DVC plots in ``folder``: class_balance.csv, source_sizes.csv, aspect_ratios.csv."""
-    from imgclf.plumbing.files import write_csv
-
     write_csv(folder / "class_balance.csv", ["split", "class", "images"], class_balance_rows(kept_per_class))
     write_csv(folder / "source_sizes.csv", ["split", "width", "height", "images"], size_rows(statistics))
     write_csv(folder / "aspect_ratios.csv", ["split", "aspect_ratio", "images"], aspect_rows(statistics))
