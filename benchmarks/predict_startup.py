@@ -41,21 +41,17 @@ def save_photo_model(folder: Path) -> None:
     script = f"""
 import numpy as np
 from pathlib import Path
-from imgclf.data.dataset import ImageSet
-from imgclf.serving.export import write_onnx_for_predictions
-from imgclf.plumbing.files import write_json
-from imgclf.modeling.modelio import save_model
+from imgclf.data.dataset import ImageSet, save_image_set
+from imgclf.data.preprocessing import Preprocessing
 from imgclf.modeling.models import build_model
-from imgclf.data.preprocessing import PREPROCESSING_FILE, Preprocessing
+from imgclf.serving.model_folder import add_onnx_copy, write_model_folder
 folder = Path({str(folder)!r})
 classes = ("daisy", "dandelion", "roses", "sunflowers", "tulips")
 model = build_model("fast_cnn", (64, 64, 3), len(classes), seed=0)
-save_model(model, folder / "model.keras")
+write_model_folder(model, folder, classes, Preprocessing(size=(64, 64), mode="stretch", max_megapixels=200.0))
 images = np.random.default_rng(0).integers(0, 256, (64, 64, 64, 3), dtype=np.uint8)
-check = ImageSet(images, np.zeros(64, np.int32), tuple(map(str, range(64))), classes)
-assert write_onnx_for_predictions(model, folder, check) is not None
-write_json(folder / "classes.json", list(classes))
-Preprocessing(size=(64, 64), mode="stretch", max_megapixels=200.0).save(folder / PREPROCESSING_FILE)
+save_image_set(folder.parent / "check", ImageSet(images, np.zeros(64, np.int32), tuple(map(str, range(64))), classes))
+assert add_onnx_copy(folder, folder.parent / "check") is not None
 """
     folder.mkdir(parents=True)
     result = subprocess.run([sys.executable, "-c", script], env=command_env(), text=True, stdout=subprocess.PIPE,

@@ -36,25 +36,25 @@ import subprocess
 import sys
 import tarfile
 import tempfile
-import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import psutil
-import simplejpeg
 from ruamel.yaml import YAML
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from targets import Targets  # noqa: E402
-
 REPOSITORY = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPOSITORY))  # tests/: the synthetic photos and the memory sampler the CI guard uses
+
+from targets import Targets  # noqa: E402  (benchmarks/targets.py, beside this script)
+
+from tests import helpers  # noqa: E402
+from tests.stage_memory import run_measuring_stages  # noqa: E402
+
 BASELINE_COMMIT = "2dbb2f7"  # the last commit with the whole-split .npz hand-off
 CIFAR_ARCHIVE = REPOSITORY.parent / "shared" / "datasets" / "cifar10-jpg.tar.gz"
 CLASSES = 10
 SPEED_RUNS = ("cifar-simple_cnn", "cifar-fast_cnn", "224-simple_cnn")
-SAMPLE_SECONDS = 0.02
 # The CIFAR-10 recipe of benchmarks/cifar_time_to_accuracy.py, for the 32x32 speed figure.
 FAST_CNN = {"train.model": "fast_cnn", "train.batch_size": 256, "train.optimizer": "sgd", "train.learning_rate": 0.2,
             "train.momentum": 0.9, "train.nesterov": True, "train.weight_decay": 5e-4,
@@ -111,21 +111,10 @@ class Side:
     def run(self, stage: str, project: Path) -> tuple[float, float]:
         """Run one stage; return (seconds, peak resident MB of its process tree)."""
         env = {**os.environ, "PYTHONPATH": str(self.checkout / "src"), "TF_CPP_MIN_LOG_LEVEL": "2"}
-        with open(project / f"{stage}.log", "w") as log:
-            start = time.perf_counter()
-            process = psutil.Popen(self.commands()[stage], cwd=project, env=env, stdout=log, stderr=subprocess.STDOUT)
-            peak = 0
-            while process.poll() is None:
-                try:
-                    tree = [process, *process.children(recursive=True)]
-                    peak = max(peak, sum(member.memory_info().rss for member in tree))
-                except psutil.NoSuchProcess:
-                    pass
-                time.sleep(SAMPLE_SECONDS)
-            seconds = time.perf_counter() - start
-        if process.returncode:
-            sys.exit(f"{self.name}'s {stage} stage failed:\n" + (project / f"{stage}.log").read_text()[-3000:])
-        return seconds, peak / 2**20
+        measured = run_measuring_stages(self.commands()[stage], project, env, project / f"{stage}.log")
+        if measured.returncode:
+            sys.exit(f"{self.name}'s {stage} stage failed:\n" + measured.output[-3000:])
+        return measured.seconds, measured.stage_peaks[stage] / 2**20
 
 
 def drop_from_page_cache(folder: Path) -> None:
@@ -140,22 +129,10 @@ def drop_from_page_cache(folder: Path) -> None:
 
 
 def synthetic_photos(raw: Path, count: int) -> list[tuple[str, str]]:
-    """``count`` 256x256 JPEGs in ``raw/<class>/``: smooth colour fields with noise, so they compress
-    like photos; returns (path from the project root, class) of each."""
-    rng = np.random.default_rng(0)
-    rows, columns = np.mgrid[0:256, 0:256].astype(np.float32) / 255
-    files = []
-    for index in range(count):
-        label = f"class{index % CLASSES}"
-        (raw / label).mkdir(parents=True, exist_ok=True)
-        colour = rng.uniform(0, 255, size=(3, 3))
-        pixels = (colour[0] * rows[..., None] + colour[1] * columns[..., None] + colour[2] * (1 - rows[..., None])) / 2
-        pixels = np.clip(pixels + rng.normal(0, 12, size=(256, 256, 3)), 0, 255).astype(np.uint8)
-        name = f"{label}/{index:06d}.jpg"
-        if not (raw / name).exists():  # a smaller set is the start of a larger one
-            (raw / name).write_bytes(simplejpeg.encode_jpeg(pixels, quality=90))
-        files.append((f"data/raw/{name}", label))
-    return files
+    """``count`` 256x256 synthetic JPEGs in ``raw/<class>/`` (tests.helpers.synthetic_photos); returns
+    (path from the project root, class) of each."""
+    return [(f"data/raw/{path.relative_to(raw).as_posix()}", path.parent.name)
+            for path in helpers.synthetic_photos(raw, count, classes=CLASSES)]
 
 
 def cifar_images(raw: Path, per_class: int) -> list[tuple[str, str]]:

@@ -42,12 +42,12 @@ def main() -> None:
 
     from imgclf.data.dataset import open_split
     from imgclf.modeling.modelio import load_model
-    from imgclf.plumbing.files import atomic_directory, read_json, write_csv, write_json
+    from imgclf.plumbing.files import atomic_directory, write_csv, write_json
     from imgclf.reporting.label_issues import CSV_COLUMNS
     from imgclf.reporting.results import draw_figures, predict_test
-    from imgclf.serving.model_folder import CLASSES_FILE, KERAS_FILE
+    from imgclf.serving.model_folder import KERAS_FILE, ModelFolder
 
-    class_names = read_json(args.model_dir / CLASSES_FILE)
+    class_names = ModelFolder.open(args.model_dir).class_names
     model = load_model(args.model_dir / KERAS_FILE)
     test_set = open_split(args.test, class_names)
     val_set = open_split(args.val, class_names)

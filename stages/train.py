@@ -2,10 +2,9 @@
 
 Reads:  data/resized/train/ and val/ (split folders, read batch by batch) and preprocessing.json,
         params.yaml ``train``
-Writes: models/model.keras (the best epoch's weights), models/model.onnx (the same for `imgclf predict`,
-        checked against it on the validation split; TensorFlow backend), models/classes.json (index -> class name),
-        models/preprocessing.json (how images were resized, for `imgclf predict`), models/summary.txt
-        (layers and parameter counts),
+Writes: models/ (imgclf.serving.model_folder): model.keras (the best epoch's weights), classes.json,
+        preprocessing.json, summary.txt; its ONNX copy, model.onnx, is added by the stage's second
+        command, stages/onnx_copy.py, once this process has ended and given back its memory;
         metrics/train.json (the kept epoch's scores, the parameter count, the device and precision),
         metrics/history/ (DVCLive: per-epoch curves, for `dvc plots` and a running `dvc exp show`),
         metrics/figures/train/ (training curves; augmented training images), logs/tensorboard/,
@@ -58,7 +57,7 @@ def main() -> None:
     from imgclf.modeling.models import augmented_examples, build_from_params
     from imgclf.plumbing.files import atomic_directory, write_json
     from imgclf.reporting.figures import augmented_grid, training_curves
-    from imgclf.serving.export import write_model_folder
+    from imgclf.serving.model_folder import write_model_folder
     from imgclf.training.checkpoints import run_checkpoints
     from imgclf.training.loop import make_deterministic, train
     from imgclf.training.sinks import epoch_sinks
@@ -75,15 +74,15 @@ def main() -> None:
                               shard=devices.shard,
                               sinks=epoch_sinks(live, args.tensorboard if params.tensorboard else None))
 
-    with atomic_directory(args.model_dir) as staging:
-        write_model_folder(model, staging, train_set.class_names, Preprocessing.load(args.preprocessing), val_set)
+    with atomic_directory(args.model_dir) as staging:  # first: nothing after it can lose the trained model
+        write_model_folder(model, staging, train_set.class_names, Preprocessing.load(args.preprocessing))
+    write_json(args.metrics, summary_metrics(result, model, train_set, val_set, params, devices.summary()))
     draw_architecture(model, args.diagram)
     with atomic_directory(args.figures) as staging:
         training_curves(result.history, result.best_epoch, staging / "training_curves.png")
         preview = augmented_examples(train_set, params.augment, params.seed)
         if preview is not None:
             augmented_grid(*preview, staging / "augmented.png")
-    write_json(args.metrics, summary_metrics(result, model, train_set, val_set, params, devices.summary()))
     write_json(args.timing, timing_record(result))
     logger.info("%.0f training images per second; epoch timings in %s", result.images_per_second, args.timing)
     if checkpoints is not None:

@@ -140,6 +140,28 @@ def write_image_folder(root: Path, classes: Sequence[str] = ("red", "green", "bl
     return root
 
 
+def synthetic_photos(root: Path, count: int, classes: int = 3, size: int = 256) -> list[Path]:
+    """``count`` ``size`` x ``size`` JPEGs in ``root/class<k>/``, the classes taking turns: smooth colour
+    fields with noise, so that they compress like photos. Files already there are kept, so a smaller
+    set is the start of a larger one. Returns the files in the order written."""
+    import simplejpeg
+
+    rng = np.random.default_rng(0)
+    rows, columns = np.mgrid[0:size, 0:size].astype(np.float32) / 255
+    files = []
+    for index in range(count):
+        folder = root / f"class{index % classes}"
+        folder.mkdir(parents=True, exist_ok=True)
+        colour = rng.uniform(0, 255, size=(3, 3))
+        pixels = (colour[0] * rows[..., None] + colour[1] * columns[..., None] + colour[2] * (1 - rows[..., None])) / 2
+        pixels = np.clip(pixels + rng.normal(0, 12, size=(size, size, 3)), 0, 255).astype(np.uint8)
+        path = folder / f"{index:06d}.jpg"
+        if not path.exists():
+            path.write_bytes(simplejpeg.encode_jpeg(pixels, quality=90))
+        files.append(path)
+    return files
+
+
 def require_shared_dataset(name: str) -> Path:
     """The path of a real dataset in ../shared/datasets; skip if absent, fail if REQUIRE_REAL_DATA=1."""
     path = SHARED_DATASETS / name
@@ -320,15 +342,13 @@ def tiny_model_images(count_per_class: int, seed: int, size: int = 16) -> tuple[
 
 
 def train_tiny_model(folder: Path) -> Path:
-    """Train simple_cnn on the tiny classes and save it as the train stage does (``model.keras`` and
-    ``model.onnx``); return the folder."""
-    from imgclf.data.dataset import ImageSet
-    from imgclf.data.preprocessing import PREPROCESSING_FILE, Preprocessing
-    from imgclf.modeling.modelio import save_model
+    """Train simple_cnn on the tiny classes and save it as the train stage does (the model folder with
+    its ONNX copy); return the folder."""
+    from imgclf.data.dataset import ImageSet, save_image_set
+    from imgclf.data.preprocessing import Preprocessing
     from imgclf.modeling.models import build_model
     from imgclf.modeling.params import AugmentParams, TrainParams
-    from imgclf.plumbing.files import write_json
-    from imgclf.serving.export import write_onnx_for_predictions
+    from imgclf.serving.model_folder import add_onnx_copy, write_model_folder
     from imgclf.training.loop import compile_model, make_deterministic
 
     make_deterministic(0)
@@ -337,11 +357,12 @@ def train_tiny_model(folder: Path) -> Path:
                         seed=0)
     compile_model(model, TrainParams(learning_rate=0.003))
     model.fit(images, labels, epochs=8, batch_size=16, verbose=0)
-    save_model(model, folder / "model.keras")
-    check_images = ImageSet(images, labels.astype(np.int32), tuple(map(str, range(len(labels)))), TINY_MODEL_CLASSES)
-    assert write_onnx_for_predictions(model, folder, check_images) is not None  # model.onnx, for `imgclf predict`
-    write_json(folder / "classes.json", list(TINY_MODEL_CLASSES))
-    Preprocessing(size=(16, 16), mode="crop", max_megapixels=200.0).save(folder / PREPROCESSING_FILE)
+    write_model_folder(model, folder, TINY_MODEL_CLASSES, Preprocessing(size=(16, 16), mode="crop",
+                                                                         max_megapixels=200.0))
+    check_split = folder.parent / f"{folder.name}-check"
+    save_image_set(check_split, ImageSet(images, labels.astype(np.int32), tuple(map(str, range(len(labels)))),
+                                         TINY_MODEL_CLASSES))
+    assert add_onnx_copy(folder, check_split) is not None  # model.onnx, for `imgclf predict`
     return folder
 
 

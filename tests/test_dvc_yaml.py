@@ -87,14 +87,18 @@ def import_closure(script: Path, source_root: Path = SOURCE_ROOT) -> dict[Path, 
     return chains
 
 
-def stage_scripts(dvc_yaml: Path) -> dict[str, tuple[Path, list[str]]]:
-    """Each stage's script (the ``python stages/x.py`` of its cmd) and its listed dependencies."""
+def stage_scripts(dvc_yaml: Path) -> dict[str, tuple[list[Path], list[str]]]:
+    """Each stage's scripts (the ``python stages/x.py`` of each of its commands) and its listed dependencies."""
     stages = YAML(typ="safe").load(dvc_yaml.read_text())["stages"]
     scripts = {}
     for name, stage in stages.items():
-        words = shlex.split(stage["cmd"])
-        assert words[0] == "python" and words[1].endswith(".py"), f"stage {name}: cmd must run `python <script>`"
-        scripts[name] = (dvc_yaml.parent / words[1], [str(dep) for dep in stage["deps"]])
+        commands = stage["cmd"] if isinstance(stage["cmd"], list) else [stage["cmd"]]
+        paths = []
+        for command in commands:
+            words = shlex.split(command)
+            assert words[0] == "python" and words[1].endswith(".py"), f"stage {name}: cmd must run `python <script>`"
+            paths.append(dvc_yaml.parent / words[1])
+        scripts[name] = (paths, [str(dep) for dep in stage["deps"]])
     return scripts
 
 
@@ -102,19 +106,23 @@ def dependency_problems(dvc_yaml: Path, source_root: Path) -> list[str]:
     """Every module dvc.yaml lists too few or too many, each said the way a person fixes it."""
     problems = []
     project = dvc_yaml.parent
-    for stage, (script, deps) in stage_scripts(dvc_yaml).items():
-        script_name = script.relative_to(project).as_posix()
-        if script_name not in deps:
-            problems.append(f"stage {stage!r}: add {script_name} (the stage's own script) to its deps")
+    for stage, (scripts, deps) in stage_scripts(dvc_yaml).items():
+        script_names = [script.relative_to(project).as_posix() for script in scripts]
+        for script_name in script_names:
+            if script_name not in deps:
+                problems.append(f"stage {stage!r}: add {script_name} (the stage's own script) to its deps")
         listed = {dep for dep in deps if dep.startswith(source_root.relative_to(project).as_posix() + "/")}
-        closure = {path.relative_to(project).as_posix(): chain
-                   for path, chain in import_closure(script, source_root).items()}
+        closure: dict[str, tuple[str, list[str]]] = {}  # module -> (the script importing it, the chain)
+        for script, script_name in zip(scripts, script_names, strict=True):
+            for path, chain in import_closure(script, source_root).items():
+                closure.setdefault(path.relative_to(project).as_posix(), (script_name, chain))
         for missing in sorted(set(closure) - listed):
+            script_name, chain = closure[missing]
             problems.append(f"stage {stage!r}: add {missing} to its deps in dvc.yaml; {script_name} imports it "
-                            f"through {' -> '.join(closure[missing])}")
+                            f"through {' -> '.join(chain)}")
         for unused in sorted(listed - set(closure)):
-            problems.append(f"stage {stage!r}: remove {unused} from its deps in dvc.yaml; {script_name} never "
-                            "imports it")
+            problems.append(f"stage {stage!r}: remove {unused} from its deps in dvc.yaml; {' and '.join(script_names)} "
+                            "never import it")
     return problems
 
 

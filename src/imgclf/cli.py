@@ -62,20 +62,12 @@ def seconds_since_process_start() -> float | None:
 def predict(args: argparse.Namespace) -> int:
     startup = seconds_since_process_start()  # Python, and the imports of imgclf.cli
     began = time.perf_counter()
-    from imgclf.data.preprocessing import PREPROCESSING_FILE, Preprocessing
     from imgclf.plumbing.files import write_csv
-    from imgclf.serving.inference import (
-        CSV_COLUMNS,
-        PredictionTimes,
-        csv_rows,
-        image_files,
-        load_classifier,
-        predict_files,
-    )
-    from imgclf.serving.model_folder import CLASSES_FILE
+    from imgclf.serving.inference import CSV_COLUMNS, PredictionTimes, csv_rows, image_files, predict_files
+    from imgclf.serving.model_folder import KerasClassifier, ModelFolder, load_classifier
 
-    preprocessing = Preprocessing.load(args.model_dir / PREPROCESSING_FILE)
-    class_names = read_json(args.model_dir / CLASSES_FILE)
+    folder = ModelFolder.open(args.model_dir)
+    preprocessing, class_names = folder.preprocessing, folder.class_names
     loading_started = time.perf_counter()
     classifier = load_classifier(args.model_dir, "keras" if args.explain else args.engine)
     loaded = time.perf_counter()
@@ -84,7 +76,7 @@ def predict(args: argparse.Namespace) -> int:
     predictions, unreadable = predict_files(classifier, class_names, preprocessing, image_files(args.paths),
                                             top_k=top_k, batch_size=args.batch_size, tta=args.tta, times=times)
     if args.explain and predictions:
-        from imgclf.serving.inference import KerasClassifier, explain_files
+        from imgclf.serving.inference import explain_files
 
         assert isinstance(classifier, KerasClassifier)  # --explain loads the Keras model
         written = explain_files(classifier.model, [Path(found.file) for found in predictions], class_names,

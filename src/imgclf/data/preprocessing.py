@@ -12,7 +12,8 @@ from pathlib import Path
 from imgclf.plumbing.errors import PipelineError
 from imgclf.plumbing.files import read_json, write_json
 
-# Written beside the resized images (data/resized/) and copied beside the model (models/).
+# Written beside the resized images (data/resized/); the model folder keeps a copy under its own name
+# (imgclf.serving.model_folder.PREPROCESSING_FILE).
 PREPROCESSING_FILE = "preprocessing.json"
 
 

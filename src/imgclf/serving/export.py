@@ -5,13 +5,22 @@ Formats: ``saved_model`` (TensorFlow SavedModel, for TF Serving; signature ``ser
 on the given images are compared with the Keras model's: the largest absolute difference of a
 probability must stay under :data:`TOLERANCE`. An export that fails the check is not kept.
 
-All three go through TensorFlow, so exporting needs the TensorFlow backend.
+All three go through TensorFlow, so exporting needs the TensorFlow backend. The export stage and
+the train stage's ONNX copy run each export in a process of its own (:func:`export_in_own_process`,
+which runs this module): an export that fails, runs out of memory or is killed takes nothing else
+with it, and its memory is given back when it ends.
 """
 
 from __future__ import annotations
 
+import argparse
+import json
 import logging
+import os
 import shutil
+import signal
+import subprocess
+import sys
 import tempfile
 import warnings
 from collections.abc import Callable, Sequence
@@ -22,19 +31,21 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from imgclf.plumbing.errors import PipelineError
-from imgclf.serving.model_folder import CLASSES_FILE, KERAS_FILE, ONNX_FILE
+from imgclf.serving.model_folder import CLASSES_FILE, KERAS_FILE, ONNX_FILE, onnx_session
 
 if TYPE_CHECKING:
     import keras
 
     from imgclf.data.dataset import Split
-    from imgclf.data.preprocessing import Preprocessing
 
 logger = logging.getLogger(__name__)
 logging.getLogger("tf2onnx").setLevel(logging.WARNING)  # it logs each optimisation pass at INFO
 
 TOLERANCE = 1e-4
-CHECK_BATCHES_PER_BLOCK = 8  # test images read at a time for the check: this many batches
+# Images per forward pass of the check. The check's memory is the activations of one such batch in
+# the Keras model and in the export's runtime: at 224x224, 256 images of simple_cnn were 3 GB. 32,
+# the default training batch, keeps the check within what training needed.
+CHECK_BATCH_SIZE = 32
 
 
 class ExportError(PipelineError):
@@ -57,10 +68,10 @@ class ExportCheck:
 
 
 def export_model(model: keras.Model, export_format: str, destination: Path, test_split: Split,
-                 batch_size: int = 256) -> ExportCheck:
+                 batch_size: int = CHECK_BATCH_SIZE) -> ExportCheck:
     """Write ``model`` in ``export_format`` under ``destination``; check it on every image of ``test_split``.
 
-    The check reads the split a block at a time: a test split of any size needs a block's memory.
+    The check reads the split a batch at a time: a test split of any size needs a batch's memory.
     """
     import keras
 
@@ -79,19 +90,20 @@ def export_model(model: keras.Model, export_format: str, destination: Path, test
     final_path = destination / serving_format.output_name
     with tempfile.TemporaryDirectory(dir=destination, prefix=".export-") as scratch:
         staged = Path(scratch) / serving_format.output_name
-        if export_format == "onnx":
-            _teach_tf2onnx_erfc()
-        with warnings.catch_warnings():  # Keras' tf2onnx shim probes the removed np.object
-            warnings.filterwarnings("ignore", message=".*np.object", category=FutureWarning)
+        if export_format == "onnx":  # tf2onnx in bounded memory, the same bytes every run (onnx_conversion)
+            import onnx
+
+            from imgclf.serving.onnx_conversion import convert_to_onnx
+
+            onnx.save(convert_to_onnx(serving_model), str(staged))
+        else:
             serving_model.export(str(staged), format=serving_format.keras_format, verbose=False)
-        if export_format == "onnx":
-            canonical_onnx_names(staged)
         run_export = serving_format.runner(staged)
         difference, agreeing = 0.0, 0
-        for block in test_split.blocks(batch_size * CHECK_BATCHES_PER_BLOCK):
-            inputs = block.astype(np.float32)
-            expected = model.predict(inputs, batch_size=batch_size, verbose=0)  # the trained model, as evaluate runs it
-            actual = np.concatenate([run_export(batch) for batch in _batches(inputs, batch_size)])
+        for batch in test_split.blocks(batch_size):  # a batch at a time: the check's memory is one batch's
+            inputs = batch.astype(np.float32)
+            expected = np.asarray(model.predict_on_batch(inputs))  # the trained model, as evaluate runs it
+            actual = run_export(inputs)
             difference = max(difference, float(np.max(np.abs(actual - expected))))
             agreeing += int(np.sum(_top1(actual) == _top1(expected)))
         count = len(test_split)
@@ -109,151 +121,34 @@ def export_model(model: keras.Model, export_format: str, destination: Path, test
     return check
 
 
-def canonical_onnx_names(path: Path) -> None:
-    """Put the graph's nodes in a canonical order and rename its tensors in that order (graph inputs
-    and outputs keep theirs), so that the same model gives the same bytes, and DVC the same hash, on
-    every run.
+def export_in_own_process(model_file: Path, export_format: str, destination: Path, check_split: Path) -> ExportCheck:
+    """:func:`export_model` of the ``.keras`` file ``model_file``, checked on the split folder
+    ``check_split``, run in a new Python process (this module) on the TensorFlow backend.
 
-    tf2onnx names what it adds with a process-wide counter (``Transpose__36``), keeps one of each set
-    of equal constants under whichever name a hash-ordered set gave first, and lists independent
-    branches in either order: the graph was the same from run to run, its bytes were not. The order
-    here is a topological one whose ties go to the node's layer path (counters left out), its op,
-    and what it reads (a constant by its content).
+    The process ends with the export, and so does its memory; if it fails, runs out of memory or is
+    killed, :class:`ExportError` says how, and the caller's own work is untouched. The kernel is
+    asked to choose it first when memory runs out (``oom_score_adj``). ONNX is converted with
+    protobuf's pure-Python implementation, which gives back what tf2onnx's passes replace
+    (:mod:`imgclf.serving.onnx_conversion`).
     """
-    import hashlib
-    import heapq
-    import re
-
-    import onnx
-
-    model = onnx.load(str(path))
-    graph = model.graph
-    kept = {entry.name for entry in (*graph.input, *graph.output)}
-    constants = {}
-    for initializer in graph.initializer:
-        content = onnx.TensorProto()
-        content.CopyFrom(initializer)
-        content.name = ""
-        constants[initializer.name] = "constant:" + hashlib.sha256(content.SerializeToString()).hexdigest()
-    nodes = list(graph.node)
-    producer = {output: index for index, node in enumerate(nodes) for output in node.output}
-    consumers: dict[int, list[int]] = {index: [] for index in range(len(nodes))}
-    waiting = [0] * len(nodes)
-    for index, node in enumerate(nodes):
-        for source in {producer[name] for name in node.input if name in producer}:
-            consumers[source].append(index)
-            waiting[index] += 1
-    tensors: dict[str, str] = {}
-
-    def tensor(name: str) -> str:
-        return name if not name or name in kept else tensors.setdefault(name, f"t{len(tensors)}")
-
-    def counter_free(name: str) -> str:
-        return re.sub(r"__\d+", "", name)
-
-    def sort_key(index: int) -> tuple[str, str, tuple[str, ...]]:
-        node = nodes[index]
-        reads = tuple(tensors.get(name) or constants.get(name) or name for name in node.input)
-        return counter_free(node.name), node.op_type, reads
-
-    ready = [(sort_key(index), index) for index in range(len(nodes)) if waiting[index] == 0]
-    heapq.heapify(ready)
-    ordered: list[Any] = []
-    while ready:
-        _, index = heapq.heappop(ready)
-        node = nodes[index]
-        node.input[:] = [tensor(name) for name in node.input]
-        node.output[:] = [tensor(name) for name in node.output]
-        node.name = f"{counter_free(node.name)}__{len(ordered)}"
-        ordered.append(node)
-        for consumer in consumers[index]:
-            waiting[consumer] -= 1
-            if waiting[consumer] == 0:
-                heapq.heappush(ready, (sort_key(consumer), consumer))
-    if len(ordered) != len(nodes):
-        raise ExportError(f"the ONNX graph in {path} has a cycle: {len(nodes) - len(ordered)} nodes never became ready")
-    copies = [onnx.NodeProto() for _ in ordered]
-    for copy, node in zip(copies, ordered, strict=True):
-        copy.CopyFrom(node)
-    del graph.node[:]
-    graph.node.extend(copies)
-    for entries in (graph.initializer, graph.value_info):
-        for entry in entries:
-            entry.name = tensor(entry.name)
-        by_name = sorted(entries, key=lambda entry: int(entry.name[1:]) if entry.name[1:].isdigit() else -1)
-        copies_of = [type(entry)() for entry in by_name]
-        for copy, entry in zip(copies_of, by_name, strict=True):
-            copy.CopyFrom(entry)
-        del entries[:]
-        entries.extend(copies_of)
-    unknown_sizes: dict[str, str] = {}  # tf2onnx's counter again: the batch size is "unk__176" or "unk__175"
-    for entry in (*graph.input, *graph.output, *graph.value_info):
-        for dimension in entry.type.tensor_type.shape.dim:
-            if dimension.HasField("dim_param") and re.fullmatch(r"unk__\d+", dimension.dim_param):
-                dimension.dim_param = unknown_sizes.setdefault(dimension.dim_param, f"unknown_{len(unknown_sizes)}")
-    onnx.save(model, str(path))
-
-
-_ERFC_TAUGHT = False
-
-
-def _teach_tf2onnx_erfc() -> None:
-    """Let tf2onnx convert TensorFlow's ``Erfc`` as ONNX's ``1 - Erf(x)``.
-
-    Keras' exact GELU (``fast_cnn``'s activation) is ``0.5 x erfc(-x / sqrt 2)`` in TensorFlow, and
-    tf2onnx 1.17 has no rule for ``Erfc``: without this every GELU network failed to export. In
-    float32, ``1 - erf`` loses only what lies below 1e-7 of the activation.
-    """
-    global _ERFC_TAUGHT
-    if _ERFC_TAUGHT:
-        return
-    from tf2onnx import utils
-    from tf2onnx.handler import tf_op
-
-    @tf_op("Erfc")
-    class Erfc:  # registered by the decorator
-        @classmethod
-        def version_9(cls, ctx: Any, node: Any, **kwargs: Any) -> None:
-            node.type = "Erf"  # ONNX has Erf from opset 9 on
-            one = ctx.make_const(utils.make_name("erfc_one"),
-                                 np.array(1, dtype=utils.map_onnx_to_numpy_type(ctx.get_dtype(node.output[0]))))
-            complement = ctx.insert_new_node_on_output("Sub", node.output[0], name=utils.make_name(node.name),
-                                                       inputs=[one.output[0], node.output[0]])
-            ctx.copy_shape(node.output[0], complement.output[0])
-            ctx.set_dtype(complement.output[0], ctx.get_dtype(node.output[0]))
-
-    _ERFC_TAUGHT = True
-
-
-def write_onnx_for_predictions(model: keras.Model, model_dir: Path, check_split: Split) -> ExportCheck | None:
-    """``model_dir/model.onnx``, which ``imgclf predict`` runs without importing TensorFlow, checked on
-    ``check_split`` (the train stage's validation split) as every export is.
-
-    Where it cannot be made (another backend, a layer the converter lacks) or does not match, says
-    why and returns None: the model is still saved, and predictions then load it in Keras.
-    """
-    try:
-        return export_model(model, "onnx", model_dir, check_split)
-    except Exception as error:  # any converter failure: the .keras model stays the model
-        logger.warning("no %s: %s (%s); imgclf predict will load the Keras model instead, which starts slower",
-                       Path(model_dir) / ONNX_FILE, error, type(error).__name__)
-        return None
-
-
-def write_model_folder(model: keras.Model, folder: Path, class_names: Sequence[str], preprocessing: Preprocessing,
-                       check_split: Split) -> None:
-    """The whole model folder for ``model`` (:mod:`imgclf.serving.model_folder`); its ONNX copy is
-    checked against it on ``check_split``."""
-    from imgclf.data.preprocessing import PREPROCESSING_FILE
-    from imgclf.modeling.modelcard import write_model_card
-    from imgclf.modeling.modelio import save_model
-    from imgclf.plumbing.files import write_json
-
-    save_model(model, folder / KERAS_FILE)
-    write_onnx_for_predictions(model, folder, check_split)  # what `imgclf predict` runs, if it can be made
-    write_json(folder / CLASSES_FILE, list(class_names))
-    preprocessing.save(folder / PREPROCESSING_FILE)
-    write_model_card(model, folder)
+    environment = {**os.environ, "KERAS_BACKEND": "tensorflow"}  # the .keras file loads on any backend
+    if export_format == "onnx":
+        environment["PROTOCOL_BUFFERS_PYTHON_IMPLEMENTATION"] = "python"
+    with tempfile.TemporaryDirectory(prefix="imgclf-export-") as scratch:
+        report = Path(scratch) / "check.json"
+        command = [sys.executable, "-m", "imgclf.serving.export", "--model", str(model_file), "--format", export_format,
+                   "--destination", str(destination), "--check-split", str(check_split), "--report", str(report)]
+        finished = subprocess.run(command, env=environment, stdin=subprocess.DEVNULL, check=False)
+        if finished.returncode == 0 and report.is_file():
+            return ExportCheck(**json.loads(report.read_text()))
+    if finished.returncode < 0:
+        killer = signal.Signals(-finished.returncode).name
+        why = f"its process was killed by {killer}" + (
+            " (most often the kernel's out-of-memory killer: see `dmesg`, or free memory)"
+            if finished.returncode == -signal.SIGKILL else "")
+    else:
+        why = f"its process failed (exit status {finished.returncode}; its error is logged above)"
+    raise ExportError(f"the {export_format} export of {model_file} was not made: {why}")
 
 
 def export_all(model_dir: Path, test_images: Path, formats: Sequence[str],
@@ -262,17 +157,14 @@ def export_all(model_dir: Path, test_images: Path, formats: Sequence[str],
 
     Returns the checks by format, also merged into ``destination/report.json``.
     """
-    from imgclf.data.dataset import open_split
-    from imgclf.modeling.modelio import load_model
     from imgclf.plumbing.files import read_json, write_json
 
-    model = load_model(model_dir / KERAS_FILE)
     report_path = destination / "report.json"
     report = read_json(report_path) if report_path.is_file() else {}
-    with open_split(test_images, read_json(model_dir / CLASSES_FILE)) as test_split:
-        for export_format in formats:
-            report[export_format] = export_model(model, export_format, destination, test_split).as_dict()
-            write_json(report_path, report)  # after each: a later failure keeps the record of those made
+    for export_format in formats:
+        report[export_format] = export_in_own_process(model_dir / KERAS_FILE, export_format, destination,
+                                                      test_images).as_dict()
+        write_json(report_path, report)  # after each: a later failure keeps the record of those made
     return report
 
 
@@ -280,10 +172,6 @@ def _top1(outputs: np.ndarray) -> np.ndarray:
     from imgclf.modeling.outputs import class_probabilities
 
     return class_probabilities(outputs).argmax(axis=1)
-
-
-def _batches(inputs: np.ndarray, batch_size: int) -> list[np.ndarray]:
-    return [inputs[start:start + batch_size] for start in range(0, len(inputs), batch_size)]
 
 
 Runner = Callable[[np.ndarray], np.ndarray]  # one float32 NHWC batch in, the model's outputs out
@@ -297,9 +185,7 @@ def saved_model_runner(path: Path) -> Runner:
 
 
 def onnx_runner(path: Path) -> Runner:
-    import onnxruntime
-
-    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    session = onnx_session(path)
     input_name = session.get_inputs()[0].name
     return lambda batch: session.run(None, {input_name: batch})[0]
 
@@ -371,3 +257,37 @@ SERVING_FORMATS: dict[str, ServingFormat] = {
     "tflite": ServingFormat("model.tflite", "litert", tflite_runner),
 }
 FORMATS: tuple[str, ...] = tuple(SERVING_FORMATS)
+
+
+def main(arguments: Sequence[str] | None = None) -> None:
+    """The process of :func:`export_in_own_process`: one export of a ``.keras`` file, its check as JSON."""
+    parser = argparse.ArgumentParser(description=export_in_own_process.__doc__)
+    parser.add_argument("--model", type=Path, required=True, help="the .keras file")
+    parser.add_argument("--format", choices=FORMATS, required=True)
+    parser.add_argument("--destination", type=Path, required=True, help="the folder to write the export into")
+    parser.add_argument("--check-split", type=Path, required=True, help="a split folder to check the export on")
+    parser.add_argument("--report", type=Path, required=True, help="JSON file for the check")
+    args = parser.parse_args(arguments)
+    _volunteer_for_the_oom_killer()
+    from imgclf.data.dataset import open_split
+    from imgclf.modeling.modelio import load_model
+    from imgclf.plumbing.files import read_json
+
+    model = load_model(args.model)
+    with open_split(args.check_split, read_json(args.model.parent / CLASSES_FILE)) as check_split:
+        check = export_model(model, args.format, args.destination, check_split)
+    args.report.write_text(json.dumps(check.as_dict()))
+
+
+def _volunteer_for_the_oom_killer() -> None:
+    """Ask Linux to kill this process first when memory runs out, not the stage that started it."""
+    try:
+        Path("/proc/self/oom_score_adj").write_text("1000")
+    except OSError as error:  # not Linux, or a sandbox that forbids it: the export runs all the same
+        logger.debug("oom_score_adj not set: %s", error)
+
+
+if __name__ == "__main__":
+    from imgclf.plumbing.stage import run_stage
+
+    run_stage(main)

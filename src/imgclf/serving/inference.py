@@ -4,7 +4,8 @@ The resize stage records how it prepared images (``preprocessing.json``: size, r
 limit); the train stage stores that record beside the model. Prediction reads it from the model's
 folder, never from today's ``params.yaml``, so a model keeps working after the params change.
 
-Two engines run the model, with the same answers (to the export check's tolerance, 1e-4):
+Two engines run the model (:func:`imgclf.serving.model_folder.load_classifier` opens it), with the
+same answers (to the export check's tolerance, 1e-4):
 
 - ``onnx``: ``models/model.onnx``, which the train stage writes beside ``model.keras`` once it has
   checked it against the Keras model on the validation split, run by ONNX Runtime. Neither Keras nor
@@ -23,7 +24,7 @@ import time
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import Any
 
 import numpy as np
 from tqdm import tqdm
@@ -31,77 +32,9 @@ from tqdm import tqdm
 from imgclf.data.images import UnusableImageError, decode_rgb, fit_to_size, unusable_image_errors
 from imgclf.data.preprocessing import Preprocessing
 from imgclf.modeling.outputs import class_probabilities, with_test_time_augmentation
-from imgclf.plumbing.errors import PipelineError
-from imgclf.serving.model_folder import KERAS_FILE, ONNX_FILE
+from imgclf.serving.model_folder import Classifier
 
 logger = logging.getLogger(__name__)
-
-Engine = Literal["auto", "onnx", "keras"]
-
-
-class Classifier(Protocol):
-    """A trained model that maps a batch of images (uint8, NHWC) to its outputs."""
-
-    engine: str
-    path: Path
-
-    def outputs(self, images: np.ndarray) -> np.ndarray: ...
-
-
-class OnnxClassifier:
-    """``model.onnx`` in an ONNX Runtime session on the CPU."""
-
-    engine = "onnx"
-
-    def __init__(self, path: Path) -> None:
-        import onnxruntime
-
-        self.path = Path(path)
-        self._session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-        self._input = self._session.get_inputs()[0].name
-
-    def outputs(self, images: np.ndarray) -> np.ndarray:
-        return self._session.run(None, {self._input: images.astype(np.float32)})[0]
-
-
-class KerasClassifier:
-    """``model.keras`` loaded in Keras' safe mode, on the current backend."""
-
-    engine = "keras"
-
-    def __init__(self, path: Path, batch_size: int = 64) -> None:
-        from imgclf.modeling.modelio import load_model
-
-        self.path = Path(path)
-        self.model = load_model(path)
-        self.batch_size = batch_size
-
-    def outputs(self, images: np.ndarray) -> np.ndarray:
-        return self.model.predict(images, batch_size=self.batch_size, verbose=0)
-
-
-def load_classifier(model_dir: Path, engine: Engine = "auto") -> Classifier:
-    """The model of ``model_dir`` in ``engine``: ``auto`` is ONNX Runtime where ``model.onnx`` and
-    ``onnxruntime`` are both there, else Keras."""
-    onnx_path = Path(model_dir) / ONNX_FILE
-    if engine == "auto":
-        if not onnx_path.is_file():
-            logger.debug("no %s: predicting with Keras", onnx_path)
-            engine = "keras"
-        else:
-            try:
-                import onnxruntime  # noqa: F401
-                engine = "onnx"
-            except ImportError:
-                logger.info("onnxruntime is not installed: predicting with Keras (pip install onnxruntime "
-                            "starts predictions faster)")
-                engine = "keras"
-    if engine == "onnx":
-        if not onnx_path.is_file():
-            raise PipelineError(f"no {onnx_path}: the train stage writes it with the TensorFlow backend once it "
-                                "matches the Keras model; run dvc repro, or predict with --engine keras.")
-        return OnnxClassifier(onnx_path)
-    return KerasClassifier(Path(model_dir) / KERAS_FILE)
 
 
 @dataclass(frozen=True)

@@ -1,13 +1,172 @@
-"""The names of the model folder (``models/``): what ``imgclf predict``, the evaluate and export
-stages and ``dvc artifacts get image-classifier`` take from a training run.
+"""The model folder (``models/``): every file in it, how it is written, and how it is opened.
 
-It holds ``model.keras`` (the best epoch), ``model.onnx`` (the same model for ONNX Runtime, where it
-could be made and matched), ``classes.json`` (class names by output index), ``preprocessing.json``
-(:data:`imgclf.data.preprocessing.PREPROCESSING_FILE`: how images were resized) and the model card.
-The train stage writes it with :func:`imgclf.serving.export.write_model_folder`. Names only here:
-whoever reads the folder imports no more than this.
+What the train stage leaves for ``imgclf predict``, the evaluate and export stages and
+``dvc artifacts get image-classifier``:
+
+==========================  ==========================================================================
+``model.keras``             the best epoch's model (:func:`imgclf.modeling.modelio.save_model`)
+``classes.json``            the class names, by output index
+``preprocessing.json``      how the resize stage prepared the images (:class:`Preprocessing`)
+``summary.txt``             the model card: layers and parameter counts
+``model.onnx``              the same model for ONNX Runtime, checked against it on the validation
+                            split; written after the rest, in a process of its own, and missing
+                            (with a log line that says why) where it could not be made
+==========================  ==========================================================================
+
+:func:`write_model_folder` writes all but the ONNX copy, :func:`add_onnx_copy` adds that, and
+:func:`load_classifier` opens the folder with the engine ``imgclf predict`` chose. Nothing here
+imports Keras or TensorFlow at module level: predicting with ONNX Runtime never loads them.
 """
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Literal, Protocol
+
+import numpy as np
+
+from imgclf.data.preprocessing import Preprocessing
+from imgclf.plumbing.errors import PipelineError
+from imgclf.plumbing.files import read_json, write_json
+
+if TYPE_CHECKING:
+    import keras
+    import onnxruntime
+
+    from imgclf.serving.export import ExportCheck
+
+logger = logging.getLogger(__name__)
 
 KERAS_FILE = "model.keras"
 ONNX_FILE = "model.onnx"
 CLASSES_FILE = "classes.json"
+PREPROCESSING_FILE = "preprocessing.json"
+SUMMARY_FILE = "summary.txt"
+
+Engine = Literal["auto", "onnx", "keras"]
+
+
+def write_model_folder(model: keras.Model, folder: Path, class_names: Sequence[str],
+                       preprocessing: Preprocessing) -> None:
+    """Everything but the ONNX copy: ``model.keras`` first, so that a later failure cannot lose it.
+
+    The card is optional: where it cannot be written the log says so and the folder is still whole.
+    """
+    from imgclf.modeling.modelcard import layer_summary
+    from imgclf.modeling.modelio import save_model
+
+    save_model(model, folder / KERAS_FILE)
+    write_json(folder / CLASSES_FILE, list(class_names))
+    preprocessing.save(folder / PREPROCESSING_FILE)
+    try:
+        (folder / SUMMARY_FILE).write_text(layer_summary(model), encoding="utf-8")
+    except (ValueError, RuntimeError) as error:  # Keras' summary of an unusual layer
+        logger.warning("no %s (the model card): %s", folder / SUMMARY_FILE, error)
+
+
+def add_onnx_copy(folder: Path, check_split: Path) -> ExportCheck | None:
+    """Add ``model.onnx`` to a written model folder, checked against ``model.keras`` on the split
+    folder ``check_split``, in a process of its own (:func:`imgclf.serving.export.export_in_own_process`).
+
+    Where it cannot be made (a layer the converter lacks, no TensorFlow, out of memory, killed), one
+    line says what is missing and why, and None is returned: the folder keeps ``model.keras``, which
+    ``imgclf predict`` and the evaluate stage then load instead.
+    """
+    from imgclf.serving.export import ExportError, export_in_own_process
+
+    try:
+        return export_in_own_process(folder / KERAS_FILE, "onnx", folder, check_split)
+    except ExportError as error:
+        logger.warning("no %s: %s; imgclf predict will load %s instead, which starts slower",
+                       folder / ONNX_FILE, error, KERAS_FILE)
+        return None
+
+
+@dataclass(frozen=True)
+class ModelFolder:
+    """What ``imgclf predict`` reads of a model folder besides the model: class names, preprocessing."""
+
+    path: Path
+    class_names: list[str]
+    preprocessing: Preprocessing
+
+    @classmethod
+    def open(cls, folder: Path) -> ModelFolder:
+        folder = Path(folder)
+        if not (folder / CLASSES_FILE).is_file():
+            raise PipelineError(f"{folder} holds no trained model ({CLASSES_FILE} is missing): train one first "
+                                "(dvc repro), or point --model-dir at a model folder.")
+        return cls(folder, read_json(folder / CLASSES_FILE), Preprocessing.load(folder / PREPROCESSING_FILE))
+
+
+class Classifier(Protocol):
+    """A trained model that maps a batch of images (uint8, NHWC) to its outputs."""
+
+    engine: str
+    path: Path
+
+    def outputs(self, images: np.ndarray) -> np.ndarray: ...
+
+
+def onnx_session(path: Path) -> onnxruntime.InferenceSession:
+    """An ONNX Runtime session of ``path`` on the CPU: what predictions and the export check both run."""
+    import onnxruntime
+
+    return onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+
+
+class OnnxClassifier:
+    """``model.onnx`` in an ONNX Runtime session on the CPU."""
+
+    engine = "onnx"
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self._session = onnx_session(self.path)
+        self._input = self._session.get_inputs()[0].name
+
+    def outputs(self, images: np.ndarray) -> np.ndarray:
+        return self._session.run(None, {self._input: images.astype(np.float32)})[0]
+
+
+class KerasClassifier:
+    """``model.keras`` loaded in Keras' safe mode, on the current backend."""
+
+    engine = "keras"
+
+    def __init__(self, path: Path, batch_size: int = 64) -> None:
+        from imgclf.modeling.modelio import load_model
+
+        self.path = Path(path)
+        self.model = load_model(path)
+        self.batch_size = batch_size
+
+    def outputs(self, images: np.ndarray) -> np.ndarray:
+        return self.model.predict(images, batch_size=self.batch_size, verbose=0)
+
+
+def load_classifier(model_dir: Path, engine: Engine = "auto") -> Classifier:
+    """The model of ``model_dir`` in ``engine``: ``auto`` is ONNX Runtime where ``model.onnx`` and
+    ``onnxruntime`` are both there, else Keras."""
+    onnx_path = Path(model_dir) / ONNX_FILE
+    if engine == "auto":
+        if not onnx_path.is_file():
+            logger.debug("no %s: predicting with Keras", onnx_path)
+            engine = "keras"
+        else:
+            try:
+                import onnxruntime  # noqa: F401
+                engine = "onnx"
+            except ImportError:
+                logger.info("onnxruntime is not installed: predicting with Keras (pip install onnxruntime "
+                            "starts predictions faster)")
+                engine = "keras"
+    if engine == "onnx":
+        if not onnx_path.is_file():
+            raise PipelineError(f"no {onnx_path}: the train stage writes it once it matches the Keras model (the "
+                                "log of its run says why it did not); run dvc repro, or predict with --engine keras.")
+        return OnnxClassifier(onnx_path)
+    return KerasClassifier(Path(model_dir) / KERAS_FILE)

@@ -1,0 +1,78 @@
+"""The peak resident memory of each pipeline stage, measured from outside while the real command runs.
+
+A stage is the process whose command line runs one of its scripts (``stages/<name>.py``; the train
+stage's second command, ``stages/onnx_copy.py``, counts as the train stage: :data:`STAGE_OF_SCRIPT`)
+together with every process it starts (the resize stage's workers, the ONNX converter). Every
+``SAMPLE_SECONDS`` the resident memory of each process under the command is read and summed by
+stage; a stage's peak is the largest such sum: what the machine had to hold at once, as the
+kernel's out-of-memory killer counts it. Used by the CI memory guard (tests/test_memory_guard.py) and by benchmarks/streaming.py.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import psutil
+
+SAMPLE_SECONDS = 0.02
+STAGE_SCRIPT = re.compile(r"stages/(\w+)\.py")
+STAGE_OF_SCRIPT = {"onnx_copy": "train"}  # scripts that are not a stage of their own name (dvc.yaml)
+
+
+@dataclass(frozen=True)
+class MeasuredRun:
+    """A finished command: its exit status, what it printed, and each stage's peak in bytes."""
+
+    returncode: int
+    output: str
+    stage_peaks: dict[str, int]
+    seconds: float
+
+
+def _stage_of(process: psutil.Process, known: dict[int, str | None]) -> str | None:
+    """The stage whose script ``process`` runs or descends from; None for DVC itself."""
+    if process.pid in known:
+        return known[process.pid]
+    try:
+        match = STAGE_SCRIPT.search(" ".join(process.cmdline()))
+        parent = process.parent()
+    except (psutil.NoSuchProcess, psutil.ZombieProcess):
+        return None
+    if match:
+        stage: str | None = STAGE_OF_SCRIPT.get(match.group(1), match.group(1))
+    else:
+        stage = _stage_of(parent, known) if parent is not None else None
+    known[process.pid] = stage
+    return stage
+
+
+def run_measuring_stages(args: Sequence[str], cwd: Path, env: Mapping[str, str], log: Path) -> MeasuredRun:
+    """Run ``args`` (``dvc repro``, or one stage's script) in ``cwd``, its output into ``log``, sampling
+    the memory of each stage it runs until it exits."""
+    peaks: dict[str, int] = {}
+    known: dict[int, str | None] = {}
+    start = time.perf_counter()
+    with open(log, "w") as output:
+        command = psutil.Popen(list(args), cwd=cwd, env=dict(env), stdout=output, stderr=subprocess.STDOUT)
+        while command.poll() is None:
+            totals: dict[str, int] = {}
+            try:
+                processes = [command, *command.children(recursive=True)]
+            except psutil.NoSuchProcess:
+                processes = []
+            for process in processes:
+                try:
+                    stage = _stage_of(process, known)
+                    if stage is not None:
+                        totals[stage] = totals.get(stage, 0) + process.memory_info().rss
+                except (psutil.NoSuchProcess, psutil.ZombieProcess):
+                    continue  # it ended between the listing and the reading
+            for stage, total in totals.items():
+                peaks[stage] = max(peaks.get(stage, 0), total)
+            time.sleep(SAMPLE_SECONDS)
+    return MeasuredRun(command.returncode, log.read_text(), peaks, time.perf_counter() - start)
