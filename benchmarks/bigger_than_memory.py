@@ -2,7 +2,8 @@
 
 Synthetic images (small JPEGs, resized up to ``--side``; the figure is about memory) in a scratch
 project; the training split holds ``--gigabytes`` of pixels (default: 1.1 times this machine's
-memory). The resize and evaluate stages run as their scripts; training runs the train stage's own
+memory). The resize and evaluate stages run as their scripts, and so does the train stage's ONNX
+copy (stages/onnx_copy.py, its second command); training runs the train stage's own
 path (:func:`imgclf.data.dataset.open_split`, then :func:`imgclf.training.loop.train`, whose batches are read
 from the shards in each epoch's shuffled order) for one full epoch of a deliberately cheap network
 (an 8x8 average pooling, one small convolution), so that the run takes minutes, not hours, while
@@ -39,9 +40,9 @@ CHEAP_TRAINING = textwrap.dedent("""
     import keras
     from pathlib import Path
     from imgclf.data.dataset import open_split
-    from imgclf.plumbing.files import write_json
-    from imgclf.modeling.modelio import save_model
+    from imgclf.data.preprocessing import Preprocessing
     from imgclf.modeling.params import TrainParams
+    from imgclf.serving.model_folder import write_model_folder
     from imgclf.training.loop import make_deterministic, train
 
     make_deterministic(0)
@@ -56,15 +57,18 @@ CHEAP_TRAINING = textwrap.dedent("""
 
     model, result = train(build, train_split, val_split, TrainParams(epochs=1, batch_size=64, seed=0))
     Path("models").mkdir(exist_ok=True)
-    save_model(model, Path("models/model.keras"))
-    write_json(Path("models/classes.json"), list(train_split.class_names))
+    write_model_folder(model, Path("models"), train_split.class_names,
+                       Preprocessing.load(Path("data/resized/preprocessing.json")))
     print("trained", len(train_split), "images at", round(result.epoch_timings[0].train_step_seconds, 1), "s")
 """)
 
 
 class CheapTraining(Side):
-    def commands(self) -> dict[str, list[str]]:
-        return {**super().commands(), "train": [sys.executable, "-c", CHEAP_TRAINING]}
+    """The stage scripts, but for the train stage's training: CHEAP_TRAINING, then its ONNX copy as ever."""
+
+    def commands(self) -> dict[str, list[list[str]]]:
+        commands = super().commands()
+        return {**commands, "train": [[sys.executable, "-c", CHEAP_TRAINING], *commands["train"][1:]]}
 
 
 def tiny_photos(raw: Path, count: int, classes: int = 2) -> list[tuple[str, str]]:

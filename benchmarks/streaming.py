@@ -74,17 +74,21 @@ class Side:
     def split_path(self, subset: str) -> str:
         return f"data/resized/{subset}.npz" if self.packed_as_npz else f"data/resized/{subset}"
 
-    def commands(self) -> dict[str, list[str]]:
-        """Each stage's command as this checkout's dvc.yaml runs it (its stages take the arguments of
-        their own day), the split folders as .npz files on the whole-split hand-off."""
+    def commands(self) -> dict[str, list[list[str]]]:
+        """Each stage's commands as this checkout's dvc.yaml runs them (its stages take the arguments of
+        their own day; the train stage has two since the ONNX copy), the split folders as .npz files on
+        the whole-split hand-off."""
         stages = YAML(typ="safe").load((self.checkout / "dvc.yaml").read_text())["stages"]
-        commands = {}
+        commands: dict[str, list[list[str]]] = {}
         for stage in ("resize", "train", "evaluate"):
-            python, script, *arguments = shlex.split(stages[stage]["cmd"])
-            if self.packed_as_npz:
-                arguments = [re.sub(r"^data/resized/(train|val|test)$", r"data/resized/\1.npz", argument)
-                             for argument in arguments]
-            commands[stage] = [sys.executable, str(self.checkout / script), *arguments]
+            listed = stages[stage]["cmd"]
+            commands[stage] = []
+            for command in listed if isinstance(listed, list) else [listed]:
+                python, script, *arguments = shlex.split(command)
+                if self.packed_as_npz:
+                    arguments = [re.sub(r"^data/resized/(train|val|test)$", r"data/resized/\1.npz", argument)
+                                 for argument in arguments]
+                commands[stage].append([sys.executable, str(self.checkout / script), *arguments])
         return commands
 
     def project(self, root: Path, raw: Path, entries: Sequence[tuple[str, str, str, str]],
@@ -109,12 +113,16 @@ class Side:
         return project
 
     def run(self, stage: str, project: Path) -> tuple[float, float]:
-        """Run one stage; return (seconds, peak resident MB of its process tree)."""
+        """Run one stage's commands in turn; return (seconds, peak resident MB of its process trees)."""
         env = {**os.environ, "PYTHONPATH": str(self.checkout / "src"), "TF_CPP_MIN_LOG_LEVEL": "2"}
-        measured = run_measuring_stages(self.commands()[stage], project, env, project / f"{stage}.log")
-        if measured.returncode:
-            sys.exit(f"{self.name}'s {stage} stage failed:\n" + measured.output[-3000:])
-        return measured.seconds, measured.stage_peaks[stage] / 2**20
+        seconds, peak = 0.0, 0
+        for number, command in enumerate(self.commands()[stage]):
+            measured = run_measuring_stages(command, project, env, project / f"{stage}-{number}.log", stage)
+            if measured.returncode:
+                sys.exit(f"{self.name}'s {stage} stage failed:\n" + measured.output[-3000:])
+            seconds += measured.seconds
+            peak = max(peak, measured.stage_peaks[stage])
+        return seconds, peak / 2**20
 
 
 def drop_from_page_cache(folder: Path) -> None:

@@ -33,8 +33,9 @@ def main() -> None:
     with atomic_directory(args.output) as staging:
         if params.formats:
             from imgclf.serving.export import export_all
+            from imgclf.serving.model_folder import KERAS_FILE
 
-            report = export_all(args.model_dir, args.test, params.formats, staging)
+            report = export_all(args.model_dir / KERAS_FILE, args.test, params.formats, staging)
         else:
             logger.info("export.formats is empty: nothing to export (e.g. dvc exp run -S 'export.formats=[onnx]')")
             report = {}

@@ -98,11 +98,12 @@ def make_project(destination: Path, checkout: Path = PROJECT_ROOT) -> Path:
 
 
 def stage_command(name: str) -> list[str]:
-    """The command of stage ``name`` exactly as dvc.yaml runs it, split into arguments."""
+    """The (first) command of stage ``name`` exactly as dvc.yaml runs it, split into arguments: the
+    stage's script (the train stage's second command, its ONNX copy, is left out)."""
     import shlex
 
-    stages = YAML(typ="safe").load((PROJECT_ROOT / "dvc.yaml").read_text())["stages"]
-    return shlex.split(stages[name]["cmd"])
+    command = YAML(typ="safe").load((PROJECT_ROOT / "dvc.yaml").read_text())["stages"][name]["cmd"]
+    return shlex.split(command[0] if isinstance(command, list) else command)
 
 
 def set_params(repo: Path, **values: object) -> None:

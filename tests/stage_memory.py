@@ -5,7 +5,8 @@ stage's second command, ``stages/onnx_copy.py``, counts as the train stage: :dat
 together with every process it starts (the resize stage's workers, the ONNX converter). Every
 ``SAMPLE_SECONDS`` the resident memory of each process under the command is read and summed by
 stage; a stage's peak is the largest such sum: what the machine had to hold at once, as the
-kernel's out-of-memory killer counts it. Used by the CI memory guard (tests/test_memory_guard.py) and by benchmarks/streaming.py.
+kernel's out-of-memory killer counts it. Used by the CI memory guard (tests/test_memory_guard.py) and
+by the memory benchmarks (benchmarks/streaming.py, benchmarks/after_training.py).
 """
 
 from __future__ import annotations
@@ -51,14 +52,16 @@ def _stage_of(process: psutil.Process, known: dict[int, str | None]) -> str | No
     return stage
 
 
-def run_measuring_stages(args: Sequence[str], cwd: Path, env: Mapping[str, str], log: Path) -> MeasuredRun:
-    """Run ``args`` (``dvc repro``, or one stage's script) in ``cwd``, its output into ``log``, sampling
-    the memory of each stage it runs until it exits."""
+def run_measuring_stages(args: Sequence[str], cwd: Path, env: Mapping[str, str], log: Path,
+                         stage: str | None = None) -> MeasuredRun:
+    """Run ``args`` (``dvc repro``, or one stage's command) in ``cwd``, its output into ``log``, sampling
+    the memory of each stage it runs until it exits. ``stage`` names the command's own process (and
+    what it starts) where its command line names no stage script (``python -c ...``)."""
     peaks: dict[str, int] = {}
-    known: dict[int, str | None] = {}
     start = time.perf_counter()
     with open(log, "w") as output:
         command = psutil.Popen(list(args), cwd=cwd, env=dict(env), stdout=output, stderr=subprocess.STDOUT)
+        known: dict[int, str | None] = {} if stage is None else {command.pid: stage}
         while command.poll() is None:
             totals: dict[str, int] = {}
             try:
@@ -67,12 +70,12 @@ def run_measuring_stages(args: Sequence[str], cwd: Path, env: Mapping[str, str],
                 processes = []
             for process in processes:
                 try:
-                    stage = _stage_of(process, known)
-                    if stage is not None:
-                        totals[stage] = totals.get(stage, 0) + process.memory_info().rss
+                    running = _stage_of(process, known)
+                    if running is not None:
+                        totals[running] = totals.get(running, 0) + process.memory_info().rss
                 except (psutil.NoSuchProcess, psutil.ZombieProcess):
                     continue  # it ended between the listing and the reading
-            for stage, total in totals.items():
-                peaks[stage] = max(peaks.get(stage, 0), total)
+            for running, total in totals.items():
+                peaks[running] = max(peaks.get(running, 0), total)
             time.sleep(SAMPLE_SECONDS)
     return MeasuredRun(command.returncode, log.read_text(), peaks, time.perf_counter() - start)

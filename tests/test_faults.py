@@ -86,6 +86,42 @@ def lock_without_shard_layout(project: Path) -> dict:
     return lock
 
 
+def test_the_onnx_copy_killed_midway_loses_no_training_and_the_pipeline_goes_on(tmp_path, images, reference):
+    """SIGKILL, as the kernel's out-of-memory killer sends it, to the ONNX conversion of the real train
+    stage once it is writing: the stage still succeeds with the trained model, says in one line what
+    is missing, and evaluate and `imgclf predict` use model.keras."""
+    import psutil
+
+    project = fault_project(tmp_path / "project", images)
+    log_path = project / "repro.log"
+    with open(log_path, "w") as log:
+        repro = psutil.Popen(["dvc", "repro"], cwd=project, env=command_env(), stdout=log, stderr=subprocess.STDOUT)
+    killed = None
+    while repro.poll() is None and killed is None:
+        for process in repro.children(recursive=True):
+            try:
+                converting = "imgclf.serving.export" in process.cmdline() and any(
+                    (project / "models").glob(".export-*/.export-*"))  # its own staging folder: it is converting
+                if converting:
+                    process.kill()
+                    killed = process.pid
+            except psutil.NoSuchProcess:
+                continue
+        time.sleep(0.02)
+    assert repro.wait() == 0, log_path.read_text()
+    output = log_path.read_text()
+    assert killed is not None, "the conversion was never seen running:\n" + output
+    models = project / "models"
+    assert sorted(path.name for path in models.iterdir()) == [
+        "classes.json", "model.keras", "preprocessing.json", "summary.txt"]  # no model.onnx, nothing half-written
+    (line,) = [line for line in output.splitlines() if "models/model.onnx" in line and "SIGKILL" in line]
+    assert "out-of-memory" in line and "model.keras" in line
+    for path in ("metrics/train.json", "metrics/evaluate.json"):  # the same training, evaluated as ever
+        assert (project / path).read_bytes() == (reference / path).read_bytes(), path
+    predicted = run(["imgclf", "predict", str(images / "red"), "--model-dir", "models", "--verbose"], project)
+    assert "engine keras (models/model.keras)" in predicted.stdout
+
+
 @pytest.mark.parametrize("stage", ["resize", "train", "evaluate"])
 def test_sigkill_during_a_stage_then_repro_gives_the_right_outputs(tmp_path, images, reference, stage):
     project = fault_project(tmp_path / "project", images)

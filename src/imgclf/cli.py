@@ -110,9 +110,10 @@ def predict(args: argparse.Namespace) -> int:
 
 def export(args: argparse.Namespace) -> int:
     from imgclf.serving.export import export_all
+    from imgclf.serving.model_folder import KERAS_FILE
 
     formats = list(dict.fromkeys(args.format))
-    report = export_all(args.model_dir, args.test, formats, args.output)
+    report = export_all(args.model_dir / KERAS_FILE, args.test, formats, args.output)
     for export_format in formats:
         check = report[export_format]
         print(f"{export_format}: {args.output / check['path']} matches the Keras model on {check['images']} "

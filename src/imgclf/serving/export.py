@@ -31,10 +31,10 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from imgclf.plumbing.errors import PipelineError
-from imgclf.serving.model_folder import CLASSES_FILE, KERAS_FILE, ONNX_FILE, onnx_session
 
 if TYPE_CHECKING:
     import keras
+    import onnxruntime
 
     from imgclf.data.dataset import Split
 
@@ -134,12 +134,20 @@ def export_in_own_process(model_file: Path, export_format: str, destination: Pat
     environment = {**os.environ, "KERAS_BACKEND": "tensorflow"}  # the .keras file loads on any backend
     if export_format == "onnx":
         environment["PROTOCOL_BUFFERS_PYTHON_IMPLEMENTATION"] = "python"
-    with tempfile.TemporaryDirectory(prefix="imgclf-export-") as scratch:
+    output_name = SERVING_FORMATS[export_format].output_name
+    destination.mkdir(parents=True, exist_ok=True)
+    # The process writes into a folder this one removes, whatever happens to it: a killed export
+    # leaves nothing behind in the destination (for the train stage, a DVC output).
+    with tempfile.TemporaryDirectory(dir=destination, prefix=".export-") as scratch:
         report = Path(scratch) / "check.json"
         command = [sys.executable, "-m", "imgclf.serving.export", "--model", str(model_file), "--format", export_format,
-                   "--destination", str(destination), "--check-split", str(check_split), "--report", str(report)]
+                   "--destination", scratch, "--check-split", str(check_split), "--report", str(report)]
         finished = subprocess.run(command, env=environment, stdin=subprocess.DEVNULL, check=False)
         if finished.returncode == 0 and report.is_file():
+            final = destination / output_name
+            if final.is_dir():
+                shutil.rmtree(final)
+            (Path(scratch) / output_name).replace(final)
             return ExportCheck(**json.loads(report.read_text()))
     if finished.returncode < 0:
         killer = signal.Signals(-finished.returncode).name
@@ -151,9 +159,10 @@ def export_in_own_process(model_file: Path, export_format: str, destination: Pat
     raise ExportError(f"the {export_format} export of {model_file} was not made: {why}")
 
 
-def export_all(model_dir: Path, test_images: Path, formats: Sequence[str],
+def export_all(model_file: Path, test_images: Path, formats: Sequence[str],
                destination: Path) -> dict[str, dict[str, object]]:
-    """Export the model of ``model_dir`` in each of ``formats``, each checked on ``test_images`` (a split folder).
+    """Export the ``.keras`` file ``model_file`` in each of ``formats``, each checked on ``test_images``
+    (a split folder) in a process of its own.
 
     Returns the checks by format, also merged into ``destination/report.json``.
     """
@@ -162,8 +171,7 @@ def export_all(model_dir: Path, test_images: Path, formats: Sequence[str],
     report_path = destination / "report.json"
     report = read_json(report_path) if report_path.is_file() else {}
     for export_format in formats:
-        report[export_format] = export_in_own_process(model_dir / KERAS_FILE, export_format, destination,
-                                                      test_images).as_dict()
+        report[export_format] = export_in_own_process(model_file, export_format, destination, test_images).as_dict()
         write_json(report_path, report)  # after each: a later failure keeps the record of those made
     return report
 
@@ -182,6 +190,13 @@ def saved_model_runner(path: Path) -> Runner:
 
     loaded = tf.saved_model.load(str(path))  # held by the closure: its variables die with it
     return lambda batch: loaded.serve(batch).numpy()
+
+
+def onnx_session(path: Path) -> onnxruntime.InferenceSession:
+    """An ONNX Runtime session of ``path`` on the CPU: what the check and ``imgclf predict`` both run."""
+    import onnxruntime
+
+    return onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
 
 
 def onnx_runner(path: Path) -> Runner:
@@ -253,7 +268,7 @@ class ServingFormat:
 # each format's runtime, are imported only when exporting: the CLI lists the formats without them.
 SERVING_FORMATS: dict[str, ServingFormat] = {
     "saved_model": ServingFormat("saved_model", "tf_saved_model", saved_model_runner),
-    "onnx": ServingFormat(ONNX_FILE, "onnx", onnx_runner),
+    "onnx": ServingFormat("model.onnx", "onnx", onnx_runner),
     "tflite": ServingFormat("model.tflite", "litert", tflite_runner),
 }
 FORMATS: tuple[str, ...] = tuple(SERVING_FORMATS)
@@ -269,12 +284,16 @@ def main(arguments: Sequence[str] | None = None) -> None:
     parser.add_argument("--report", type=Path, required=True, help="JSON file for the check")
     args = parser.parse_args(arguments)
     _volunteer_for_the_oom_killer()
+    try:
+        import tensorflow  # noqa: F401
+    except ImportError:
+        raise ExportError("exporting needs TensorFlow, which is not installed here (pip install -r "
+                          "requirements.txt installs it)") from None
     from imgclf.data.dataset import open_split
     from imgclf.modeling.modelio import load_model
-    from imgclf.plumbing.files import read_json
 
     model = load_model(args.model)
-    with open_split(args.check_split, read_json(args.model.parent / CLASSES_FILE)) as check_split:
+    with open_split(args.check_split) as check_split:  # the check compares outputs: its labels play no part
         check = export_model(model, args.format, args.destination, check_split)
     args.report.write_text(json.dumps(check.as_dict()))
 

@@ -31,17 +31,15 @@ import numpy as np
 from imgclf.data.preprocessing import Preprocessing
 from imgclf.plumbing.errors import PipelineError
 from imgclf.plumbing.files import read_json, write_json
+from imgclf.serving.export import SERVING_FORMATS, ExportCheck, ExportError, export_in_own_process, onnx_session
 
 if TYPE_CHECKING:
     import keras
-    import onnxruntime
-
-    from imgclf.serving.export import ExportCheck
 
 logger = logging.getLogger(__name__)
 
 KERAS_FILE = "model.keras"
-ONNX_FILE = "model.onnx"
+ONNX_FILE = SERVING_FORMATS["onnx"].output_name  # the name imgclf export gives it too
 CLASSES_FILE = "classes.json"
 PREPROCESSING_FILE = "preprocessing.json"
 SUMMARY_FILE = "summary.txt"
@@ -75,8 +73,6 @@ def add_onnx_copy(folder: Path, check_split: Path) -> ExportCheck | None:
     line says what is missing and why, and None is returned: the folder keeps ``model.keras``, which
     ``imgclf predict`` and the evaluate stage then load instead.
     """
-    from imgclf.serving.export import ExportError, export_in_own_process
-
     try:
         return export_in_own_process(folder / KERAS_FILE, "onnx", folder, check_split)
     except ExportError as error:
@@ -109,13 +105,6 @@ class Classifier(Protocol):
     path: Path
 
     def outputs(self, images: np.ndarray) -> np.ndarray: ...
-
-
-def onnx_session(path: Path) -> onnxruntime.InferenceSession:
-    """An ONNX Runtime session of ``path`` on the CPU: what predictions and the export check both run."""
-    import onnxruntime
-
-    return onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
 
 
 class OnnxClassifier:
