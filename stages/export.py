@@ -39,6 +39,7 @@ def main() -> None:
         else:
             logger.info("export.formats is empty: nothing to export (e.g. dvc exp run -S 'export.formats=[onnx]')")
             report = {}
+            write_json(staging / "report.json", report)  # an empty folder is a warning from DVC at every run
     write_json(args.report, report)
 
 

@@ -17,13 +17,13 @@ from tests.stage_memory import run_measuring_stages
 pytestmark = pytest.mark.slow
 
 # Photos at the smaller size. At N every batch a stage holds is already full (32 training images,
-# the evaluate stage's 32 and its 24 + 3 x 8 images of heatmaps), so any growth from N to 4N is growth
-# with the data, not a batch filling up.
+# the evaluate stage's 32 and the heatmaps' 16, the ONNX check's 32), so any growth from N to 4N is
+# growth with the data, not a batch filling up. Every other setting is the default.
 N = 240
 LIMIT_BYTES = 3 * 2**30
 GROWTH = 1.15
 PHOTO_PARAMS = {"data.source": "folder", "resize.size": [224, 224], "train.model": "simple_cnn", "train.epochs": 1,
-                "train.tensorboard": False, "evaluate.batch_size": 32}
+                "train.tensorboard": False}
 
 
 def test_no_stage_needs_more_memory_for_more_photos_and_none_needs_3_gb(tmp_path):

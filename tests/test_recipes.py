@@ -69,19 +69,18 @@ def test_every_recipe_sets_the_same_keys_so_that_switching_leaves_nothing_behind
 
 
 @pytest.mark.parametrize("name", RECIPES)
-def test_the_flags_for_dvc_exp_run_parse_back_to_the_recipe(project, name):
-    import shlex
-
-    line = run(["imgclf", "recipe", name, "--flags"], project).stdout.strip()
-    words = shlex.split(line)
+def test_the_flags_reach_a_command_through_xargs_as_the_recipe(project, name):
+    """What the README's `imgclf recipe NAME --flags | xargs dvc exp run ...` hands to DVC: each word
+    as bash and xargs really split it (printed one per line by printf), parsed as DVC parses -S."""
+    words = run(["bash", "-c", f"imgclf recipe {name} --flags | xargs printf '%s\\n'"], project).stdout.splitlines()
     assert words[::2] == ["-S"] * (len(words) // 2)
     parsed = {}
     for assignment in words[1::2]:  # as DVC parses -S key=value: the value as YAML
         key, value = assignment.split("=", 1)
         parsed[key] = YAML(typ="safe").load(value)
     assert parsed == load_recipe(name, project / "recipes").settings
-    shown = run(["imgclf", "recipe", name], project).stdout
-    assert f"dvc exp run {line}" in shown
+    line = run(["imgclf", "recipe", name, "--flags"], project).stdout.strip()
+    assert f"dvc exp run {line}" in run(["imgclf", "recipe", name], project).stdout
 
 
 def test_a_recipe_with_a_bad_key_or_value_names_the_recipe_and_the_key(project):
@@ -101,23 +100,30 @@ def test_an_unknown_recipe_lists_the_known_ones(project):
     assert [line.split(":")[0] for line in listing.splitlines()] == RECIPES
 
 
+def readme_recipe_line() -> str:
+    """The README's line that runs the photos recipe on your own photos."""
+    (line,) = [line for line in (PROJECT_ROOT / "README.md").read_text().splitlines()
+               if line.startswith("imgclf recipe photos --flags") and "/path/to/my_photos" in line]
+    return line
+
+
 @pytest.mark.slow
-def test_dvc_exp_run_with_a_recipes_flags_runs_its_values(tmp_path):
-    """The README's line, `dvc exp run $(imgclf recipe photos --flags) -S data.source=folder ...`, for real
-    (six epochs instead of the recipe's 24): the run's params are the recipe's, and its GELU network
-    is exported for `imgclf predict`."""
+@pytest.mark.parametrize("shell", ["bash", "zsh"])
+def test_the_readmes_recipe_line_runs_its_values_in_a_real_shell(tmp_path, shell):
+    """Exactly the README's line, the photos folder put in for /path/to/my_photos, run by bash and by
+    zsh: the experiment's params are the recipe's, and its GELU network is exported for `imgclf predict`."""
     import json
-    import shlex
 
-    from tests.helpers import make_project, write_image_folder
+    from tests.helpers import make_project, skip_unless_ci, write_image_folder
 
+    if shutil.which(shell) is None:
+        skip_unless_ci(f"{shell} is not installed (`make test` installs it where it runs as root)")
     images = write_image_folder(tmp_path / "images", ("red", "green", "blue"), per_class=12)
     repo = make_project(tmp_path / "project")
-    flags = shlex.split(run(["imgclf", "recipe", "photos", "--flags"], repo).stdout)
-    run(["dvc", "exp", "run", *flags, "-S", "data.source=folder", "-S", f"data.path={images}",
-         "-S", "train.epochs=6"], repo)  # more than the recipe's 5 warm-up epochs
+    run([shell, "-c", readme_recipe_line().replace("/path/to/my_photos", str(images))], repo)
     params = flat(YAML(typ="safe").load((repo / "params.yaml").read_text()))
     recipe = load_recipe("photos", repo / "recipes")
-    assert {key: params[key] for key in recipe.settings} == {**recipe.settings, "train.epochs": 6}
-    assert json.loads((repo / "metrics/train.json").read_text())["epochs"] == 6
+    assert {key: params[key] for key in recipe.settings} == recipe.settings
+    assert params["data.source"] == "folder" and params["data.path"] == str(images)
+    assert json.loads((repo / "metrics/train.json").read_text())["epochs"] == recipe.settings["train.epochs"]
     assert (repo / "models/model.onnx").is_file()

@@ -10,7 +10,7 @@
     imgclf export --format onnx             the model for serving, checked against the Keras model
     imgclf recipe                           the recipes (named sets of params): photos, cifar10, tutorial
     imgclf recipe photos --apply            write the photo recipe's values into params.yaml, then: dvc repro
-    dvc exp run $(imgclf recipe photos --flags)
+    imgclf recipe photos --flags | xargs dvc exp run
                                             the same as an experiment
     imgclf unpack data/resized/test test_images/
                                             a packed split as <class>/<file>.png folders, to look at
@@ -223,7 +223,7 @@ def main(argv: list[str] | None = None) -> int:
     recipe_choice = recipe_parser.add_mutually_exclusive_group()
     recipe_choice.add_argument("--apply", action="store_true", help="write its values into params.yaml")
     recipe_choice.add_argument("--flags", action="store_true",
-                               help="print only its -S flags, for: dvc exp run $(imgclf recipe NAME --flags)")
+                               help="print only its -S flags, for: imgclf recipe NAME --flags | xargs dvc exp run")
 
     unpack_parser = commands.add_parser("unpack", help="write a packed split out as folders of PNGs, to look at")
     unpack_parser.add_argument("packed", type=Path, help="a split folder, such as data/resized/test")

@@ -3,7 +3,7 @@ setup by name instead of typing fifteen ``-S`` flags.
 
 A recipe is a flat mapping of dotted params keys to values, with a ``description``. Selecting it
 writes those values into ``params.yaml`` (``imgclf recipe photos --apply``, comments kept) or
-passes them to DVC (``dvc exp run $(imgclf recipe photos --flags)``). Either way params.yaml, or
+passes them to DVC (``imgclf recipe photos --flags | xargs dvc exp run``). Either way params.yaml, or
 the experiment's copy of it, holds every value the run used: ``dvc exp show`` shows them, ``dvc
 params diff`` compares them, and only the stages whose params a recipe changes rerun.
 

@@ -8,10 +8,12 @@ import sys
 from collections.abc import Callable
 
 from imgclf.plumbing.errors import PipelineError
+from imgclf.plumbing.native_logs import quiet_native_logs
 
 
 def run_stage(main: Callable[[], None]) -> None:
-    """Run a stage's ``main`` with logging configured.
+    """Run a stage's ``main`` with logging configured, and the native libraries' start-up lines of a
+    healthy machine left out (:mod:`imgclf.plumbing.native_logs`; ``IMGCLF_VERBOSE=1`` shows them).
 
     A :class:`PipelineError` (a mistake a person can fix), a full disk and a path the stage may not
     read or write exit 1 with a message that says which, instead of a traceback; outputs are built
@@ -19,7 +21,13 @@ def run_stage(main: Callable[[], None]) -> None:
     """
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
                         datefmt="%H:%M:%S")
+    logging.getLogger("matplotlib").setLevel(logging.WARNING)  # "Using categorical units..." at INFO
     logger = logging.getLogger(main.__module__)
+    with quiet_native_logs():
+        _run_reporting_errors(main, logger)
+
+
+def _run_reporting_errors(main: Callable[[], None], logger: logging.Logger) -> None:
     try:
         main()
     except PipelineError as error:

@@ -37,6 +37,9 @@ logger = logging.getLogger(__name__)
 CUT_TOLERANCE = 1e-4  # |model(x) - head(features(x))|, as the export check's
 
 
+HEATMAP_BATCH = 16  # images whose heatmaps are computed together: the memory of 16 images' gradients
+
+
 class ExplainError(PipelineError):
     """This network (at this image size, on this backend) has no heatmap to give."""
 
@@ -85,12 +88,18 @@ class GradCam:
     def heatmaps(self, images: np.ndarray, classes: Sequence[int] | np.ndarray) -> list[np.ndarray | None]:
         """For each image, where the evidence for its class lies: (height, width) in [0, 1], the
         image's size; ``None`` where the map holds no evidence for the class at all."""
-        feature_maps = keras.ops.convert_to_numpy(self.features(images, training=False)).astype(np.float32)
-        gradients = _gradients(self.head, self.classifier, feature_maps, np.asarray(classes, dtype=np.int64))
-        # HiResCAM: each position's own gradient times its activation. With Grad-CAM's gradient
-        # averaged over the positions, simple_cnn put 0.37 of its map on the square's quadrant of
-        # tests/test_explain.py, against 0.93 here.
-        maps = np.maximum((gradients * feature_maps).sum(axis=-1), 0.0)
+        classes = np.asarray(classes, dtype=np.int64)
+        maps = []
+        # HEATMAP_BATCH images at a time: a gallery may hold 8 images of each of 100 classes, and
+        # the activations and gradients of all at once would grow with the number of classes
+        for start in range(0, len(images), HEATMAP_BATCH):
+            chunk = images[start:start + HEATMAP_BATCH]
+            feature_maps = keras.ops.convert_to_numpy(self.features(chunk, training=False)).astype(np.float32)
+            gradients = _gradients(self.head, self.classifier, feature_maps, classes[start:start + HEATMAP_BATCH])
+            # HiResCAM: each position's own gradient times its activation. With Grad-CAM's gradient
+            # averaged over the positions, simple_cnn put 0.37 of its map on the square's quadrant of
+            # tests/test_explain.py, against 0.93 here.
+            maps.extend(np.maximum((gradients * feature_maps).sum(axis=-1), 0.0))
         height, width = images.shape[1:3]
         results: list[np.ndarray | None] = []
         for heat in maps:

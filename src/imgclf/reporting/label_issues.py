@@ -58,7 +58,9 @@ def find_label_issues(labels: np.ndarray, probabilities: np.ndarray, files: Sequ
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
-            ranked = confident_learning(labels, probabilities, return_indices_ranked_by="self_confidence")
+            # n_jobs=1: cleanlab's default forks worker processes, and a fork of a process running
+            # JAX's or TensorFlow's threads can deadlock (JAX warns so); one core does it in a second
+            ranked = confident_learning(labels, probabilities, return_indices_ranked_by="self_confidence", n_jobs=1)
         except ValueError as error:
             logger.warning("label issues: cleanlab could not estimate them (%s); none listed", error)
             return []

@@ -14,7 +14,7 @@ class EvaluateParams(Section):
 
     key = "evaluate"
 
-    batch_size: int = 128
+    batch_size: int = 32  # the activations of one batch: at 224x224, 128 images took the stage past 3 GB
     top_k: int = 5  # top_<k>_accuracy, reported when there are more than k classes
     calibration_bins: int = 15  # equal-width confidence bins of the expected calibration error
     mistakes: int = 24  # images in the gallery of the most confident mistakes
