@@ -118,6 +118,10 @@ def main() -> int:
             lines.append(f"{stage:>8}: peak {peak / 1024:.2f} GB, {seconds / 60:.1f} min  "
                          f"[target < 3 GB, far below the {args.gigabytes:.1f} GB split: {verdict}]")
             print(lines[-1], flush=True)
+        onnx = project / "models" / "model.onnx"
+        verdict = targets.check("the train stage's ONNX copy written", onnx.is_file())
+        lines.append(f"models/model.onnx: {'written' if onnx.is_file() else 'MISSING'}, checked on the 500 "
+                     f"validation images by the train stage's second command  [{verdict}]")
         shards = sorted((project / "data/resized/train").glob("images-*.npy"))
         lines.append(f"training split: {len(shards)} shards, "
                      f"{sum(path.stat().st_size for path in shards) / 2**30:.1f} GB on disk")

@@ -23,7 +23,7 @@ from pathlib import Path
 
 from imgclf.modeling.params import TrainParams
 from imgclf.plumbing.params import load_section
-from imgclf.plumbing.stage import run_stage
+from imgclf.plumbing.stage import optional_step, run_stage
 
 logger = logging.getLogger(__name__)
 
@@ -77,12 +77,15 @@ def main() -> None:
     with atomic_directory(args.model_dir) as staging:  # first: nothing after it can lose the trained model
         write_model_folder(model, staging, train_set.class_names, Preprocessing.load(args.preprocessing))
     write_json(args.metrics, summary_metrics(result, model, train_set, val_set, params, devices.summary()))
-    draw_architecture(model, args.diagram)
+    with optional_step(f"the architecture diagram {args.diagram}"):
+        draw_architecture(model, args.diagram)
     with atomic_directory(args.figures) as staging:
-        training_curves(result.history, result.best_epoch, staging / "training_curves.png")
-        preview = augmented_examples(train_set, params.augment, params.seed)
-        if preview is not None:
-            augmented_grid(*preview, staging / "augmented.png")
+        with optional_step(f"{args.figures / 'training_curves.png'}"):
+            training_curves(result.history, result.best_epoch, staging / "training_curves.png")
+        with optional_step(f"{args.figures / 'augmented.png'}"):
+            preview = augmented_examples(train_set, params.augment, params.seed)
+            if preview is not None:
+                augmented_grid(*preview, staging / "augmented.png")
     write_json(args.timing, timing_record(result))
     logger.info("%.0f training images per second; epoch timings in %s", result.images_per_second, args.timing)
     if checkpoints is not None:

@@ -137,3 +137,20 @@ def test_any_other_os_error_is_a_bug_and_keeps_its_traceback():
 
     with pytest.raises(OSError, match="Input/output error"):
         run_stage(main)
+
+
+def test_an_optional_step_that_fails_says_what_is_missing_and_lets_the_stage_go_on(caplog):
+    """The train stage's figures and diagram come after its model folder: a failure there is one line."""
+    import logging
+
+    from imgclf.plumbing.stage import optional_step
+
+    with caplog.at_level(logging.WARNING):
+        with optional_step("metrics/figures/train/training_curves.png"):
+            raise ValueError("a curve with no points")
+        with optional_step("logs/architecture.png"):
+            raise MemoryError()
+    assert [record.getMessage() for record in caplog.records] == [
+        "no metrics/figures/train/training_curves.png: ValueError: a curve with no points; the stage's other "
+        "outputs are written",
+        "no logs/architecture.png: out of memory; the stage's other outputs are written"]

@@ -67,7 +67,7 @@ def predict(args: argparse.Namespace) -> int:
     from imgclf.serving.model_folder import KerasClassifier, ModelFolder, load_classifier
 
     folder = ModelFolder.open(args.model_dir)
-    preprocessing, class_names = folder.preprocessing, folder.class_names
+    preprocessing, class_names = folder.preprocessing(), folder.class_names
     loading_started = time.perf_counter()
     classifier = load_classifier(args.model_dir, "keras" if args.explain else args.engine)
     loaded = time.perf_counter()

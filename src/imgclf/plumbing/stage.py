@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import logging
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 from imgclf.plumbing.errors import PipelineError
 from imgclf.plumbing.native_logs import quiet_native_logs
@@ -44,3 +45,17 @@ def _run_reporting_errors(main: Callable[[], None], logger: logging.Logger) -> N
         else:
             raise
         sys.exit(1)
+
+
+@contextlib.contextmanager
+def optional_step(missing: str) -> Iterator[None]:
+    """Run a step whose output the stage can do without (a figure, a diagram) after its essential
+    outputs are written: if it fails, one line says that ``missing`` is missing and why, and the
+    stage goes on. (The ONNX copy, which can run out of memory, has a process of its own.)"""
+    logger = logging.getLogger(__name__)
+    try:
+        yield
+    except MemoryError:
+        logger.warning("no %s: out of memory; the stage's other outputs are written", missing)
+    except Exception as error:  # a figure's failure is never worth the run: said, and left out
+        logger.warning("no %s: %s: %s; the stage's other outputs are written", missing, type(error).__name__, error)

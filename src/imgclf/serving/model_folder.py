@@ -83,11 +83,10 @@ def add_onnx_copy(folder: Path, check_split: Path) -> ExportCheck | None:
 
 @dataclass(frozen=True)
 class ModelFolder:
-    """What ``imgclf predict`` reads of a model folder besides the model: class names, preprocessing."""
+    """A written model folder: its class names, and what else a reader of it asks for."""
 
     path: Path
     class_names: list[str]
-    preprocessing: Preprocessing
 
     @classmethod
     def open(cls, folder: Path) -> ModelFolder:
@@ -95,7 +94,11 @@ class ModelFolder:
         if not (folder / CLASSES_FILE).is_file():
             raise PipelineError(f"{folder} holds no trained model ({CLASSES_FILE} is missing): train one first "
                                 "(dvc repro), or point --model-dir at a model folder.")
-        return cls(folder, read_json(folder / CLASSES_FILE), Preprocessing.load(folder / PREPROCESSING_FILE))
+        return cls(folder, read_json(folder / CLASSES_FILE))
+
+    def preprocessing(self) -> Preprocessing:
+        """How the model's images were prepared: what ``imgclf predict`` does to a file before the model."""
+        return Preprocessing.load(self.path / PREPROCESSING_FILE)
 
 
 class Classifier(Protocol):
