@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -43,6 +44,15 @@ def run(args: Sequence[str], cwd: Path, check: bool = True) -> subprocess.Comple
     if check and result.returncode != 0:
         pytest.fail(f"{' '.join(args)} exited {result.returncode}:\n{result.stdout[-6000:]}")
     return result
+
+
+ALARMING = re.compile(r"\b(ERROR|WARNING|Error|Warning)\b|^[EW]\d{4} ", re.MULTILINE)
+
+
+def alarming_lines(output: str) -> list[str]:
+    """The lines of a run's output that say ERROR or WARNING (in words, or as absl's E0000/W0000): a
+    good run of the default pipeline prints none (README: a good run is quiet)."""
+    return [line for line in output.splitlines() if ALARMING.search(line)]
 
 
 def skip_unless_ci(message: str) -> typing.NoReturn:

@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 from ruamel.yaml import YAML
 
-from tests.helpers import PROJECT_ROOT, run
+from tests.helpers import PROJECT_ROOT, alarming_lines, run
 
 pytestmark = pytest.mark.slow
 
@@ -56,7 +56,8 @@ def test_repro_in_a_fresh_clone_leaves_git_status_clean_and_dvc_status_up_to_dat
     clone = clone_working_tree(tmp_path / "clone")
     assert (clone / "dvc.lock").is_file() and (clone / "metrics" / "train.json").is_file()
 
-    run(["dvc", "repro"], clone)
+    output = run(["dvc", "repro"], clone).stdout
+    assert not alarming_lines(output), "a good run printed:\n" + "\n".join(alarming_lines(output))  # quiet
 
     changed = run(["git", "status", "--porcelain"], clone).stdout
     committed_device = json.loads(run(["git", "show", "HEAD:metrics/train.json"], clone).stdout)["device"]

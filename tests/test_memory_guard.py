@@ -16,14 +16,15 @@ from tests.stage_memory import run_measuring_stages
 
 pytestmark = pytest.mark.slow
 
-# Photos at the smaller size. At N every batch a stage holds is already full (32 training images,
-# the evaluate stage's 32 and the heatmaps' 16, the ONNX check's 32), so any growth from N to 4N is
-# growth with the data, not a batch filling up. Every other setting is the default.
-N = 240
+# Photos at the smaller size, a quarter of them validation and a quarter test images. At N every batch
+# a stage holds is already full (32 training images, the ONNX check's 32 validation images, the
+# evaluate stage's 32 and the heatmaps' 16), so any growth from N to 4N is growth with the data,
+# not a batch filling up. Every other setting is the default.
+N = 128
 LIMIT_BYTES = 3 * 2**30
 GROWTH = 1.15
 PHOTO_PARAMS = {"data.source": "folder", "resize.size": [224, 224], "train.model": "simple_cnn", "train.epochs": 1,
-                "train.tensorboard": False}
+                "train.tensorboard": False, "split.val": 0.25, "split.test": 0.25}
 
 
 def test_no_stage_needs_more_memory_for_more_photos_and_none_needs_3_gb(tmp_path):
