@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import sys
 import threading
 from collections.abc import Iterator
 
@@ -58,8 +59,6 @@ def quiet_native_logs() -> Iterator[None]:
         yield
     finally:
         with contextlib.suppress(ValueError, OSError):  # Python's own stderr buffer, before fd 2 goes back
-            import sys
-
             sys.stderr.flush()
         os.dup2(original, 2)  # closes the pipe's last write end here: the forwarder reads to its end
         forwarder.join(timeout=5)

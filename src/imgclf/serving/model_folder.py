@@ -51,18 +51,17 @@ def write_model_folder(model: keras.Model, folder: Path, class_names: Sequence[s
                        preprocessing: Preprocessing) -> None:
     """Everything but the ONNX copy: ``model.keras`` first, so that a later failure cannot lose it.
 
-    The card is optional: where it cannot be written the log says so and the folder is still whole.
+    The card is an optional step: where it cannot be written the log says so and the folder is still whole.
     """
     from imgclf.modeling.modelcard import layer_summary
     from imgclf.modeling.modelio import save_model
+    from imgclf.plumbing.stage import optional_step
 
     save_model(model, folder / KERAS_FILE)
     write_json(folder / CLASSES_FILE, list(class_names))
     preprocessing.save(folder / PREPROCESSING_FILE)
-    try:
+    with optional_step(f"{folder / SUMMARY_FILE} (the model card)"):
         (folder / SUMMARY_FILE).write_text(layer_summary(model), encoding="utf-8")
-    except (ValueError, RuntimeError) as error:  # Keras' summary of an unusual layer
-        logger.warning("no %s (the model card): %s", folder / SUMMARY_FILE, error)
 
 
 def add_onnx_copy(folder: Path, check_split: Path) -> ExportCheck | None:
