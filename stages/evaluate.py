@@ -1,6 +1,8 @@
 """Evaluate stage: score the trained model on the test split and draw where it fails.
 
-Reads:  models/ (model.keras, classes.json), data/resized/test/ and val/ (batch by batch), params.yaml ``evaluate``
+Reads:  models/ (model.onnx, run by ONNX Runtime, or where it is missing model.keras; classes.json),
+        data/resized/test/ and val/ (batch by batch), params.yaml ``evaluate`` and ``train.backend``
+        (the Keras of the heatmaps, drawn by a process of their own while this one draws the rest)
 Writes: metrics/evaluate.json (accuracy, top-k accuracy, loss, macro and weighted precision/recall/F1,
         ROC AUC, calibration error, per-class scores), metrics/predictions.csv (file, actual,
         predicted, confidence: the confusion matrix's data), metrics/roc.csv and
@@ -19,6 +21,8 @@ import argparse
 import logging
 from pathlib import Path
 
+from imgclf.modeling.backend import use_backend
+from imgclf.modeling.params import TrainParams
 from imgclf.plumbing.params import load_section
 from imgclf.plumbing.stage import run_stage
 from imgclf.reporting.params import EvaluateParams
@@ -39,21 +43,31 @@ def main() -> None:
     parser.add_argument("--label-issues", type=Path, required=True, help="CSV of probably mislabelled images")
     args = parser.parse_args()
     params = load_section(EvaluateParams)
+    use_backend(load_section(TrainParams).backend)  # the heatmaps' Keras, and the predictions' without model.onnx
 
-    from imgclf.data.dataset import open_split
-    from imgclf.modeling.modelio import load_model
     from imgclf.plumbing.files import atomic_directory, write_csv, write_json
-    from imgclf.reporting.label_issues import CSV_COLUMNS
-    from imgclf.reporting.results import draw_figures, predict_test
+    from imgclf.reporting.heatmap_process import HeatmapProcess
     from imgclf.serving.model_folder import KERAS_FILE, ModelFolder
 
     class_names = ModelFolder.open(args.model_dir).class_names
-    model = load_model(args.model_dir / KERAS_FILE)
-    test_set = open_split(args.test, class_names)
-    val_set = open_split(args.val, class_names)
-    results = predict_test(model, test_set, val_set, class_names, params)
     with atomic_directory(args.figures) as staging:
-        heatmaps_from = draw_figures(results, model, params, staging)
+        # first: the heatmaps' process imports Keras and loads the model while this one imports the
+        # rest, predicts and draws (heatmap_process)
+        with HeatmapProcess(args.model_dir / KERAS_FILE, args.test, class_names, params, staging) as heatmaps:
+            from imgclf.data.dataset import open_split
+            from imgclf.reporting.results import draw_figures, predict_test, test_results
+            from imgclf.serving.model_folder import load_classifier
+
+            classifier = load_classifier(args.model_dir)  # ONNX Runtime where the train stage wrote model.onnx
+            test_set = open_split(args.test, class_names)
+            val_set = open_split(args.val, class_names)
+            probabilities = predict_test(classifier.outputs, test_set, params)
+            heatmaps.draw(probabilities)
+            results = test_results(classifier.outputs, test_set, probabilities, val_set, class_names, params)
+            draw_figures(results, params, staging)
+            heatmaps_from = heatmaps.wait()
+
+    from imgclf.reporting.label_issues import CSV_COLUMNS
 
     metrics = results.metrics(params)
     write_csv(args.label_issues, CSV_COLUMNS, results.label_issue_rows())

@@ -1,4 +1,5 @@
-"""The train stage's second command: add the checked ONNX copy to the model folder the first wrote.
+"""The train stage's second command: add the checked ONNX copy to the model folder the first wrote,
+unless the training process added it itself (a small model on TensorFlow: train.onnx_in_process_mb).
 
 Reads:  models/model.keras and classes.json, data/resized/val/ (the split the copy is checked on)
 Writes: models/model.onnx, which `imgclf predict` runs in ONNX Runtime without TensorFlow; where it
@@ -12,10 +13,15 @@ Run:    by `dvc repro` after stages/train.py, as the train stage's second comman
 from __future__ import annotations
 
 import argparse
+import logging
 from pathlib import Path
 
+from imgclf.modeling.params import TrainParams
+from imgclf.plumbing.params import load_section
 from imgclf.plumbing.stage import run_stage
-from imgclf.serving.model_folder import add_onnx_copy
+from imgclf.serving.model_folder import add_onnx_copy, onnx_copy_in_training
+
+logger = logging.getLogger(__name__)
 
 
 def main() -> None:
@@ -23,6 +29,10 @@ def main() -> None:
     parser.add_argument("--model-dir", type=Path, required=True, help="the model folder stages/train.py wrote")
     parser.add_argument("--check", type=Path, required=True, help="the split folder the copy is checked on")
     args = parser.parse_args()
+    params = load_section(TrainParams)
+    if onnx_copy_in_training(args.model_dir, params.backend, params.onnx_in_process_mb):
+        logger.debug("the training process made the ONNX copy of %s", args.model_dir)
+        return
     add_onnx_copy(args.model_dir, args.check)
 
 

@@ -3,8 +3,9 @@
 Reads:  data/resized/train/ and val/ (split folders, read batch by batch) and preprocessing.json,
         params.yaml ``train``
 Writes: models/ (imgclf.serving.model_folder): model.keras (the best epoch's weights), classes.json,
-        preprocessing.json, summary.txt; its ONNX copy, model.onnx, is added by the stage's second
-        command, stages/onnx_copy.py, once this process has ended and given back its memory;
+        preprocessing.json, summary.txt, and for a small model (train.onnx_in_process_mb) its ONNX
+        copy, model.onnx; a larger model's copy is added by the stage's second command,
+        stages/onnx_copy.py, once this process has ended and given back its memory;
         metrics/train.json (the kept epoch's scores, the parameter count, the device and precision),
         metrics/history/ (DVCLive: per-epoch curves, for `dvc plots` and a running `dvc exp show`),
         metrics/figures/train/ (training curves; augmented training images), logs/tensorboard/,
@@ -21,6 +22,7 @@ import argparse
 import logging
 from pathlib import Path
 
+from imgclf.modeling.backend import use_backend
 from imgclf.modeling.params import TrainParams
 from imgclf.plumbing.params import load_section
 from imgclf.plumbing.stage import optional_step, run_stage
@@ -47,6 +49,7 @@ def main() -> None:
                         help="folder for the last epoch's checkpoint while training runs")
     args = parser.parse_args()
     params = load_section(TrainParams)  # checked before Keras is imported: a bad param fails fast
+    use_backend(params.backend)
 
     from dvclive import Live
 
@@ -57,7 +60,7 @@ def main() -> None:
     from imgclf.modeling.models import augmented_examples, build_from_params
     from imgclf.plumbing.files import atomic_directory, write_json
     from imgclf.reporting.figures import augmented_grid, training_curves
-    from imgclf.serving.model_folder import write_model_folder
+    from imgclf.serving.model_folder import add_onnx_copy, onnx_copy_in_training, write_model_folder
     from imgclf.training.checkpoints import run_checkpoints
     from imgclf.training.loop import make_deterministic, train
     from imgclf.training.sinks import epoch_sinks
@@ -76,6 +79,8 @@ def main() -> None:
 
     with atomic_directory(args.model_dir) as staging:  # first: nothing after it can lose the trained model
         write_model_folder(model, staging, train_set.class_names, Preprocessing.load(args.preprocessing))
+    if onnx_copy_in_training(args.model_dir, params.backend, params.onnx_in_process_mb):
+        add_onnx_copy(args.model_dir, args.val, model)  # else stages/onnx_copy.py adds it
     write_json(args.metrics, summary_metrics(result, model, train_set, val_set, params, devices.summary()))
     with optional_step(f"the architecture diagram {args.diagram}"):
         draw_architecture(model, args.diagram)

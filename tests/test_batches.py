@@ -11,8 +11,7 @@ import numpy as np
 import pytest
 
 from imgclf.data.dataset import ImageSet, ShardWriter, open_split, save_image_set
-from imgclf.modeling.batches import SplitBatches, predict_split, split_batches
-from imgclf.reporting.evaluation import predict_probabilities
+from imgclf.modeling.batches import SplitBatches, split_batches
 from tests.helpers import PROJECT_ROOT
 
 
@@ -57,21 +56,6 @@ def test_the_backends_input_gives_the_same_batches_in_blocks_of_several(tmp_path
         mirrored = np.concatenate([np.asarray(batch[0] if isinstance(batch, tuple) else batch)
                                    for batch in split_batches(split, None, 5, labels=False, flip=True)])
         np.testing.assert_array_equal(mirrored, written.images[:, :, ::-1])
-
-
-def test_predicting_a_split_batch_by_batch_matches_predicting_its_array(tmp_path):
-    import keras
-
-    written = small_set()
-    save_image_set(tmp_path / "split", written, shard_bytes=5 * 48)
-    model = keras.Sequential([keras.Input((4, 4, 3)), keras.layers.Rescaling(1 / 255), keras.layers.Flatten(),
-                              keras.layers.Dense(3, activation="softmax")])
-    with open_split(tmp_path / "split") as split:
-        for tta in ("none", "flip"):
-            np.testing.assert_allclose(predict_split(model, split, 6, tta),
-                                       predict_probabilities(model, written.images, 6, tta), rtol=1e-6)
-        with pytest.raises(ValueError, match="choose none or flip"):
-            predict_split(model, split, 6, "rotate")
 
 
 # Trains one epoch (validating on the same split) through imgclf.training.loop.train, as the train stage

@@ -3,7 +3,9 @@
 A module a stage uses but does not list would let `dvc repro` keep results that a code change made
 stale, silently; one it lists but does not use reruns the stage for nothing. The import closure is
 computed from the code itself, imports inside functions included (the stages import Keras and
-most of the library lazily), imports only for the type checker (``if TYPE_CHECKING:``) left out.
+most of the library lazily), a module run as a process of its own (``[sys.executable, "-m",
+"imgclf.reporting.explain", ...]``) included, imports only for the type checker (``if
+TYPE_CHECKING:``) left out.
 """
 
 from __future__ import annotations
@@ -61,6 +63,10 @@ def imported_modules(path: Path, module: str | None = None) -> set[str]:
                 base = ".".join(filter(None, [*package, base]))
             found.add(base)
             found.update(f"{base}.{alias.name}" for alias in node.names)
+        elif isinstance(node, ast.List):  # a command that runs a module: its imports are the stage's too
+            words = [item.value if isinstance(item, ast.Constant) else None for item in node.elts]
+            found.update(module for flag, module in zip(words, words[1:], strict=False)
+                         if flag == "-m" and isinstance(module, str))
         for child in ast.iter_child_nodes(node):
             visit(child)
 

@@ -183,16 +183,30 @@ def test_samples_per_class_take_the_first_images_of_each_class():
     assert samples_per_class(np.array([1, 1]), 2, 5) == [[], [0, 1]]
 
 
-def test_flip_test_time_augmentation_averages_each_image_with_its_mirror():
-    import keras
+def test_a_split_is_predicted_batch_by_batch_and_flip_averages_each_image_with_its_mirror(tmp_path):
+    from imgclf.data.dataset import ImageSet, open_split, save_image_set
+    from imgclf.modeling.outputs import predict_split
 
-    from imgclf.reporting.evaluation import predict_probabilities
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, size=(11, 2, 3, 1), dtype=np.uint8)
+    save_image_set(tmp_path / "split", ImageSet(images, np.zeros(11, np.int32), tuple(map(str, range(11))), ("a",)),
+                   shard_bytes=4 * 6)  # several shards: batches cross them
+    weights = rng.normal(size=(6, 3))
+    batches = []
 
-    model = keras.Sequential([keras.Input((2, 3, 1)), keras.layers.Flatten(),
-                              keras.layers.Dense(2, activation="softmax", kernel_initializer="glorot_uniform")])
-    images = np.random.default_rng(0).uniform(0, 1, size=(5, 2, 3, 1)).astype("float32")
-    plain = model.predict(images, verbose=0)
-    mirrored = model.predict(images[:, :, ::-1], verbose=0)
-    np.testing.assert_allclose(predict_probabilities(model, images, 4), plain / plain.sum(1, keepdims=True), rtol=1e-6)
-    np.testing.assert_allclose(predict_probabilities(model, images, 4, "flip"), (plain + mirrored) / 2, rtol=1e-5)
+    def softmax_of_linear(batch: np.ndarray) -> np.ndarray:
+        batches.append(len(batch))
+        logits = batch.reshape(len(batch), -1) / 255 @ weights
+        return np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+
+    plain = softmax_of_linear(images)
+    mirrored = softmax_of_linear(np.ascontiguousarray(images[:, :, ::-1]))
     assert not np.allclose(plain, mirrored)
+    batches.clear()
+    with open_split(tmp_path / "split") as split:
+        np.testing.assert_allclose(predict_split(softmax_of_linear, split, 4), plain, rtol=1e-12)
+        assert batches == [4, 4, 3]
+        np.testing.assert_allclose(predict_split(softmax_of_linear, split, 4, "flip"), (plain + mirrored) / 2,
+                                   rtol=1e-12)
+        with pytest.raises(ValueError, match="choose one of none, flip"):
+            predict_split(softmax_of_linear, split, 4, "rotate")

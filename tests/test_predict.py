@@ -170,6 +170,56 @@ def test_the_onnx_engine_agrees_with_the_keras_model_on_real_photos(tiny_model_d
             assert fast[file][name] == pytest.approx(probability, abs=TOLERANCE + 1e-6), (file, name)
 
 
+def test_the_evaluate_stage_on_onnx_runtime_agrees_with_keras_on_real_photos(tiny_model_dir, tmp_path):
+    """The evaluate stage predicts with model.onnx where the train stage wrote it, else with
+    model.keras: on real flower photos both give the same predictions, and metrics within the
+    export check's tolerance."""
+    import tarfile
+
+    from imgclf.data.dataset import ImageSet, save_image_set
+    from imgclf.serving.export import TOLERANCE
+    from tests.helpers import PROJECT_ROOT, TINY_MODEL_CLASSES
+
+    with tarfile.open(require_shared_dataset("flowers-photos.tar")) as tar:
+        members = [member for member in tar if member.isfile() and member.name.endswith(".jpg")][::25]
+        tar.extractall(tmp_path / "photos", members=members, filter="data")
+    files = sorted((tmp_path / "photos").rglob("*.jpg"))
+    images = np.stack([np.asarray(Image.open(file).convert("RGB").resize((16, 16))) for file in files])
+    labels = np.arange(len(files), dtype=np.int32) % len(TINY_MODEL_CLASSES)  # any labels: both engines score them
+    for split in ("test", "val"):
+        save_image_set(tmp_path / "data" / split, ImageSet(images, labels, tuple(map(str, files)), TINY_MODEL_CLASSES))
+    shutil.copy(PROJECT_ROOT / "params.yaml", tmp_path / "params.yaml")
+    keras_only = tmp_path / "keras-only"
+    shutil.copytree(tiny_model_dir, keras_only)
+    (keras_only / "model.onnx").unlink()
+    scores = {}
+    for name, model_dir in (("onnx", tiny_model_dir), ("keras", keras_only)):
+        outputs = tmp_path / name
+        run([sys.executable, str(PROJECT_ROOT / "stages/evaluate.py"), "--model-dir", str(model_dir),
+             "--test", "data/test", "--val", "data/val", "--metrics", f"{outputs}/evaluate.json",
+             "--predictions", f"{outputs}/predictions.csv", "--roc", f"{outputs}/roc.csv",
+             "--precision-recall", f"{outputs}/precision_recall.csv", "--figures", f"{outputs}/figures",
+             "--label-issues", f"{outputs}/label_issues.csv"], tmp_path)
+        scores[name] = json.loads((tmp_path / name / "evaluate.json").read_text())
+        scores[name]["rows"] = list(csv.DictReader((tmp_path / name / "predictions.csv").open()))
+    assert len(scores["onnx"]["rows"]) == len(files) == 80
+    for fast, slow in zip(scores["onnx"].pop("rows"), scores["keras"].pop("rows"), strict=True):
+        assert (fast["file"], fast["predicted"]) == (slow["file"], slow["predicted"])
+        assert float(fast["confidence"]) == pytest.approx(float(slow["confidence"]), abs=TOLERANCE)
+    fast, slow = flat_figures(scores["onnx"]), flat_figures(scores["keras"])
+    assert fast.keys() == slow.keys()
+    for key, value in slow.items():
+        assert fast[key] == (pytest.approx(value, abs=TOLERANCE) if isinstance(value, float) else value), key
+
+
+def flat_figures(metrics: dict, prefix: str = "") -> dict:
+    """``{"per_class": {"a": {"f1": 1.0}}}`` as ``{"per_class.a.f1": 1.0}``."""
+    figures = {}
+    for key, value in metrics.items():
+        figures.update(flat_figures(value, f"{prefix}{key}.") if isinstance(value, dict) else {prefix + key: value})
+    return figures
+
+
 def test_the_onnx_engine_imports_neither_keras_nor_tensorflow(tiny_model_dir, photos):
     script = ("import sys; from imgclf.cli import main; "
               f"code = main(['predict', {str(photos / 'big_red.jpg')!r}, '--model-dir', {str(tiny_model_dir)!r}]); "

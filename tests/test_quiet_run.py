@@ -12,11 +12,11 @@ import subprocess
 
 import pytest
 
-from tests.helpers import alarming_lines, command_env, make_project
+from tests.helpers import alarming_lines, command_env, make_project, set_params
 
 
-def repro(project, **environment: str) -> str:
-    result = subprocess.run(["dvc", "repro"], cwd=project, env={**command_env(), **environment}, text=True,
+def repro(project) -> str:
+    result = subprocess.run(["dvc", "repro"], cwd=project, env=command_env(), text=True,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, check=False)
     assert result.returncode == 0, result.stdout[-6000:]
     return result.stdout
@@ -24,7 +24,9 @@ def repro(project, **environment: str) -> str:
 
 @pytest.mark.slow
 def test_the_default_pipeline_on_jax_prints_no_error_or_warning(tmp_path):
-    output = repro(make_project(tmp_path / "project"), KERAS_BACKEND="jax")
+    project = make_project(tmp_path / "project")
+    set_params(project, **{"train.backend": "jax"})
+    output = repro(project)
     alarming = alarming_lines(output)
     assert not alarming, "a good run printed:\n" + "\n".join(alarming)
     assert "test accuracy" in output  # the stages' own log lines still show

@@ -13,7 +13,7 @@ import pytest
 
 from imgclf.plumbing.files import atomic_directory, atomic_file, remove_abandoned_staging
 from imgclf.plumbing.stage import run_stage
-from tests.helpers import make_project, run, set_params, stage_command
+from tests.helpers import command_env, make_project, run, set_params, stage_command
 
 SPLIT = stage_command("split")[1:]
 
@@ -31,6 +31,8 @@ BAD_PARAMS: list[tuple[dict[str, object], list[str], str, str]] = [
      "models", r"train\.epochs = 0 is not allowed: use a number greater than 0"),
     ({"train.learning_rate": "fast"}, stage_command("train")[1:],
      "models", r"train\.learning_rate = 'fast'"),
+    ({"train.backend": "torch"}, stage_command("train")[1:],
+     "models", r"train\.backend = 'torch' is not allowed: choose one of tensorflow, jax"),
     ({"evaluate.batch_size": -1}, stage_command("evaluate")[1:],
      "metrics/evaluate.json", r"evaluate\.batch_size = -1"),
     ({"export.formats": ["pickle"]}, stage_command("export")[1:],
@@ -56,6 +58,16 @@ def test_a_bad_param_stops_the_stage_with_its_message_and_no_output(project, par
     assert re.search(message, result.stdout), result.stdout
     assert "Traceback" not in result.stdout  # a person's mistake gets a message, not a stack
     assert not (project / output).exists()
+
+
+def test_a_keras_backend_variable_that_disagrees_with_train_backend_is_refused_before_keras_loads(project):
+    result = subprocess.run(["python", *stage_command("train")[1:]], cwd=project, text=True,
+                            env={**command_env(), "KERAS_BACKEND": "jax"}, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, check=False)
+    assert result.returncode == 1
+    assert "KERAS_BACKEND=jax is set, but params.yaml has train.backend: tensorflow" in result.stdout
+    assert "-S train.backend=jax" in result.stdout and "Traceback" not in result.stdout
+    assert not (project / "models").exists()
 
 
 @pytest.mark.slow

@@ -70,7 +70,7 @@ def free_port() -> int:
 
 
 def test_mirrored_on_two_logical_cpu_devices(project):
-    set_params(project, **{"train.distribution": "mirrored"})
+    set_params(project, **{"train.backend": "tensorflow", "train.distribution": "mirrored"})
     output = finish(start(train_command("out/mirrored"), project, IMGCLF_LOGICAL_CPUS="2"))
     metrics = json.loads((project / "out/mirrored/train.json").read_text())
     assert metrics["distribution"] == "mirrored" and metrics["replicas"] == 2, output[-3000:]
@@ -81,13 +81,12 @@ def test_mirrored_on_two_logical_cpu_devices(project):
 def test_multi_worker_with_two_worker_processes_on_this_machine(project):
     """Two JAX processes on 127.0.0.1 train one model, each feeding half of every batch; the cluster
     is described by TF_CONFIG, as for TensorFlow."""
-    set_params(project, **{"train.distribution": "multi_worker"})
+    set_params(project, **{"train.distribution": "multi_worker", "train.backend": "jax"})
     workers = [f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"]
     processes = []
     for index in range(2):
         tf_config = json.dumps({"cluster": {"worker": workers}, "task": {"type": "worker", "index": index}})
-        processes.append(start(train_command(f"out/worker{index}"), project, TF_CONFIG=tf_config,
-                               KERAS_BACKEND="jax"))
+        processes.append(start(train_command(f"out/worker{index}"), project, TF_CONFIG=tf_config))
     outputs = [finish(process) for process in processes]
     for index in range(2):
         metrics = json.loads((project / f"out/worker{index}/train.json").read_text())
@@ -101,19 +100,19 @@ def test_multi_worker_with_two_worker_processes_on_this_machine(project):
 
 
 def test_multi_worker_with_tensorflow_says_to_use_jax(project):
-    set_params(project, **{"train.distribution": "multi_worker"})
+    set_params(project, **{"train.backend": "tensorflow", "train.distribution": "multi_worker"})
     tf_config = json.dumps({"cluster": {"worker": ["127.0.0.1:1", "127.0.0.1:2"]},
                             "task": {"type": "worker", "index": 0}})
     process = start(train_command("out/refused"), project, TF_CONFIG=tf_config)
     output, _ = process.communicate(timeout=300)
     assert process.returncode == 1
-    assert "keras-team/keras#20585" in output and "KERAS_BACKEND=jax" in output
+    assert "keras-team/keras#20585" in output and "train.backend: jax" in output
     assert not (project / "out/refused/models").exists()
 
 
 def test_a_run_killed_after_epoch_two_of_four_resumes_to_the_same_metrics(project):
-    set_params(project, **{"train.distribution": "none", "train.epochs": 4, "train.resume": True,
-                           "train.dropout_rate": 0.3, "train.augment.horizontal_flip": True,
+    set_params(project, **{"train.backend": "tensorflow", "train.distribution": "none", "train.epochs": 4,
+                           "train.resume": True, "train.dropout_rate": 0.3, "train.augment.horizontal_flip": True,
                            "train.augment.rotation": 10.0, "train.schedule": "cosine"})
     finish(start(train_command("out/whole"), project))
     assert not (project / "out/whole/checkpoints").exists()  # a finished run leaves no checkpoint
@@ -142,15 +141,16 @@ def test_a_run_killed_after_epoch_two_of_four_resumes_to_the_same_metrics(projec
 
 
 def test_train_and_evaluate_run_under_jax_without_tensorflow(tmp_path):
-    """`dvc repro` with KERAS_BACKEND=jax and every `import tensorflow` failing."""
+    """`dvc repro` with train.backend jax and every `import tensorflow` failing."""
     blocker = tmp_path / "no-tensorflow" / "tensorflow"
     blocker.mkdir(parents=True)
     (blocker / "__init__.py").write_text('raise ImportError("TensorFlow is blocked in this test")\n')
     images = write_image_folder(tmp_path / "images", ("red", "green", "blue"), per_class=20)
     repo = make_project(tmp_path / "project")
     set_params(repo, **{"data.source": "folder", "data.path": str(images), "resize.size": [16, 16],
-                        "train.epochs": 2, "train.batch_size": 16, "train.augment.horizontal_flip": True})
-    env = {**command_env(), "KERAS_BACKEND": "jax",
+                        "train.epochs": 2, "train.batch_size": 16, "train.augment.horizontal_flip": True,
+                        "train.backend": "jax"})
+    env = {**command_env(),
            "PYTHONPATH": os.pathsep.join([str(blocker.parent), os.environ.get("PYTHONPATH", "")])}
     result = subprocess.run(["dvc", "repro"], cwd=repo, env=env, text=True, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, check=False)
@@ -169,7 +169,8 @@ def test_train_and_evaluate_run_under_jax_without_tensorflow(tmp_path):
 def test_dvc_exp_show_follows_a_running_training(project):
     """DVCLive rewrites metrics/history/metrics.json after every epoch and dvc.yaml declares it a
     metric: `dvc exp show` run beside a training shows the epoch it has reached."""
-    set_params(project, **{"train.distribution": "none", "train.epochs": 500, "train.resume": False})
+    set_params(project, **{"train.backend": "tensorflow", "train.distribution": "none", "train.epochs": 500,
+                           "train.resume": False})
     summary = project / "metrics/history/metrics.json"
     summary.unlink(missing_ok=True)
     process = start(stage_command("train"), project)

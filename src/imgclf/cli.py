@@ -34,6 +34,7 @@ import sys
 import time
 from pathlib import Path
 
+from imgclf.modeling.outputs import TTA_MODES
 from imgclf.plumbing.errors import PipelineError
 from imgclf.plumbing.files import read_json
 from imgclf.serving.export import FORMATS as EXPORT_FORMATS
@@ -199,7 +200,7 @@ def main(argv: list[str] | None = None) -> int:
     predict_parser.add_argument("--top-k", type=int, default=3, help="how many classes to show per image")
     predict_parser.add_argument("--output", type=Path, help="write a CSV here instead of printing")
     predict_parser.add_argument("--batch-size", type=int, default=64)
-    predict_parser.add_argument("--tta", choices=("none", "flip"), default="none",
+    predict_parser.add_argument("--tta", choices=TTA_MODES, default="none",
                                 help="test-time augmentation as evaluate.tta: flip averages each image with its mirror")
     predict_parser.add_argument("--engine", choices=("auto", "onnx", "keras"), default="auto",
                                 help="onnx: models/model.onnx in ONNX Runtime (starts fast); keras: models/model.keras;"

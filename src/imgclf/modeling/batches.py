@@ -29,7 +29,6 @@ import keras
 import numpy as np
 
 from imgclf.data.dataset import Split
-from imgclf.modeling.outputs import class_probabilities
 
 READ_THREADS = 2
 QUEUED_BATCHES = 4
@@ -102,18 +101,3 @@ def split_batches(split: Split, rows: np.ndarray | None, batch_size: int, *, lab
     options = tf.data.Options()
     options.autotune.enabled = False
     return batches.prefetch(QUEUED_BATCHES).with_options(options)
-
-
-def predict_split(model: keras.Model, split: Split, batch_size: int, tta: str = "none") -> np.ndarray:
-    """(count, classes) probabilities of ``split``'s images, batch by batch.
-
-    ``tta="flip"`` averages each image's output with its left-right mirror's (test-time
-    augmentation, as in the CIFAR-10 training speedruns). Holds the outputs, never the pixels.
-    """
-    if tta not in ("none", "flip"):
-        raise ValueError(f"unknown test-time augmentation {tta!r}; choose none or flip")
-    outputs = model.predict(split_batches(split, None, batch_size, labels=False), verbose=0)
-    if tta == "flip":
-        mirrored = model.predict(split_batches(split, None, batch_size, labels=False, flip=True), verbose=0)
-        outputs = (outputs + mirrored) / 2
-    return class_probabilities(outputs)

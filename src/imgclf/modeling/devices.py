@@ -148,7 +148,7 @@ def _setup_tensorflow(setting: str, mixed_precision: str) -> DeviceSetup:
     raise PipelineError(
         "train.distribution multi_worker does not run with the TensorFlow backend: Keras 3's fit fails under "
         "TensorFlow's MultiWorkerMirroredStrategy (keras-team/keras#20585). Run every worker with "
-        "KERAS_BACKEND=jax and the same TF_CONFIG (README: \"Several GPUs and several machines\").")
+        "train.backend: jax and the same TF_CONFIG (README: \"Several GPUs and several machines\").")
 
 
 def _jax_cluster_from_tf_config() -> dict[str, Any] | None:
@@ -204,5 +204,5 @@ def _setup_other(backend: str, setting: str, mixed_precision: str) -> DeviceSetu
     distribution = resolve_distribution(setting, 0, False)
     if distribution != "none":
         raise PipelineError(f"train.distribution {setting} is not supported with the {backend} backend; use none, "
-                            "or the tensorflow or jax backend (KERAS_BACKEND).")
+                            "or the tensorflow or jax backend (train.backend).")
     return DeviceSetup(backend, device, accelerators, "none", 1, resolve_precision(mixed_precision, accelerators))

@@ -1,13 +1,19 @@
 """What a classifier's outputs mean, whichever engine ran it (Keras, ONNX Runtime): class
-probabilities, and the flip test-time augmentation on a batch in memory. No Keras and no image
-decoding here, so that the stages and ``imgclf predict`` can all import it cheaply.
+probabilities, the flip test-time augmentation, and a whole split's probabilities batch by batch.
+No Keras and no image decoding here, so that the stages and ``imgclf predict`` can all import it cheaply.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from imgclf.data.dataset import Split
+
+TTA_MODES = ("none", "flip")  # evaluate.tta and imgclf predict --tta
 
 
 def class_probabilities(model_output: np.ndarray) -> np.ndarray:
@@ -26,9 +32,20 @@ def with_test_time_augmentation(run: Callable[[np.ndarray], np.ndarray], images:
                                 tta: str = "none") -> np.ndarray:
     """``run(images)``, the model's outputs; with ``tta="flip"`` averaged with those of the images
     mirrored left-right (test-time augmentation, as in the CIFAR-10 training speedruns)."""
-    if tta not in ("none", "flip"):
-        raise ValueError(f"unknown test-time augmentation {tta!r}; choose none or flip")
+    if tta not in TTA_MODES:
+        raise ValueError(f"unknown test-time augmentation {tta!r}; choose one of {', '.join(TTA_MODES)}")
     outputs = run(images)
     if tta == "flip":
         outputs = (outputs + run(np.ascontiguousarray(images[:, :, ::-1]))) / 2
     return outputs
+
+
+def predict_split(run: Callable[[np.ndarray], np.ndarray], split: Split, batch_size: int,
+                  tta: str = "none") -> np.ndarray:
+    """(count, classes) probabilities of ``split``'s images, ``batch_size`` at a time through ``run``
+    (a classifier's outputs, e.g. :meth:`imgclf.serving.model_folder.Classifier.outputs`), with
+    ``tta`` as :func:`with_test_time_augmentation`. Holds the outputs, never all the pixels."""
+    outputs = [with_test_time_augmentation(run, batch, tta) for batch in split.blocks(batch_size)]
+    if not outputs:
+        raise ValueError("the split holds no images to predict")
+    return class_probabilities(np.concatenate(outputs))

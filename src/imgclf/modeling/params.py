@@ -23,6 +23,7 @@ ScheduleName = Literal["constant", "step", "cosine", "one_cycle"]
 FillMode = Literal["nearest", "reflect", "wrap", "constant"]
 PrecisionName = Literal["off", "float16", "bfloat16", "auto"]
 DistributionName = Literal["auto", "none", "mirrored", "multi_worker"]
+BackendName = Literal["tensorflow", "jax"]  # the Keras backends requirements.txt installs
 
 
 @dataclass(frozen=True)
@@ -113,11 +114,16 @@ class TrainParams(Section):
     rescale: float | None = None  # null: the network's own (1/255; a backbone's own preprocessing)
     featurewise_center: bool = False  # subtract the training split's mean per channel
     featurewise_std_normalization: bool = False  # and divide by its standard deviation
+    backend: BackendName = "tensorflow"  # Keras' backend for training and the heatmaps (modeling/backend.py)
     mixed_precision: PrecisionName = "off"
     jit_compile: bool | Literal["auto"] = "auto"
     distribution: DistributionName = "auto"
     resume: bool = False  # continue an interrupted run from its last epoch
     tensorboard: bool = True  # event files in logs/tensorboard/
+    # A model with at most this many MiB of weights gets its ONNX copy in the training process, where
+    # TensorFlow and the model are loaded already; a larger one in a process of its own, whose death
+    # cannot take the training with it (imgclf.serving.model_folder.add_onnx_copy). 0: always its own.
+    onnx_in_process_mb: float = 8.0
     seed: int = 42
     augment: AugmentParams = field(default_factory=AugmentParams)
 
@@ -126,6 +132,7 @@ class TrainParams(Section):
         require_positive(f"{section}.batch_size", self.batch_size)
         require_positive(f"{section}.learning_rate", self.learning_rate)
         require_non_negative(f"{section}.weight_decay", self.weight_decay)
+        require_non_negative(f"{section}.onnx_in_process_mb", self.onnx_in_process_mb)
         if not 0.0 <= self.momentum < 1.0:
             fail(f"{section}.momentum", self.momentum, "use a value from 0 up to, not including, 1")
         if not 0.0 <= self.label_smoothing < 1.0:

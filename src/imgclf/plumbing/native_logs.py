@@ -35,6 +35,10 @@ EXPECTED = tuple(re.compile(pattern) for pattern in (
     r"To enable the following instructions: .* in other operations, rebuild TensorFlow",
     r"NodeDef mentions attribute use_unbounded_threadpool which is not in the op definition",  # tf.data
     r"Unable to initialize backend 'tpu'|libtpu\.so",  # JAX looking for a TPU
+    # Grappler, when tf2onnx freezes a small model's graph (the ONNX copy in the training process)
+    r"devices\.cc:\d+\] Number of eligible GPUs \(core count >= \d+, compute capability >= [\d.]+\): 0",
+    r"single_machine\.cc:\d+\] Starting new session",
+    r"mlir_graph_optimization_pass\.cc:\d+\] MLIR V1 optimization pass is not enabled",
 ))
 
 

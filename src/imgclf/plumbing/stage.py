@@ -5,11 +5,13 @@ from __future__ import annotations
 import contextlib
 import errno
 import logging
+import signal
 import sys
 from collections.abc import Callable, Iterator
 
 from imgclf.plumbing.errors import PipelineError
 from imgclf.plumbing.native_logs import quiet_native_logs
+from imgclf.plumbing.timeline import recording_timeline
 
 
 def run_stage(main: Callable[[], None]) -> None:
@@ -24,7 +26,7 @@ def run_stage(main: Callable[[], None]) -> None:
                         datefmt="%H:%M:%S")
     logging.getLogger("matplotlib").setLevel(logging.WARNING)  # "Using categorical units..." at INFO
     logger = logging.getLogger(main.__module__)
-    with quiet_native_logs():
+    with quiet_native_logs(), recording_timeline():  # the timeline only where IMGCLF_TIMELINE asks for it
         _run_reporting_errors(main, logger)
 
 
@@ -59,3 +61,13 @@ def optional_step(missing: str) -> Iterator[None]:
         logger.warning("no %s: out of memory; the stage's other outputs are written", missing)
     except Exception as error:  # a figure's failure is never worth the run: said, and left out
         logger.warning("no %s: %s: %s; the stage's other outputs are written", missing, type(error).__name__, error)
+
+
+def exit_reason(returncode: int) -> str:
+    """How a child process ended, for a log line: "was killed by SIGKILL (...)" or "failed (exit status 1; ...)"."""
+    if returncode < 0:
+        killer = signal.Signals(-returncode).name
+        return f"was killed by {killer}" + (
+            " (most often the kernel's out-of-memory killer: see `dmesg`, or free memory)"
+            if returncode == -signal.SIGKILL else "")
+    return f"failed (exit status {returncode}; its error is logged above)"

@@ -20,18 +20,9 @@ from sklearn.metrics import (
     roc_curve,
 )
 
-from imgclf.modeling.outputs import class_probabilities, with_test_time_augmentation
-
 DECIMALS = 6
 # Curves in metrics/ are tracked by git and drawn by a browser: at most this many points per class.
 MAX_CURVE_POINTS = 200
-
-
-def predict_probabilities(model: Any, images: np.ndarray, batch_size: int, tta: str = "none") -> np.ndarray:
-    """(count, classes) probabilities of ``images``; ``tta="flip"`` averages each image's output with
-    its left-right mirror's (test-time augmentation, as in the CIFAR-10 training speedruns)."""
-    return class_probabilities(with_test_time_augmentation(
-        lambda batch: model.predict(batch, batch_size=batch_size, verbose=0), images, tta))
 
 
 def score_predictions(labels: np.ndarray, probabilities: np.ndarray, class_names: Sequence[str],

@@ -14,11 +14,18 @@ The cut is checked, not assumed: ``classifier(head(features(images)))`` must giv
 outputs. A network where no cut gives a spatial map (a backbone that shrinks the image to 1x1, no
 convolution at all) raises :class:`ExplainError` saying so, instead of drawing noise. Gradients come
 from TensorFlow's ``GradientTape`` or ``jax.grad``, whichever backend Keras runs on.
+
+The evaluate stage predicts with ONNX Runtime and needs Keras only for these gradients: it draws the
+heatmap galleries in a process of its own (:class:`imgclf.reporting.heatmap_process.HeatmapProcess`, which
+runs this module), which imports Keras while the stage goes on with everything else.
 """
 
 from __future__ import annotations
 
+import argparse
+import json
 import logging
+import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -182,11 +189,42 @@ def draw_heatmap_galleries(model: keras.Model, split: Split, probabilities: np.n
     from imgclf.reporting import figures
 
     heatmaps, heatmaps_from = explainer(model, split.read(np.arange(min(4, len(split)))))
-    for name, gallery, count in (("mistakes", figures.mistakes_gallery, mistakes),
-                                 ("samples", figures.samples_grid, per_class)):
+    from imgclf.reporting.heatmap_process import GALLERIES
+
+    for name, gallery, count in zip(GALLERIES, (figures.mistakes_gallery, figures.samples_grid),
+                                    (mistakes, per_class), strict=True):
         if heatmaps is None:
             figures.message_page(f"No heatmaps of the {name}", heatmaps_from, folder / f"{name}_heatmaps.png")
         else:
             gallery(split.read, split.labels, probabilities, class_names, count, folder / f"{name}_heatmaps.png",
                     heatmaps=heatmaps)
     return heatmaps_from if heatmaps is not None else None
+
+
+def main(arguments: Sequence[str] | None = None) -> None:
+    """The process of :class:`imgclf.reporting.heatmap_process.HeatmapProcess`: both heatmap galleries of one
+    split, drawn once the line "draw" on stdin says the probabilities are there (at end of input
+    without it, nothing is drawn)."""
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("--job", type=Path, required=True,
+                        help="folder of job.json (the model, the split, the gallery sizes) and probabilities.npy")
+    parser.add_argument("--folder", type=Path, required=True, help="where the galleries are drawn")
+    args = parser.parse_args(arguments)
+    from imgclf.data.dataset import open_split
+    from imgclf.modeling.modelio import load_model
+
+    job = json.loads((args.job / "job.json").read_text())
+    model = load_model(Path(job["model"]))
+    if sys.stdin.readline().strip() != "draw":
+        return
+    probabilities = np.load(args.job / "probabilities.npy")
+    with open_split(Path(job["split"]), job["class_names"]) as split:
+        heatmaps_from = draw_heatmap_galleries(model, split, probabilities, job["class_names"], job["mistakes"],
+                                               job["per_class"], args.folder)
+    (args.job / "report.json").write_text(json.dumps({"heatmaps_from": heatmaps_from}))
+
+
+if __name__ == "__main__":
+    from imgclf.plumbing.stage import run_stage
+
+    run_stage(main)

@@ -3,9 +3,15 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
+from imgclf.modeling.outputs import TTA_MODES
 from imgclf.plumbing.params import Section, require_positive
+
+if TYPE_CHECKING:  # the type checker sees a string; params.yaml's allowed values are TTA_MODES
+    TtaName = str
+else:
+    TtaName = Literal[TTA_MODES]
 
 
 @dataclass(frozen=True)
@@ -20,7 +26,7 @@ class EvaluateParams(Section):
     mistakes: int = 24  # images in the gallery of the most confident mistakes
     samples_per_class: int = 8  # test images per class in the samples grid
     label_issues: int = 24  # probably mislabelled images in their gallery (metrics/label_issues.csv lists all)
-    tta: Literal["none", "flip"] = "none"  # test-time augmentation: flip averages each image with its mirror
+    tta: TtaName = "none"  # test-time augmentation: flip averages each image with its mirror
 
     def validate(self, section: str) -> None:
         for key in ("batch_size", "top_k", "calibration_bins", "mistakes", "samples_per_class", "label_issues"):

@@ -1,27 +1,30 @@
 """The evaluate stage's results: a trained model's predictions on the test split (and, for the label
 issues, on the validation split), the metrics, curves and tables made of them, and their figures.
 
-Both splits are predicted batch by batch (:func:`imgclf.modeling.batches.predict_split`): their pixels
-are never all in memory; the figures read only the images they show.
+Both splits are predicted batch by batch (:func:`imgclf.modeling.outputs.predict_split`) by whichever
+engine the model folder offers (ONNX Runtime where ``model.onnx`` is there): their pixels are never
+all in memory, and no Keras is loaded here. The heatmap galleries need the Keras model's gradients:
+:class:`imgclf.reporting.heatmap_process.HeatmapProcess` draws them in a process of its own while
+this one draws the rest.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import keras
 import numpy as np
 
 from imgclf.data.dataset import PackedSplit
-from imgclf.modeling.batches import predict_split
+from imgclf.modeling.outputs import predict_split
 from imgclf.reporting import figures
 from imgclf.reporting.evaluation import precision_recall_rows, prediction_rows, roc_rows, score_predictions
-from imgclf.reporting.explain import draw_heatmap_galleries
 from imgclf.reporting.label_issues import LabelIssue, draw_gallery, find_in_splits, issue_rows
 from imgclf.reporting.params import EvaluateParams
+
+Outputs = Callable[[np.ndarray], np.ndarray]  # a batch of images (uint8, NHWC) in, the model's outputs out
 
 
 @dataclass(frozen=True)
@@ -54,20 +57,24 @@ class TestResults:
         return issue_rows(self.label_issues, self.class_names)
 
 
-def predict_test(model: keras.Model, test_set: PackedSplit, val_set: PackedSplit, class_names: Sequence[str],
-                 params: EvaluateParams) -> TestResults:
-    """Predict both splits (``evaluate.tta`` applies to both) and find the probably mislabelled images."""
-    probabilities = predict_split(model, test_set, params.batch_size, params.tta)
-    val_probabilities = predict_split(model, val_set, params.batch_size, params.tta)
+def predict_test(outputs: Outputs, test_set: PackedSplit, params: EvaluateParams) -> np.ndarray:
+    """The test split's probabilities (``evaluate.tta`` applied)."""
+    return predict_split(outputs, test_set, params.batch_size, params.tta)
+
+
+def test_results(outputs: Outputs, test_set: PackedSplit, probabilities: np.ndarray, val_set: PackedSplit,
+                 class_names: Sequence[str], params: EvaluateParams) -> TestResults:
+    """Everything that follows from the test split's ``probabilities``: the validation split is
+    predicted too (``evaluate.tta`` as for the test split) to find the probably mislabelled images."""
+    val_probabilities = predict_split(outputs, val_set, params.batch_size, params.tta)
     issues = find_in_splits({"val": (val_set, val_probabilities), "test": (test_set, probabilities)})
     return TestResults(class_names, test_set, probabilities, val_set, issues,
                        roc_rows(test_set.labels, probabilities, class_names),
                        precision_recall_rows(test_set.labels, probabilities, class_names))
 
 
-def draw_figures(results: TestResults, model: keras.Model, params: EvaluateParams, folder: Path) -> str | None:
-    """Every PNG of ``metrics/figures/evaluate/`` in ``folder``; returns the layer the heatmaps come
-    from, or None where the network has none to give (its heatmap figures then say why)."""
+def draw_figures(results: TestResults, params: EvaluateParams, folder: Path) -> None:
+    """Every PNG of ``metrics/figures/evaluate/`` in ``folder`` but the heatmap galleries (:mod:`heatmap_process`)."""
     labels, probabilities, class_names = results.labels, results.probabilities, results.class_names
     test_set = results.test_set
     figures.confusion_matrices(labels, probabilities.argmax(axis=1), class_names, folder / "confusion_matrix.png")
@@ -79,8 +86,5 @@ def draw_figures(results: TestResults, model: keras.Model, params: EvaluateParam
                              folder / "mistakes.png")
     figures.samples_grid(test_set.read, labels, probabilities, class_names, params.samples_per_class,
                          folder / "samples.png")
-    heatmaps_from = draw_heatmap_galleries(model, test_set, probabilities, class_names, params.mistakes,
-                                           params.samples_per_class, folder)
     draw_gallery(results.label_issues[:params.label_issues], {"val": results.val_set, "test": test_set},
                  class_names, folder / "label_issues.png")
-    return heatmaps_from

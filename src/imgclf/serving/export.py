@@ -18,7 +18,6 @@ import json
 import logging
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -31,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from imgclf.plumbing.errors import PipelineError
+from imgclf.plumbing.stage import exit_reason
 
 if TYPE_CHECKING:
     import keras
@@ -150,14 +150,8 @@ def export_in_own_process(model_file: Path, export_format: str, destination: Pat
                 shutil.rmtree(final)
             (Path(scratch) / output_name).replace(final)
             return ExportCheck(**json.loads(report.read_text()))
-    if finished.returncode < 0:
-        killer = signal.Signals(-finished.returncode).name
-        why = f"its process was killed by {killer}" + (
-            " (most often the kernel's out-of-memory killer: see `dmesg`, or free memory)"
-            if finished.returncode == -signal.SIGKILL else "")
-    else:
-        why = f"its process failed (exit status {finished.returncode}; its error is logged above)"
-    raise ExportError(f"the {export_format} export of {model_file} was not made: {why}")
+    raise ExportError(f"the {export_format} export of {model_file} was not made: its process "
+                      f"{exit_reason(finished.returncode)}")
 
 
 def export_all(model_file: Path, test_images: Path, formats: Sequence[str],

@@ -9,8 +9,9 @@ What the train stage leaves for ``imgclf predict``, the evaluate and export stag
 ``preprocessing.json``      how the resize stage prepared the images (:class:`Preprocessing`)
 ``summary.txt``             the model card: layers and parameter counts
 ``model.onnx``              the same model for ONNX Runtime, checked against it on the validation
-                            split; written after the rest, in a process of its own, and missing
-                            (with a log line that says why) where it could not be made
+                            split; written after the rest (by the training process for a small
+                            model, else in a process of its own), and missing (with a log line that
+                            says why) where it could not be made
 ==========================  ==========================================================================
 
 :func:`write_model_folder` writes all but the ONNX copy, :func:`add_onnx_copy` adds that, and
@@ -21,6 +22,7 @@ imports Keras or TensorFlow at module level: predicting with ONNX Runtime never 
 from __future__ import annotations
 
 import logging
+import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -64,20 +66,57 @@ def write_model_folder(model: keras.Model, folder: Path, class_names: Sequence[s
         (folder / SUMMARY_FILE).write_text(layer_summary(model), encoding="utf-8")
 
 
-def add_onnx_copy(folder: Path, check_split: Path) -> ExportCheck | None:
-    """Add ``model.onnx`` to a written model folder, checked against ``model.keras`` on the split
-    folder ``check_split``, in a process of its own (:func:`imgclf.serving.export.export_in_own_process`).
+def onnx_copy_in_training(folder: Path, backend: str, in_process_mb: float) -> bool:
+    """Whether the training process itself adds the ONNX copy to ``folder`` (``train.onnx_in_process_mb``):
+    on the TensorFlow backend, for a model of at most ``in_process_mb`` MiB of weights.
+
+    There TensorFlow and the model are loaded already, which a process of its own spends about 6 s
+    on; the conversion keeps protobuf's C implementation, whose ~24 passes each hold a copy of the
+    weights until the end (:mod:`imgclf.serving.onnx_conversion`): 8 MiB of weights cost about
+    200 MiB more. A larger model goes to a process of its own, whose death loses no training.
+    """
+    return backend == "tensorflow" and weight_bytes(folder / KERAS_FILE) <= in_process_mb * 2**20
+
+
+def weight_bytes(keras_file: Path) -> int:
+    """The size of the weights a ``.keras`` file holds (its ``model.weights.h5``), read from the zip's directory."""
+    with zipfile.ZipFile(keras_file) as archive:
+        return sum(entry.file_size for entry in archive.infolist() if entry.filename.endswith(".weights.h5"))
+
+
+def add_onnx_copy(folder: Path, check_split: Path, model: keras.Model | None = None) -> ExportCheck | None:
+    """Add ``model.onnx`` to a written model folder, checked against the Keras model on the split
+    folder ``check_split``: converted from ``model``, the folder's model in memory, in this process;
+    without it, from ``model.keras`` in a process of its own
+    (:func:`imgclf.serving.export.export_in_own_process`).
 
     Where it cannot be made (a layer the converter lacks, no TensorFlow, out of memory, killed), one
     line says what is missing and why, and None is returned: the folder keeps ``model.keras``, which
     ``imgclf predict`` and the evaluate stage then load instead.
     """
     try:
-        return export_in_own_process(folder / KERAS_FILE, "onnx", folder, check_split)
+        if model is None:
+            return export_in_own_process(folder / KERAS_FILE, "onnx", folder, check_split)
+        return _export_in_this_process(model, folder, check_split)
     except ExportError as error:
         logger.warning("no %s: %s; imgclf predict will load %s instead, which starts slower",
                        folder / ONNX_FILE, error, KERAS_FILE)
         return None
+
+
+def _export_in_this_process(model: keras.Model, folder: Path, check_split: Path) -> ExportCheck:
+    """:func:`imgclf.serving.export.export_model` to ONNX, any failure of the converter an :class:`ExportError`."""
+    from imgclf.data.dataset import open_split
+    from imgclf.serving.export import export_model
+
+    with open_split(check_split) as split:  # the check compares outputs: its labels play no part
+        try:
+            return export_model(model, "onnx", folder, split)
+        except ExportError:
+            raise
+        except Exception as error:  # tf2onnx's own errors are of many types
+            raise ExportError(f"the onnx export of {folder / KERAS_FILE} was not made: "
+                              f"{type(error).__name__}: {error}") from error
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,28 @@
+"""Which Keras backend a stage runs: ``train.backend``, set before Keras is imported.
+
+Keras reads its backend once, from ``KERAS_BACKEND`` (or ``~/.keras/keras.json``), when it is first
+imported. Making it a param puts it in ``dvc.lock`` and ``dvc exp show``, so that
+``dvc exp run -S train.backend=jax`` reruns the stages it changes and the runs can be told apart.
+An environment that asks for another backend is refused rather than silently obeyed: a run would
+otherwise record one backend and train on the other.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from imgclf.plumbing.errors import PipelineError
+
+
+def use_backend(backend: str, key: str = "train.backend") -> None:
+    """Make ``backend`` Keras' backend in this process and the processes it starts; call it before
+    anything imports Keras."""
+    asked = os.environ.get("KERAS_BACKEND")
+    if asked and asked != backend:
+        raise PipelineError(f"KERAS_BACKEND={asked} is set, but params.yaml has {key}: {backend}. The backend is "
+                            f"a param: unset KERAS_BACKEND, or run with -S {key}={asked}.")
+    if "keras" in sys.modules and sys.modules["keras"].backend.backend() != backend:
+        raise RuntimeError(f"Keras was imported on {sys.modules['keras'].backend.backend()} before {key} "
+                           f"chose {backend}: call use_backend first")
+    os.environ["KERAS_BACKEND"] = backend

@@ -1,0 +1,92 @@
+"""The evaluate stage's heatmap galleries, drawn by a process of their own while the stage draws the rest.
+
+The heatmaps need the Keras model's gradients (:mod:`imgclf.reporting.explain`), and Keras takes
+seconds to import (TensorFlow: 6-8 s on 2 cores) where everything else the stage does takes about
+as long again. This module imports neither Keras nor the figures' libraries, so that the stage can
+start the process first thing.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import subprocess
+import sys
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from types import TracebackType
+
+import numpy as np
+
+from imgclf.plumbing.stage import exit_reason
+from imgclf.reporting.params import EvaluateParams
+
+logger = logging.getLogger(__name__)
+
+GALLERIES = ("mistakes", "samples")  # each drawn again with heatmaps: <name>_heatmaps.png
+
+
+class HeatmapProcess:
+    """The heatmap galleries (:func:`imgclf.reporting.explain.draw_heatmap_galleries`) of the
+    ``.keras`` file ``model_file`` over ``split_folder``, drawn into ``folder`` by a new Python
+    process (:mod:`imgclf.reporting.explain`).
+
+    The process starts on entering the block and imports Keras, on the backend ``KERAS_BACKEND``
+    names (the evaluate stage sets it from ``train.backend``), and loads the model while this one
+    predicts; :meth:`draw` hands it the test probabilities (the galleries choose their images by
+    them). If it fails or is killed, both galleries say so and the other figures are untouched;
+    leaving the block before :meth:`wait` stops it.
+    """
+
+    def __init__(self, model_file: Path, split_folder: Path, class_names: Sequence[str], params: EvaluateParams,
+                 folder: Path) -> None:
+        self.folder = folder
+        self._job = {"model": str(model_file), "split": str(split_folder), "class_names": list(class_names),
+                     "mistakes": params.mistakes, "per_class": params.samples_per_class}
+        self._scratch = tempfile.TemporaryDirectory(prefix="imgclf-heatmaps-")
+        self._process: subprocess.Popen[str] | None = None
+
+    def __enter__(self) -> HeatmapProcess:
+        job = Path(self._scratch.name)
+        (job / "job.json").write_text(json.dumps(self._job))
+        self._process = subprocess.Popen([sys.executable, "-m", "imgclf.reporting.explain", "--job", str(job),
+                                          "--folder", str(self.folder)], stdin=subprocess.PIPE, text=True)
+        return self
+
+    def draw(self, probabilities: np.ndarray) -> None:
+        """Hand the process the test split's probabilities: it draws once it has loaded the model."""
+        process = self._running()
+        np.save(Path(self._scratch.name) / "probabilities.npy", probabilities)
+        try:
+            process.stdin.write("draw\n")  # type: ignore[union-attr]  # (stdin is a pipe)
+            process.stdin.close()  # type: ignore[union-attr]
+        except BrokenPipeError:  # it has ended already: wait() says how
+            pass
+
+    def wait(self) -> str | None:
+        """What the heatmaps come from ("heatmaps from <layer>"), or None where there are none: both
+        galleries then say why."""
+        returncode = self._running().wait()
+        report = Path(self._scratch.name) / "report.json"
+        if returncode == 0 and report.is_file():
+            return json.loads(report.read_text())["heatmaps_from"]
+        why = f"their process {exit_reason(returncode)}"
+        logger.warning("no heatmaps: %s; the stage's other figures are drawn", why)
+        from imgclf.reporting import figures
+
+        for name in GALLERIES:
+            figures.message_page(f"No heatmaps of the {name}", why, self.folder / f"{name}_heatmaps.png")
+        return None
+
+    def _running(self) -> subprocess.Popen[str]:
+        if self._process is None:
+            raise RuntimeError("use HeatmapProcess in a with block")
+        return self._process
+
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
+                 traceback: TracebackType | None) -> None:
+        if self._process is not None and self._process.poll() is None:
+            self._process.kill()
+            self._process.wait()
+        self._scratch.cleanup()
