@@ -3,8 +3,9 @@
 Reads:  models/ (model.onnx, run by ONNX Runtime, or where it is missing model.keras; classes.json),
         data/resized/test/ and val/ (batch by batch), params.yaml ``evaluate`` and ``train.backend``
         (the Keras of the heatmaps, drawn by a process of their own while this one draws the rest)
-Writes: metrics/evaluate.json (accuracy, top-k accuracy, loss, macro and weighted precision/recall/F1,
-        ROC AUC, calibration error, per-class scores), metrics/predictions.csv (file, actual,
+Writes: metrics/evaluate.json (the headline: accuracy, top-k accuracy, loss, macro F1, ROC AUC,
+        calibration error, label issues), metrics/class_scores.csv (each class's precision, recall,
+        F1, ROC AUC and support, with their macro and weighted averages), metrics/predictions.csv (file, actual,
         predicted, confidence: the confusion matrix's data), metrics/roc.csv and
         metrics/precision_recall.csv (one-vs-rest curve points per class), and metrics/figures/evaluate/
         (PNG: confusion matrices, ROC and precision-recall curves, the most confident mistakes,
@@ -36,6 +37,7 @@ def main() -> None:
     parser.add_argument("--test", type=Path, required=True, help="the test split's folder")
     parser.add_argument("--val", type=Path, required=True, help="the validation split's folder (for label issues)")
     parser.add_argument("--metrics", type=Path, required=True, help="JSON of test metrics")
+    parser.add_argument("--class-scores", type=Path, required=True, help="CSV of each class's scores")
     parser.add_argument("--predictions", type=Path, required=True, help="CSV of per-image predictions")
     parser.add_argument("--roc", type=Path, required=True, help="CSV of ROC curve points")
     parser.add_argument("--precision-recall", type=Path, required=True, help="CSV of precision-recall points")
@@ -67,10 +69,12 @@ def main() -> None:
             draw_figures(results, params, staging)
             heatmaps_from = heatmaps.wait()
 
+    from imgclf.reporting.evaluation import CLASS_SCORE_COLUMNS
     from imgclf.reporting.label_issues import CSV_COLUMNS
 
     metrics = results.metrics(params)
     write_csv(args.label_issues, CSV_COLUMNS, results.label_issue_rows())
+    write_csv(args.class_scores, CLASS_SCORE_COLUMNS, results.class_score_rows())
     write_csv(args.roc, ["class", "point", "fpr", "tpr"], results.roc)
     write_csv(args.precision_recall, ["class", "point", "recall", "precision"], results.precision_recall)
     write_csv(args.predictions, ["file", "actual", "predicted", "confidence"], results.prediction_rows())

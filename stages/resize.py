@@ -7,9 +7,10 @@ Writes: data/resized/{train,val,test}/, each split's images in shards of about r
         data/resized/preprocessing.json, the size and resize mode, kept with the model for predictions;
         metrics/skipped_resize.csv, every file that could not be used (or was used only after a
         repair: first frame of an animation, 16-bit scaled...) and why;
-        metrics/data.json, images per split and class, unusable and repaired files per split, and
-        of the source images: how many were enlarged, portrait or landscape, their modes;
-        metrics/data/ (DVC plots: class balance, source sizes, aspect ratios) and
+        metrics/data.json (a DVC metric), the images kept and the unusable files per split;
+        metrics/data/: splits.csv (per split: images kept, unusable, repaired and damaged files,
+        the source images' sizes, orientations and modes) and DVC plots (class balance, source
+        sizes, aspect ratios), and
         metrics/figures/resize/data.png, the same as one picture
 Run:    dvc repro resize
 
@@ -25,7 +26,7 @@ from pathlib import Path
 
 from imgclf.data.manifest import read_manifest
 from imgclf.data.params import ResizeParams
-from imgclf.data.resizing import resize_splits
+from imgclf.data.resizing import SPLIT_COLUMNS, resize_splits
 from imgclf.data.stats import draw_data, write_tables
 from imgclf.plumbing.files import atomic_directory, write_csv, write_json
 from imgclf.plumbing.params import load_section
@@ -53,6 +54,7 @@ def main() -> None:
     write_json(args.counts, report.counts())
     with atomic_directory(args.tables) as staging:
         write_tables(staging, report.kept_per_class, report.statistics)
+        write_csv(staging / "splits.csv", SPLIT_COLUMNS, report.split_rows())
     with atomic_directory(args.figures) as staging:
         draw_data(report.kept_per_class, report.statistics, staging / "data.png")
     enlarged = sum(stats.enlarged for stats in report.statistics.values())

@@ -116,6 +116,14 @@ def stage_command(name: str) -> list[str]:
     return shlex.split(command[0] if isinstance(command, list) else command)
 
 
+def flat_figures(metrics: dict, prefix: str = "") -> dict:
+    """``{"images": {"train": 9}}`` as ``{"images.train": 9}``: one entry per column of `dvc exp show`."""
+    figures = {}
+    for key, value in metrics.items():
+        figures.update(flat_figures(value, f"{prefix}{key}.") if isinstance(value, dict) else {prefix + key: value})
+    return figures
+
+
 def set_params(repo: Path, **values: object) -> None:
     """Set dotted params, e.g. set_params(repo, **{"train.epochs": 2}), keeping the file's comments."""
     yaml = YAML()

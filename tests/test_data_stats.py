@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import json
 
 import numpy as np
 import pytest
@@ -43,11 +42,13 @@ def test_the_resize_stage_reports_sizes_orientation_and_enlarged_images(tmp_path
 
     run(["dvc", "repro", "resize"], project)
 
-    sources = json.loads((project / "metrics/data.json").read_text())["source_images"]
-    total = {key: sum(split[key] for split in sources.values()) for key in ("enlarged", "portrait", "landscape",
-                                                                               "square")}
+    with open(project / "metrics/data/splits.csv", newline="") as handle:
+        splits = list(csv.DictReader(handle))
+    assert [split["split"] for split in splits] == ["train", "val", "test"]
+    total = {key: sum(int(split[key]) for split in splits) for key in ("enlarged", "portrait", "landscape", "square")}
     assert total == {"enlarged": 10, "portrait": 10, "landscape": 10, "square": 10}
-    assert sum(split["modes"].get("L", 0) for split in sources.values()) == 10
+    modes = [dict(mode.split() for mode in split["modes"].split("; ")) for split in splits]
+    assert sum(int(split_modes.get("L", 0)) for split_modes in modes) == 10
     with open(project / "metrics/data/source_sizes.csv", newline="") as handle:
         sizes = {(int(row["width"]), int(row["height"])) for row in csv.DictReader(handle)}
     assert sizes == {(30, 60), (60, 30), (8, 8)}

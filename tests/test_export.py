@@ -37,7 +37,7 @@ def test_every_format_round_trips_within_tolerance(tiny_model_dir, test_split, t
     report = json.loads((output / "report.json").read_text())
     assert set(report) == {"saved_model", "onnx", "tflite"}
     for check in report.values():
-        assert check["images"] == 30 and check["passed"]
+        assert check["images"] == 30 and check["max_abs_difference"] < TOLERANCE
         assert check["max_abs_difference"] < TOLERANCE and check["top1_agreement"] == 1.0
     assert (output / "saved_model" / "saved_model.pb").is_file()
     printed = capsys.readouterr().out
@@ -86,7 +86,7 @@ def test_the_recipes_networks_export_to_onnx_within_tolerance(network, tmp_path)
     images = np.random.default_rng(1).integers(0, 256, size=(40, 32, 32, 3), dtype=np.uint8)
     check = export_model(model, "onnx", tmp_path, ImageSet(images, np.zeros(40, np.int32),
                                                            tuple(map(str, range(40))), tuple("abcde")))
-    assert check.passed and check.max_abs_difference < TOLERANCE and check.images == 40
+    assert check.max_abs_difference < TOLERANCE and check.images == 40
     assert (tmp_path / "model.onnx").is_file()
 
 

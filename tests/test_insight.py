@@ -9,7 +9,6 @@ where the model looked, and `imgclf predict --explain` and `imgclf lr-find` work
 from __future__ import annotations
 
 import csv
-import json
 import re
 from pathlib import Path
 
@@ -69,7 +68,6 @@ def test_most_of_the_wrong_labels_the_model_never_trained_on_come_out_on_top(dig
     top = [Path(row["file"]).name for row in issues[:2 * len(unseen)]]
     found = unseen & set(top)
     assert len(found) >= 0.8 * len(unseen), (sorted(unseen), top)
-    assert json.loads((project / "metrics/evaluate.json").read_text())["label_issues"] == len(issues)
     first = next(row for row in issues if Path(row["file"]).name in found)
     assert first["given_label"] != first["suggested_label"] and float(first["label_quality"]) < 0.5
     assert (project / "metrics/figures/evaluate/label_issues.png").stat().st_size > 10_000

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from tests.helpers import PROJECT_ROOT, command_env
-from tests.test_dvc_yaml import SOURCE_ROOT, imported_modules
+from tests.imports import SOURCE_ROOT, imported_modules
 
 PACKAGE_ROOT = SOURCE_ROOT / "imgclf"
 # From the ground up, as README "Layout" lists them; the modules at the top (cli, recipes, sections) may use all.

@@ -39,7 +39,7 @@ def smoke(model: keras.Model, side: int, num_classes: int, tmp_path) -> None:
 @pytest.mark.parametrize(("name", "num_classes"), [*((name, 10) for name in FROM_SCRATCH), ("simple_cnn", 2),
                                                    ("fast_cnn", 2)])  # the sigmoid head is the same for all
 def test_every_network_builds_trains_a_step_and_reloads(name, num_classes, tmp_path):
-    side = max(32, NETWORKS[name].min_size)  # a network that halves the image more needs more
+    side = max(32, NETWORKS[name].min_size)  # a network that shrinks the image more needs more
     smoke(build_model(name, (side, side, 3), num_classes, augment=ALL_AUGMENTATION, seed=1), side, num_classes,
           tmp_path)
 
@@ -128,8 +128,24 @@ def test_saving_twice_gives_the_same_bytes(tmp_path):
     assert (tmp_path / "model.keras").read_bytes() == (tmp_path / "again.keras").read_bytes()
 
 
+@pytest.mark.parametrize("name", FROM_SCRATCH)
+def test_each_network_builds_at_its_stated_minimum_size_and_not_one_pixel_under(name):
+    """``Network.min_size`` is what the network's layers allow, not a guess: its own layers give a
+    feature map at that size and none one pixel under (the guard of build_model is left out here)."""
+    network = NETWORKS[name]
+    smallest = network.build(keras.Input((network.min_size, network.min_size, 3)), 0.0)
+    assert all(side > 0 for side in smallest.shape[1:]), smallest.shape
+    if network.min_size > 1:
+        with pytest.raises(ValueError):
+            under = network.build(keras.Input((network.min_size - 1, network.min_size - 1, 3)), 0.0)
+            if any(side == 0 for side in under.shape[1:]):  # Keras can also build an empty map
+                raise ValueError(f"an empty feature map {under.shape}")
+        with pytest.raises(ValueError, match=rf"{name} needs images of at least {network.min_size}x"):
+            build_model(name, (network.min_size - 1, network.min_size - 1, 3), 10)
+
+
 def test_images_too_small_are_refused_with_the_size_to_use():
-    with pytest.raises(ValueError, match=r"small_convnet halves the image 4 times.*at least 16x16"):
+    with pytest.raises(ValueError, match=r"small_convnet needs images of at least 16x16.*got 8x8; raise resize.size"):
         build_model("small_convnet", (8, 8, 3), 10)
     with pytest.raises(PipelineError, match=r"inception_v3 backbone needs images of at least 75x75"):
         build_model("transfer", (32, 32, 3), 10, backbone="inception_v3")

@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 
 from imgclf.cli import main
-from tests.helpers import TINY_MODEL_COLOURS, require_shared_dataset, run
+from tests.helpers import TINY_MODEL_COLOURS, flat_figures, require_shared_dataset, run
 
 pytestmark = pytest.mark.slow  # they train a small model first (a few seconds)
 
@@ -197,7 +197,8 @@ def test_the_evaluate_stage_on_onnx_runtime_agrees_with_keras_on_real_photos(tin
         outputs = tmp_path / name
         run([sys.executable, str(PROJECT_ROOT / "stages/evaluate.py"), "--model-dir", str(model_dir),
              "--test", "data/test", "--val", "data/val", "--metrics", f"{outputs}/evaluate.json",
-             "--predictions", f"{outputs}/predictions.csv", "--roc", f"{outputs}/roc.csv",
+             "--class-scores", f"{outputs}/class_scores.csv", "--predictions", f"{outputs}/predictions.csv",
+             "--roc", f"{outputs}/roc.csv",
              "--precision-recall", f"{outputs}/precision_recall.csv", "--figures", f"{outputs}/figures",
              "--label-issues", f"{outputs}/label_issues.csv"], tmp_path)
         scores[name] = json.loads((tmp_path / name / "evaluate.json").read_text())
@@ -210,14 +211,6 @@ def test_the_evaluate_stage_on_onnx_runtime_agrees_with_keras_on_real_photos(tin
     assert fast.keys() == slow.keys()
     for key, value in slow.items():
         assert fast[key] == (pytest.approx(value, abs=TOLERANCE) if isinstance(value, float) else value), key
-
-
-def flat_figures(metrics: dict, prefix: str = "") -> dict:
-    """``{"per_class": {"a": {"f1": 1.0}}}`` as ``{"per_class.a.f1": 1.0}``."""
-    figures = {}
-    for key, value in metrics.items():
-        figures.update(flat_figures(value, f"{prefix}{key}.") if isinstance(value, dict) else {prefix + key: value})
-    return figures
 
 
 def test_the_onnx_engine_imports_neither_keras_nor_tensorflow(tiny_model_dir, photos):

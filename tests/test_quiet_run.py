@@ -25,7 +25,9 @@ def repro(project) -> str:
 @pytest.mark.slow
 def test_the_default_pipeline_on_jax_prints_no_error_or_warning(tmp_path):
     project = make_project(tmp_path / "project")
-    set_params(project, **{"train.backend": "jax"})
+    # the default pipeline on JAX, 3 epochs instead of 30 (JAX trains them half as fast on a CPU):
+    # what a run prints does not depend on how many epochs it trains
+    set_params(project, **{"train.backend": "jax", "train.epochs": 3})
     output = repro(project)
     alarming = alarming_lines(output)
     assert not alarming, "a good run printed:\n" + "\n".join(alarming)

@@ -26,7 +26,8 @@ def test_cifar10_as_a_folder_source_keeps_its_test_split_and_learns(tmp_path):
 
     counts = json.loads((project / "metrics/data.json").read_text())
     assert counts["images"]["test"] == 10 * TEST_PER_CLASS  # the source's own test split, untouched
-    assert set(counts["per_class"]["test"].values()) == {TEST_PER_CLASS}
+    balance = [line.split(",") for line in (project / "metrics/data/class_balance.csv").read_text().splitlines()]
+    assert {int(images) for split, _, images in balance[1:] if split == "test"} == {TEST_PER_CLASS}
     assert counts["images"]["val"] == round(0.15 * 10 * TRAIN_PER_CLASS)  # carved from its training part
     accuracy = json.loads((project / "metrics/evaluate.json").read_text())["accuracy"]
     assert accuracy > 0.30, f"test accuracy {accuracy} on 10 classes: chance is 0.10"

@@ -23,7 +23,6 @@ METRICS_DIFF: DiffJson = {
                               "loss": {"old": 0.30, "new": 0.40, "diff": 0.10},
                               "test_images": {"old": 100, "new": 100, "diff": 0}},
     "metrics/train.json": {"epochs": {"old": 3, "new": 5, "diff": 2}},
-    "metrics/history/metrics.json": {"step": {"old": 2, "new": 4, "diff": 2}},
 }
 
 
@@ -38,7 +37,7 @@ def test_metric_changes_always_shows_the_headlines_and_only_the_other_metrics_th
     by_key = {headline.key: change for headline, change in headlines}
     assert by_key["accuracy"] == Change("accuracy", 0.9, 0.95)
     assert by_key["roc_auc"] == Change("roc_auc", None, None)  # in neither revision: shown as "—"
-    assert others == [Change("metrics/train.json: epochs", 3, 5)]  # not test_images (same), not DVCLive's copy
+    assert others == [Change("metrics/train.json: epochs", 3, 5)]  # not test_images (same)
 
 
 def test_deltas_say_which_way_is_better():

@@ -166,9 +166,9 @@ def test_train_and_evaluate_run_under_jax_without_tensorflow(tmp_path):
     assert evaluate["test_images"] > 0 and 0.0 <= evaluate["accuracy"] <= 1.0
 
 
-def test_dvc_exp_show_follows_a_running_training(project):
-    """DVCLive rewrites metrics/history/metrics.json after every epoch and dvc.yaml declares it a
-    metric: `dvc exp show` run beside a training shows the epoch it has reached."""
+def test_dvc_metrics_show_follows_a_running_training(project):
+    """DVCLive rewrites metrics/history/metrics.json after every epoch: `dvc metrics show` of that
+    file, run beside a training, shows the epoch it has reached (README: "Watching a run")."""
     set_params(project, **{"train.backend": "tensorflow", "train.distribution": "none", "train.epochs": 500,
                            "train.resume": False})
     summary = project / "metrics/history/metrics.json"
@@ -183,13 +183,13 @@ def test_dvc_exp_show_follows_a_running_training(project):
         # DVCLive rewrites the file in place after every epoch, and these epochs take a tenth of a
         # second: a read can meet it half-written (DVC then shows an error for it); look again
         for _ in range(10):
-            shown = run(["dvc", "exp", "show", "--json"], project).stdout
-            workspace = next(row for row in json.loads(shown) if row.get("rev") == "workspace")
-            if "data" in workspace.get("data", {}).get("metrics", {}).get("metrics/history/metrics.json", {}):
+            shown = run(["dvc", "metrics", "show", "--json", "metrics/history/metrics.json"], project).stdout
+            workspace = json.loads(shown).get("", {}).get("data", {}).get("metrics/history/metrics.json", {})
+            if "data" in workspace:
                 break
-        assert process.poll() is None, "the training ended before `dvc exp show` looked at it"
+        assert process.poll() is None, "the training ended before `dvc metrics show` looked at it"
     finally:
         process.kill()
         process.wait()
-    live = workspace["data"]["metrics"]["metrics/history/metrics.json"]["data"]
+    live = workspace["data"]
     assert live["step"] >= 2 and {"train", "val", "learning_rate"} <= set(live)

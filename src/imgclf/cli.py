@@ -213,7 +213,7 @@ def main(argv: list[str] | None = None) -> int:
 
     export_parser = commands.add_parser("export", help="export the model for serving, checked on the test images")
     export_parser.add_argument("--format", choices=EXPORT_FORMATS, action="append", required=True,
-                               help="saved_model (TF Serving), onnx or tflite; repeat for several")
+                               help="repeat for several (saved_model is TF Serving's format)")
     export_parser.add_argument("--model-dir", type=Path, default=Path("models"))
     export_parser.add_argument("--test", type=Path, default=Path("data/resized/test"),
                                help="images to check the export on (default: the test split)")

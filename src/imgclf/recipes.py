@@ -7,10 +7,7 @@ passes them to DVC (``imgclf recipe photos --flags | xargs dvc exp run``). Eithe
 the experiment's copy of it, holds every value the run used: ``dvc exp show`` shows them, ``dvc
 params diff`` compares them, and only the stages whose params a recipe changes rerun.
 
-Why not DVC's Hydra composition: with it, ``params.yaml`` becomes a file that ``dvc exp run``
-writes from ``conf/``, so a value edited by hand in params.yaml is silently replaced by the next
-experiment, and ``dvc repro`` (which does not compose) runs something else than ``dvc exp run``.
-A recipe changes params.yaml once, where it can be read and edited, and DVC works as before.
+Why recipes and not DVC's Hydra composition: the README's "Training on your own images" says.
 """
 
 from __future__ import annotations

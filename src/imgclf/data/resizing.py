@@ -3,7 +3,7 @@
 The resize stage's work: each split's images come back from the workers (:func:`imgclf.data.images.iter_resized`)
 and go straight into its shards (:class:`imgclf.data.dataset.ShardWriter`), one shard in memory at a
 time; what is kept is counted per class, every file that was not used as it was is listed, and the
-source images' sizes, shapes and modes are counted for ``metrics/data.json`` and its plots.
+source images' sizes, shapes and modes are counted for ``metrics/data/`` (its table and plots).
 """
 
 from __future__ import annotations
@@ -21,6 +21,10 @@ from imgclf.data.params import ResizeParams
 from imgclf.data.preprocessing import PREPROCESSING_FILE, Preprocessing
 from imgclf.data.stats import SourceStatistics
 
+# metrics/data/splits.csv: what each split holds and how its source images looked
+SPLIT_COLUMNS = ("split", "images", "unusable", "repaired", "damaged_but_used", "enlarged", "shrunk_or_kept",
+                 "portrait", "landscape", "square", "modes")
+
 
 @dataclass
 class ResizeReport:
@@ -35,11 +39,22 @@ class ResizeReport:
         return {subset: self.actions[subset][action] for subset in SUBSETS}
 
     def counts(self) -> dict[str, Any]:
-        """What ``metrics/data.json`` holds."""
+        """What ``metrics/data.json`` holds: the images kept and the files left out, per split (a DVC
+        metric: a few figures, so that ``dvc exp show`` stays readable; the rest is in :meth:`split_rows`)."""
         return {"images": {subset: sum(self.kept_per_class[subset].values()) for subset in SUBSETS},
-                "per_class": self.kept_per_class, "unusable": self.count("skipped"),
-                "repaired": self.count("repaired"), "damaged_but_used": self.count("warning"),
-                "source_images": {subset: self.statistics[subset].summary() for subset in SUBSETS}}
+                "unusable": self.count("skipped")}
+
+    def split_rows(self) -> list[tuple[object, ...]]:
+        """The rows of ``metrics/data/splits.csv`` (:data:`SPLIT_COLUMNS`): per split, the images kept,
+        the files left out, repaired and used despite damage, and the source images' sizes and modes."""
+        rows = []
+        for subset in SUBSETS:
+            source = self.statistics[subset].summary()
+            modes = "; ".join(f"{mode} {count}" for mode, count in source.pop("modes").items())
+            rows.append((subset, sum(self.kept_per_class[subset].values()), self.actions[subset]["skipped"],
+                         self.actions[subset]["repaired"], self.actions[subset]["warning"],
+                         *(source[column] for column in SPLIT_COLUMNS[5:-1]), modes))
+        return rows
 
     def listed_rows(self) -> list[tuple[str, str, str]]:
         """The rows of ``metrics/skipped_resize.csv``: file, action, reason."""

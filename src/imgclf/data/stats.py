@@ -51,7 +51,7 @@ class SourceStatistics:
         return sum(self.sizes.values())
 
     def summary(self) -> dict[str, object]:
-        """For ``metrics/data.json``: orientation, enlarged and mode counts."""
+        """For ``metrics/data/splits.csv``: orientation, enlarged and mode counts."""
         portrait = sum(count for (width, height), count in self.sizes.items() if width < height)
         landscape = sum(count for (width, height), count in self.sizes.items() if width > height)
         return {"enlarged": self.enlarged, "shrunk_or_kept": self.images - self.enlarged, "portrait": portrait,

@@ -16,7 +16,7 @@ from typing import Any
 import keras
 from keras import ops
 
-FILL_MODES = ("nearest", "reflect", "wrap", "constant")
+from imgclf.modeling.params import FILL_MODES
 
 
 @keras.saving.register_keras_serializable(package="imgclf")

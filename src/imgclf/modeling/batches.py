@@ -6,8 +6,8 @@ backend, from the same rows and the same reading code (:meth:`imgclf.data.datase
 - TensorFlow: a ``tf.data`` pipeline whose parallel calls each read a block of about
   :data:`BLOCK_BYTES` (several batches in one Python call) and cut it into batches in TensorFlow.
   Keras wraps a ``PyDataset`` in ``tf.data.Dataset.from_generator``, one Python call per batch
-  through its own thread queue: measured at half the training images per second of the in-memory
-  arrays for ``simple_cnn`` at 32x32 (benchmarks/streaming.py).
+  through its own thread queue, which cannot keep a small network on small images fed
+  (``benchmarks/streaming.py`` times both ways).
 - JAX and PyTorch: :class:`SplitBatches`, a ``keras.utils.PyDataset``, which they iterate in Python
   as it is, so the JAX backend needs no TensorFlow for input.
 
@@ -96,8 +96,8 @@ def split_batches(split: Split, rows: np.ndarray | None, batch_size: int, *, lab
     # from the second epoch on (the digits); with it the metrics are byte-identical
     batches = batches.apply(tf.data.experimental.assert_cardinality(math.ceil(len(rows) / batch_size)))
     # No autotuning: the parallelism and the queue are fixed above, and with it on, releasing an
-    # epoch's iterator (when each epoch's `fit` returns) waited 15-19 s in most epochs on 2 cores,
-    # whose training steps took 21 s (fast_cnn, 1,272 photos at 64x64; benchmarks/epoch_time.py).
+    # epoch's iterator (when each epoch's `fit` returns) waited about as long as the epoch's steps
+    # had taken (benchmarks/README.md, "epoch_time.py").
     options = tf.data.Options()
     options.autotune.enabled = False
     return batches.prefetch(QUEUED_BATCHES).with_options(options)

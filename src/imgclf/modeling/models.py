@@ -111,9 +111,9 @@ def build_model(name: str, input_shape: tuple[int, int, int], num_classes: int, 
     if num_classes < 2:
         raise ValueError(f"a classifier needs at least 2 classes, got {num_classes}")
     network = NETWORKS[name]
-    if network.poolings is not None and min(input_shape[:2]) < network.min_size:
-        raise ValueError(f"{name} halves the image {network.poolings} times: it needs images of at least "
-                         f"{network.min_size}x{network.min_size}, got {input_shape[0]}x{input_shape[1]}; "
+    if min(input_shape[:2]) < network.min_size:
+        raise ValueError(f"{name} needs images of at least {network.min_size}x{network.min_size} (its convolutions "
+                         f"and poolings shrink a smaller one to nothing), got {input_shape[0]}x{input_shape[1]}; "
                          "raise resize.size.")
     rate = network.dropout_rate if dropout_rate is None else dropout_rate
 

@@ -28,14 +28,11 @@ class Network:
 
     build: Builder
     dropout_rate: float  # its own rate, used when train.dropout_rate is null
-    # How many times it halves the image: inputs must survive that many poolings. None for
-    # transfer, whose backbone sets the smallest size (Backbone.min_size).
-    poolings: int | None
-
-    @property
-    def min_size(self) -> int:
-        """The smallest height and width it takes (1 where a backbone decides)."""
-        return 2 ** (self.poolings or 0)
+    # The smallest height and width it builds at, found by building it (tests/test_models.py builds
+    # each network at it and fails one pixel under it). 1 for transfer, whose backbone decides
+    # (Backbone.min_size), and for the ResNets, whose strided "same" convolutions never shrink an
+    # image to nothing.
+    min_size: int
 
 
 @dataclass(frozen=True)
@@ -179,16 +176,15 @@ def transfer_head(features: keras.KerasTensor, dropout_rate: float) -> keras.Ker
 
 NETWORKS: dict[str, Network] = {
     # the TensorFlow "Image classification" tutorial (cats vs dogs / flowers)
-    "simple_cnn": Network(simple_cnn, dropout_rate=0.2, poolings=2),
+    "simple_cnn": Network(simple_cnn, dropout_rate=0.2, min_size=4),
     # Chollet, "Deep Learning with Python", small-data cats vs dogs
-    "small_convnet": Network(small_convnet, dropout_rate=0.5, poolings=4),
-    "cifar_cnn": Network(cifar_cnn, dropout_rate=0.25, poolings=3),
-    "vgg16": Network(vgg16, dropout_rate=0.5, poolings=5),  # the VGG-16 tutorial's head
-    "resnet20": Network(resnet20, dropout_rate=0.0, poolings=2),  # He et al. use no dropout
-    "resnet56": Network(resnet56, dropout_rate=0.0, poolings=2),
-    # a 2x2 valid convolution and 3 poolings: 16 pixels
-    "fast_cnn": Network(fast_cnn, dropout_rate=0.0, poolings=4),
-    "transfer": Network(transfer_head, dropout_rate=0.3, poolings=None),  # on top of train.backbone
+    "small_convnet": Network(small_convnet, dropout_rate=0.5, min_size=16),
+    "cifar_cnn": Network(cifar_cnn, dropout_rate=0.25, min_size=8),
+    "vgg16": Network(vgg16, dropout_rate=0.5, min_size=32),  # the VGG-16 tutorial's head
+    "resnet20": Network(resnet20, dropout_rate=0.0, min_size=1),  # He et al. use no dropout
+    "resnet56": Network(resnet56, dropout_rate=0.0, min_size=1),
+    "fast_cnn": Network(fast_cnn, dropout_rate=0.0, min_size=9),
+    "transfer": Network(transfer_head, dropout_rate=0.3, min_size=1),  # on top of train.backbone
 }
 
 BACKBONES: dict[str, Backbone] = {

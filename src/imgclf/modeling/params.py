@@ -12,15 +12,18 @@ from typing import TYPE_CHECKING, Literal
 from imgclf.modeling.networks import BACKBONES, NETWORKS
 from imgclf.plumbing.params import Section, fail, require_non_negative, require_positive
 
+FILL_MODES = ("nearest", "reflect", "wrap", "constant")  # train.augment.fill_mode (imgclf.modeling.augment)
+
 if TYPE_CHECKING:  # the type checker sees strings; params.yaml's allowed values are the registries' names
     ModelName = str
     BackboneName = str
+    FillMode = str
 else:
     ModelName = Literal[tuple(NETWORKS)]
     BackboneName = Literal[tuple(BACKBONES)]
+    FillMode = Literal[FILL_MODES]
 OptimizerName = Literal["sgd", "adam", "adamw", "rmsprop", "adadelta"]
 ScheduleName = Literal["constant", "step", "cosine", "one_cycle"]
-FillMode = Literal["nearest", "reflect", "wrap", "constant"]
 PrecisionName = Literal["off", "float16", "bfloat16", "auto"]
 DistributionName = Literal["auto", "none", "mirrored", "multi_worker"]
 BackendName = Literal["tensorflow", "jax"]  # the Keras backends requirements.txt installs

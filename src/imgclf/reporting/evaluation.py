@@ -1,8 +1,12 @@
 """Test-set metrics and curve data from predicted class probabilities (pure functions over arrays).
 
-Metric names are flat, lower-case and shared with the docs, so that ``dvc exp show`` columns read
-well: ``accuracy``, ``top_5_accuracy``, ``loss``, ``macro_f1``, ``weighted_f1``, ``roc_auc``,
-``ece``..., and ``per_class.<class>.<metric>``.
+``metrics/evaluate.json`` holds the headline figures only, with flat, short, lower-case names
+shared with the docs, so that ``dvc exp show`` and ``dvc metrics diff`` fit a terminal:
+``accuracy``, ``top_5_accuracy``, ``loss``, ``macro_f1``, ``roc_auc``, ``ece``, ``test_images``.
+Every class's precision, recall, F1, ROC AUC and support, with their macro and weighted averages,
+are rows of ``metrics/class_scores.csv`` (:func:`class_score_rows`): a table that ``dvc plots``
+draws, which grows with the classes where a metrics file would grow ``dvc exp show`` by five
+columns per class.
 """
 
 from __future__ import annotations
@@ -20,47 +24,64 @@ from sklearn.metrics import (
     roc_curve,
 )
 
-DECIMALS = 6
+DECIMALS = 6  # the tables and curves
+# metrics/evaluate.json: a resolution of one image in 10,000, and `dvc exp show` columns that fit a
+# 120-column terminal (DVC prints 5 significant digits: 0.014138 where 0.0141 is as much as matters)
+HEADLINE_DECIMALS = 4
 # Curves in metrics/ are tracked by git and drawn by a browser: at most this many points per class.
 MAX_CURVE_POINTS = 200
 
 
 def score_predictions(labels: np.ndarray, probabilities: np.ndarray, class_names: Sequence[str],
                       top_k: int = 5, calibration_bins: int = 15) -> dict[str, Any]:
-    """Every test metric of the evaluate stage, as one JSON-ready mapping.
+    """The headline test metrics of the evaluate stage, as one JSON-ready mapping.
 
     ``top_<k>_accuracy`` is only reported with more than ``top_k`` classes (with fewer it is 1).
     ``roc_auc`` is the area for the second class with two classes and the macro mean of one-vs-rest
     areas with more, over the classes that have both positive and negative test images (``None``
     when none has). ``ece`` is the expected calibration error over ``calibration_bins`` bins.
     """
-    class_indices = list(range(len(class_names)))
     predicted = probabilities.argmax(axis=1)
-    precision, recall, f1, support = precision_recall_fscore_support(
-        labels, predicted, labels=class_indices, zero_division=0)
-    weights = support / max(support.sum(), 1)
-    class_auc = one_vs_rest_auc(labels, probabilities)
+    _, _, f1, _ = _per_class_scores(labels, predicted, len(class_names))
     metrics: dict[str, Any] = {
         "accuracy": _round(accuracy_score(labels, predicted)),
-        "loss": _round(log_loss(labels, probabilities, labels=class_indices)),
-        "macro_precision": _round(precision.mean()),
-        "macro_recall": _round(recall.mean()),
+        "loss": _round(log_loss(labels, probabilities, labels=list(range(len(class_names))))),
         "macro_f1": _round(f1.mean()),
-        "weighted_precision": _round(precision @ weights),
-        "weighted_recall": _round(recall @ weights),
-        "weighted_f1": _round(f1 @ weights),
-        "roc_auc": _roc_auc_summary(class_auc, len(class_names)),
+        "roc_auc": _roc_auc_summary(one_vs_rest_auc(labels, probabilities), len(class_names)),
         "ece": _round(expected_calibration_error(labels, probabilities, calibration_bins)),
         "test_images": int(len(labels)),
     }
     if len(class_names) > top_k:
         metrics[f"top_{top_k}_accuracy"] = _round(top_k_accuracy(labels, probabilities, top_k))
-    metrics["per_class"] = {
-        name: {"precision": _round(precision[i]), "recall": _round(recall[i]), "f1": _round(f1[i]),
-               "support": int(support[i]), "roc_auc": _round_or_none(class_auc[i])}
-        for i, name in enumerate(class_names)
-    }
-    return metrics
+    return {key: round(value, HEADLINE_DECIMALS) if isinstance(value, float) else value
+            for key, value in metrics.items()}
+
+
+CLASS_SCORE_COLUMNS = ["class", "precision", "recall", "f1", "roc_auc", "support"]
+AVERAGES = ("macro average", "weighted average")  # the last two rows: by class, and by the classes' support
+
+
+def class_score_rows(labels: np.ndarray, probabilities: np.ndarray,
+                     class_names: Sequence[str]) -> list[tuple[str, float, float, float, float | None, int]]:
+    """The rows of ``metrics/class_scores.csv`` (:data:`CLASS_SCORE_COLUMNS`): each class's scores,
+    one-vs-rest ROC AUC (empty for a class absent from the test split or alone in it), and the
+    macro and weighted averages (weighted by support, as scikit-learn's ``average="weighted"``)."""
+    precision, recall, f1, support = _per_class_scores(labels, probabilities.argmax(axis=1), len(class_names))
+    class_auc = one_vs_rest_auc(labels, probabilities)
+    rows = [(name, _round(precision[i]), _round(recall[i]), _round(f1[i]), _round_or_none(class_auc[i]),
+             int(support[i])) for i, name in enumerate(class_names)]
+    weights = support / max(support.sum(), 1)
+    rows.append((AVERAGES[0], _round(precision.mean()), _round(recall.mean()), _round(f1.mean()),
+                 _roc_auc_summary(class_auc, len(class_names)), int(support.sum())))
+    rows.append((AVERAGES[1], _round(precision @ weights), _round(recall @ weights), _round(f1 @ weights), None,
+                 int(support.sum())))
+    return rows
+
+
+def _per_class_scores(labels: np.ndarray, predicted: np.ndarray,
+                      class_count: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Precision, recall, F1 and support of each class (0 where a class is never predicted or absent)."""
+    return precision_recall_fscore_support(labels, predicted, labels=list(range(class_count)), zero_division=0)
 
 
 def top_k_accuracy(labels: np.ndarray, probabilities: np.ndarray, k: int) -> float:

@@ -48,8 +48,9 @@ FIGURES = (
     ("confusion matrix", "metrics/figures/evaluate/confusion_matrix.png"),
     ("most confident mistakes", "metrics/figures/evaluate/mistakes.png"),
 )
-# DVCLive's per-step copy of the training metrics: metrics/train.json holds the same, once
-SKIPPED_METRIC_FILES = ("metrics/history/metrics.json",)
+# The files whose changes a report lists: dvc.yaml's metrics, and the train stage's record, which
+# dvc.yaml leaves out of `dvc exp show` (DVCLive's per-epoch copy of the same figures is left out here)
+METRIC_FILES = ("metrics/evaluate.json", "metrics/train.json", "metrics/data.json", "metrics/export.json")
 
 
 @dataclass(frozen=True)
@@ -62,10 +63,11 @@ class Change:
 
 
 def dvc_json(repo_root: Path, command: Sequence[str]) -> DiffJson:
-    """Run ``dvc COMMAND --json`` in the repository and parse what it prints."""
+    """Run ``dvc COMMAND`` with ``--json`` after its subcommand (``dvc metrics diff --json ...``) in the
+    repository and parse what it prints."""
     # this interpreter's DVC: `imgclf report` works from .venv/bin without the venv on PATH
-    result = subprocess.run([sys.executable, "-m", "dvc", *command, "--json"], cwd=repo_root, text=True,
-                            capture_output=True, check=False)
+    result = subprocess.run([sys.executable, "-m", "dvc", *command[:2], "--json", *command[2:]], cwd=repo_root,
+                            text=True, capture_output=True, check=False)
     if result.returncode != 0:
         raise PipelineError(f"`dvc {' '.join(command)}` failed: {result.stderr.strip() or result.stdout.strip()}")
     diff: DiffJson = json.loads(result.stdout or "{}")
@@ -91,7 +93,7 @@ def metric_changes(metrics_diff: DiffJson) -> tuple[list[tuple[Headline, Change]
         headlines.append((headline, Change(headline.key, values.get("old"), values.get("new"))))
     shown = {(headline.file, headline.key) for headline in HEADLINES}
     others = [Change(f"{file}: {key}", values.get("old"), values.get("new"))
-              for file, changes in sorted(metrics_diff.items()) if file not in SKIPPED_METRIC_FILES
+              for file, changes in sorted(metrics_diff.items())
               for key, values in sorted(changes.items())
               if (file, key) not in shown and values.get("old") != values.get("new")]
     return headlines, others
@@ -174,7 +176,8 @@ def write_report(repo_root: Path, output: Path, base: str = "HEAD", rev: str | N
                             "folder: choose another --output")
     compared = revisions(base, rev)
     params = param_changes(dvc_json(repo_root, ["params", "diff", *compared]))
-    headlines, other_metrics = metric_changes(dvc_json(repo_root, ["metrics", "diff", "--all", *compared]))
+    headlines, other_metrics = metric_changes(dvc_json(repo_root, ["metrics", "diff", "--all", "--targets",
+                                                                   *METRIC_FILES, "--", *compared]))
     figures = [(title, path, read_figure(repo_root, path, rev)) for title, path in FIGURES]
     with atomic_directory(output) as staging:
         (staging / "figures").mkdir()

@@ -20,7 +20,13 @@ import numpy as np
 from imgclf.data.dataset import PackedSplit
 from imgclf.modeling.outputs import predict_split
 from imgclf.reporting import figures
-from imgclf.reporting.evaluation import precision_recall_rows, prediction_rows, roc_rows, score_predictions
+from imgclf.reporting.evaluation import (
+    class_score_rows,
+    precision_recall_rows,
+    prediction_rows,
+    roc_rows,
+    score_predictions,
+)
 from imgclf.reporting.label_issues import LabelIssue, draw_gallery, find_in_splits, issue_rows
 from imgclf.reporting.params import EvaluateParams
 
@@ -44,11 +50,14 @@ class TestResults:
         return self.test_set.labels
 
     def metrics(self, params: EvaluateParams) -> dict[str, Any]:
-        """What ``metrics/evaluate.json`` holds."""
-        metrics = score_predictions(self.labels, self.probabilities, self.class_names, params.top_k,
-                                    params.calibration_bins)
-        metrics["label_issues"] = len(self.label_issues)
-        return metrics
+        """What ``metrics/evaluate.json`` holds: the model's headline scores. (How many labels are
+        probably wrong says something of the data: ``metrics/label_issues.csv`` lists them.)"""
+        return score_predictions(self.labels, self.probabilities, self.class_names, params.top_k,
+                                 params.calibration_bins)
+
+    def class_score_rows(self) -> list[tuple[str, float, float, float, float | None, int]]:
+        """What ``metrics/class_scores.csv`` holds: each class's scores, then their averages."""
+        return class_score_rows(self.labels, self.probabilities, self.class_names)
 
     def prediction_rows(self) -> list[tuple[str, str, str, float]]:
         return prediction_rows(self.test_set.files, self.labels, self.probabilities, self.class_names)

@@ -75,7 +75,11 @@ def compile_model(model: keras.Model, params: TrainParams, steps: int = 1, learn
 
 
 class EpochTimer(keras.callbacks.Callback):
-    """Seconds of the epoch's training steps and of its validation steps (epoch-level hooks only, see above)."""
+    """Seconds of the epoch's training steps and of its validation steps.
+
+    Epoch-level hooks only: a Keras callback with batch hooks makes every training step wait for
+    its results (as :class:`imgclf.training.sinks.TensorBoardSink` says).
+    """
 
     def __init__(self) -> None:
         super().__init__()
