@@ -29,14 +29,21 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from imgclf.modeling.outputs import TTA_MODES
 from imgclf.plumbing.errors import PipelineError
 from imgclf.plumbing.files import read_json
+from imgclf.plumbing.timeline import seconds_since_process_start
+
+if TYPE_CHECKING:  # for the type checker only: the commands import what they use when they run
+    from imgclf.data.preprocessing import Preprocessing
+    from imgclf.serving.inference import Prediction, PredictionTimes, Unreadable
+    from imgclf.serving.model_folder import Classifier
 from imgclf.serving.export import FORMATS as EXPORT_FORMATS
 
 logger = logging.getLogger("imgclf")
@@ -50,62 +57,85 @@ def summary(metrics_path: Path) -> str:
             f"macro F1 {metrics['macro_f1']:.4f}) on {metrics['test_images']} test images")
 
 
-def seconds_since_process_start() -> float | None:
-    """Wall seconds since this process started (Linux: /proc), or None where that cannot be read."""
-    try:
-        ticks = int(Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()[19])
-        uptime = float(Path("/proc/uptime").read_text().split()[0])
-    except (OSError, IndexError, ValueError):
-        return None
-    return max(uptime - ticks / os.sysconf("SC_CLK_TCK"), 0.0)
+def print_summary(args: argparse.Namespace) -> int:
+    print(summary(args.metrics))
+    return 0
 
 
 def predict(args: argparse.Namespace) -> int:
     startup = seconds_since_process_start()  # Python, and the imports of imgclf.cli
     began = time.perf_counter()
-    from imgclf.plumbing.files import write_csv
-    from imgclf.serving.inference import CSV_COLUMNS, PredictionTimes, csv_rows, image_files, predict_files
-    from imgclf.serving.model_folder import KerasClassifier, ModelFolder, load_classifier
+    from imgclf.serving.inference import PredictionTimes, image_files, predict_files
+    from imgclf.serving.model_folder import ModelFolder, load_classifier
 
     folder = ModelFolder.open(args.model_dir)
     preprocessing, class_names = folder.preprocessing(), folder.class_names
     loading_started = time.perf_counter()
     classifier = load_classifier(args.model_dir, "keras" if args.explain else args.engine)
-    loaded = time.perf_counter()
-    top_k = min(args.top_k, len(class_names))
+    loading = time.perf_counter() - loading_started
     times = PredictionTimes()
     predictions, unreadable = predict_files(classifier, class_names, preprocessing, image_files(args.paths),
-                                            top_k=top_k, batch_size=args.batch_size, tta=args.tta, times=times)
+                                            top_k=min(args.top_k, len(class_names)), batch_size=args.batch_size,
+                                            tta=args.tta, times=times)
     if args.explain and predictions:
-        from imgclf.serving.inference import explain_files
+        _write_heatmaps(classifier, predictions, class_names, preprocessing, args.explain)
+    _write_predictions(predictions, unreadable, args.output)
+    if args.verbose:
+        _log_timings(classifier, startup, time.perf_counter() - began, loading, times,
+                     len(predictions) + len(unreadable))
+    return _report_what_was_not_predicted(predictions, unreadable, args.paths, args.output)
 
-        assert isinstance(classifier, KerasClassifier)  # --explain loads the Keras model
-        written = explain_files(classifier.model, [Path(found.file) for found in predictions], class_names,
-                                [found.top[0][0] for found in predictions], preprocessing, args.explain)
-        logger.info("wrote %d heatmaps (where the model saw its first class) to %s", len(written), args.explain)
-    if args.output:
-        write_csv(args.output, CSV_COLUMNS, csv_rows(predictions, unreadable))
-        logger.info("wrote %d predictions to %s", len(predictions), args.output)
+
+def _write_heatmaps(classifier: Classifier, predictions: Sequence[Prediction], class_names: Sequence[str],
+                    preprocessing: Preprocessing, folder: Path) -> None:
+    """``imgclf predict --explain``: where the Keras model saw each file's first class."""
+    from imgclf.serving.inference import explain_files
+    from imgclf.serving.model_folder import KerasClassifier
+
+    assert isinstance(classifier, KerasClassifier)  # --explain loads the Keras model
+    written = explain_files(classifier.model, [Path(found.file) for found in predictions], class_names,
+                            [found.top[0][0] for found in predictions], preprocessing, folder)
+    logger.info("wrote %d heatmaps (where the model saw its first class) to %s", len(written), folder)
+
+
+def _write_predictions(predictions: Sequence[Prediction], unreadable: Sequence[Unreadable],
+                       output: Path | None) -> None:
+    """The predictions as a CSV at ``output``, or one line each on the screen."""
+    if output:
+        from imgclf.plumbing.files import write_csv
+        from imgclf.serving.inference import CSV_COLUMNS, csv_rows
+
+        write_csv(output, CSV_COLUMNS, csv_rows(predictions, unreadable))
+        logger.info("wrote %d predictions to %s", len(predictions), output)
     else:
         for prediction in predictions:
             print(f"{prediction.file}: {prediction.describe()}")
-    if args.verbose:
-        total = (startup or 0.0) + time.perf_counter() - began
-        logger.info("engine %s (%s); seconds: start-up %s (Python and imgclf's imports), model %.2f (importing the "
-                    "engine and loading the model), images %.2f (%d read), prediction %.2f (%d call(s)), other %.2f;"
-                    " whole command %s", classifier.engine, classifier.path,
-                    "unknown" if startup is None else f"{startup:.2f}", loaded - loading_started, times.reading,
-                    len(predictions) + len(unreadable), times.predicting, len(times.per_call),
-                    total - (startup or 0.0) - (loaded - loading_started) - times.reading - times.predicting,
-                    f"{total:.2f}" if startup is not None else f"{total:.2f} and start-up")
+
+
+def _log_timings(classifier: Classifier, startup: float | None, since_began: float, loading: float,
+                 times: PredictionTimes, files: int) -> None:
+    """``imgclf predict --verbose``: where the command's seconds went."""
+    total = (startup or 0.0) + since_began
+    other = since_began - loading - times.reading - times.predicting
+    logger.info("engine %s (%s); seconds: start-up %s (Python and imgclf's imports), model %.2f (importing the "
+                "engine and loading the model), images %.2f (%d read), prediction %.2f (%d call(s)), other %.2f;"
+                " whole command %s", classifier.engine, classifier.path,
+                "unknown" if startup is None else f"{startup:.2f}", loading, times.reading, files,
+                times.predicting, len(times.per_call), other,
+                f"{total:.2f}" if startup is not None else f"{total:.2f} and start-up")
+
+
+def _report_what_was_not_predicted(predictions: Sequence[Prediction], unreadable: Sequence[Unreadable],
+                                   paths: Sequence[Path], output: Path | None) -> int:
+    """Warn of the files that could not be read (or that there were none); the command's exit status."""
     if not predictions and not unreadable:
-        logger.warning("no files found in %s", ", ".join(map(str, args.paths)))
+        logger.warning("no files found in %s", ", ".join(map(str, paths)))
         return 1
     for failure in unreadable:
         logger.warning("could not read %s: %s", failure.file, failure.reason)
     if unreadable:
         logger.warning("%d of %d files could not be read%s", len(unreadable), len(unreadable) + len(predictions),
-                       f" (listed in {args.output})" if args.output else "")
+                       f" (listed in {output})" if output else "")
     return 0 if predictions else 1
 
 
@@ -187,19 +217,53 @@ def report(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command == "predict" and args.explain and args.engine == "onnx":
+        parser.error("--explain needs the Keras model's gradients: use --engine keras or auto")
+    logging.basicConfig(level=logging.INFO, format="%(levelname)-7s %(message)s")
+    try:
+        return args.run(args)
+    except PipelineError as error:
+        logger.error("%s", error)
+        return 1
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """``imgclf`` and its commands, each knowing the function that runs it (``args.run``)."""
     parser = argparse.ArgumentParser(prog="imgclf", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = parser.add_subparsers(dest="command", required=True)
+    for add in (_add_summary, _add_predict, _add_export, _add_recipe, _add_unpack, _add_lr_find, _add_check_remote,
+                _add_report):
+        add(commands)
+    return parser
 
+
+Commands = Any  # what argparse's add_subparsers returns (its class is private)
+
+
+def positive_int(text: str) -> int:
+    """An argparse type: a whole number of at least 1."""
+    value = int(text)  # argparse turns a ValueError into "invalid positive_int value"
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} is not 1 or more")
+    return value
+
+
+def _add_summary(commands: Commands) -> None:
     summary_parser = commands.add_parser("summary", help="print the test accuracy of the last run")
     summary_parser.add_argument("--metrics", type=Path, default=Path("metrics/evaluate.json"))
+    summary_parser.set_defaults(run=print_summary)
 
+
+def _add_predict(commands: Commands) -> None:
     predict_parser = commands.add_parser("predict", help="classify image files or folders of them")
     predict_parser.add_argument("paths", type=Path, nargs="+", help="image files, or folders to read every file of")
     predict_parser.add_argument("--model-dir", type=Path, default=Path("models"))
-    predict_parser.add_argument("--top-k", type=int, default=3, help="how many classes to show per image")
+    predict_parser.add_argument("--top-k", type=positive_int, default=3, help="how many classes to show per image")
     predict_parser.add_argument("--output", type=Path, help="write a CSV here instead of printing")
-    predict_parser.add_argument("--batch-size", type=int, default=64)
+    predict_parser.add_argument("--batch-size", type=positive_int, default=64)
     predict_parser.add_argument("--tta", choices=TTA_MODES, default="none",
                                 help="test-time augmentation as evaluate.tta: flip averages each image with its mirror")
     predict_parser.add_argument("--engine", choices=("auto", "onnx", "keras"), default="auto",
@@ -210,7 +274,10 @@ def main(argv: list[str] | None = None) -> int:
                                      "(runs the Keras model)")
     predict_parser.add_argument("--verbose", action="store_true",
                                 help="log where the seconds went: start-up, loading the model, reading, predicting")
+    predict_parser.set_defaults(run=predict)
 
+
+def _add_export(commands: Commands) -> None:
     export_parser = commands.add_parser("export", help="export the model for serving, checked on the test images")
     export_parser.add_argument("--format", choices=EXPORT_FORMATS, action="append", required=True,
                                help="repeat for several (saved_model is TF Serving's format)")
@@ -218,18 +285,27 @@ def main(argv: list[str] | None = None) -> int:
     export_parser.add_argument("--test", type=Path, default=Path("data/resized/test"),
                                help="images to check the export on (default: the test split)")
     export_parser.add_argument("--output", type=Path, default=Path("exports"))
+    export_parser.set_defaults(run=export)
 
+
+def _add_recipe(commands: Commands) -> None:
     recipe_parser = commands.add_parser("recipe", help="list the recipes, or select one by name")
     recipe_parser.add_argument("name", nargs="?", help="a recipe of recipes/ (none: list them)")
     recipe_choice = recipe_parser.add_mutually_exclusive_group()
     recipe_choice.add_argument("--apply", action="store_true", help="write its values into params.yaml")
     recipe_choice.add_argument("--flags", action="store_true",
                                help="print only its -S flags, for: imgclf recipe NAME --flags | xargs dvc exp run")
+    recipe_parser.set_defaults(run=recipe)
 
+
+def _add_unpack(commands: Commands) -> None:
     unpack_parser = commands.add_parser("unpack", help="write a packed split out as folders of PNGs, to look at")
     unpack_parser.add_argument("packed", type=Path, help="a split folder, such as data/resized/test")
     unpack_parser.add_argument("output", type=Path, help="folder to write <class>/<file>.png into (must not exist)")
+    unpack_parser.set_defaults(run=unpack)
 
+
+def _add_lr_find(commands: Commands) -> None:
     lr_parser = commands.add_parser("lr-find", help="suggest train.learning_rate from a short run with a rising rate")
     lr_parser.add_argument("--train", type=Path, default=Path("data/resized/train"),
                            help="the packed training split (default: the resize stage's)")
@@ -238,31 +314,22 @@ def main(argv: list[str] | None = None) -> int:
     lr_parser.add_argument("--end", type=float, default=1.0, help="the last rate (default 1)")
     lr_parser.add_argument("--steps", type=int, default=100, help="batches, one per rate (default 100)")
     lr_parser.add_argument("--output", type=Path, default=Path("logs/lr_find.png"), help="the plot")
+    lr_parser.set_defaults(run=lr_find)
 
+
+def _add_check_remote(commands: Commands) -> None:
     remote_parser = commands.add_parser("check-remote", help="check that the DVC remote can be reached and read")
     remote_parser.add_argument("--remote", "-r", help="a remote's name (default: the default remote)")
+    remote_parser.set_defaults(run=check_remote)
 
+
+def _add_report(commands: Commands) -> None:
     report_parser = commands.add_parser("report", help="a Markdown report of params, metrics and figures vs a base")
     report_parser.add_argument("--base", default="HEAD", help="the revision to compare with (default: HEAD)")
     report_parser.add_argument("--rev", help="the revision or experiment to report on (default: the workspace)")
     report_parser.add_argument("--output", type=Path, default=Path("report"),
                                help="folder for report.md and its figures (default: report/)")
-
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)-7s %(message)s")
-    if args.command == "summary":
-        print(summary(args.metrics))
-        return 0
-    if getattr(args, "top_k", 1) < 1 or getattr(args, "batch_size", 1) < 1:
-        parser.error("--top-k and --batch-size must be 1 or more")
-    if getattr(args, "explain", None) and args.engine == "onnx":
-        parser.error("--explain needs the Keras model's gradients: use --engine keras or auto")
-    try:
-        return {"predict": predict, "export": export, "recipe": recipe, "unpack": unpack,
-                "lr-find": lr_find, "check-remote": check_remote, "report": report}[args.command](args)
-    except PipelineError as error:
-        logger.error("%s", error)
-        return 1
+    report_parser.set_defaults(run=report)
 
 
 if __name__ == "__main__":

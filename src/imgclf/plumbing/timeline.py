@@ -30,15 +30,17 @@ def recording_timeline() -> Iterator[None]:
     if not destination:
         yield
         return
+    age = seconds_since_process_start()
     entered = time.time()
+    started = entered - (age or 0.0)  # where /proc cannot tell, the start-up shows as 0
     importing = _ImportClock()
     builtins.__import__ = importing
     try:
         yield
     finally:
         builtins.__import__ = importing.original
-        record = {"script": sys.argv[0], "pid": os.getpid(), "started": _process_start(),
-                  "main": entered, "ended": time.time(), "imports": round(importing.seconds, 3)}
+        record = {"script": sys.argv[0], "pid": os.getpid(), "started": started, "main": entered,
+                  "ended": time.time(), "imports": round(importing.seconds, 3)}
         with open(destination, "a", encoding="utf-8") as timeline:  # one short line: appends do not interleave
             timeline.write(json.dumps(record) + "\n")
 
@@ -63,12 +65,11 @@ class _ImportClock:
             self.seconds += time.perf_counter() - start
 
 
-def _process_start() -> float:
-    """When the kernel started this process, in seconds since the epoch (to its 10 ms clock tick); 0
-    where /proc cannot tell (not Linux)."""
+def seconds_since_process_start() -> float | None:
+    """Wall seconds since the kernel started this process (to its 10 ms clock tick), or None where
+    /proc cannot tell (not Linux): what ``imgclf predict --verbose`` reports as its start-up too."""
     try:
         ticks = int(Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()[19])  # field 22: start time
     except (OSError, IndexError, ValueError):
-        return 0.0
-    age = time.clock_gettime(time.CLOCK_BOOTTIME) - ticks / os.sysconf("SC_CLK_TCK")
-    return time.time() - age
+        return None
+    return max(time.clock_gettime(time.CLOCK_BOOTTIME) - ticks / os.sysconf("SC_CLK_TCK"), 0.0)
