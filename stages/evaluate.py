@@ -57,15 +57,16 @@ def main() -> None:
         # rest, predicts and draws (heatmap_process)
         with HeatmapProcess(args.model_dir / KERAS_FILE, args.test, class_names, params, staging) as heatmaps:
             from imgclf.data.dataset import open_split
-            from imgclf.reporting.results import draw_figures, predict_test, test_results
+            from imgclf.reporting.results import draw_figures, predict_splits, test_results
             from imgclf.serving.model_folder import load_classifier
 
             classifier = load_classifier(args.model_dir)  # ONNX Runtime where the train stage wrote model.onnx
             test_set = open_split(args.test, class_names)
             val_set = open_split(args.val, class_names)
-            probabilities = predict_test(classifier.outputs, test_set, params)
+            probabilities, val_probabilities = predict_splits(classifier.outputs, test_set, val_set, params)
+            del classifier  # its session's memory, before the heatmaps' gradients take theirs
             heatmaps.draw(probabilities)
-            results = test_results(classifier.outputs, test_set, probabilities, val_set, class_names, params)
+            results = test_results(test_set, probabilities, val_set, val_probabilities, class_names)
             draw_figures(results, params, staging)
             heatmaps_from = heatmaps.wait()
 

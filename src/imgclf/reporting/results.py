@@ -66,16 +66,17 @@ class TestResults:
         return issue_rows(self.label_issues, self.class_names)
 
 
-def predict_test(outputs: Outputs, test_set: PackedSplit, params: EvaluateParams) -> np.ndarray:
-    """The test split's probabilities (``evaluate.tta`` applied)."""
-    return predict_split(outputs, test_set, params.batch_size, params.tta)
+def predict_splits(outputs: Outputs, test_set: PackedSplit, val_set: PackedSplit,
+                   params: EvaluateParams) -> tuple[np.ndarray, np.ndarray]:
+    """The test and validation splits' probabilities (``evaluate.tta`` applied to both): the
+    validation split's, out-of-sample as the test split's, for the label issues."""
+    return (predict_split(outputs, test_set, params.batch_size, params.tta),
+            predict_split(outputs, val_set, params.batch_size, params.tta))
 
 
-def test_results(outputs: Outputs, test_set: PackedSplit, probabilities: np.ndarray, val_set: PackedSplit,
-                 class_names: Sequence[str], params: EvaluateParams) -> TestResults:
-    """Everything that follows from the test split's ``probabilities``: the validation split is
-    predicted too (``evaluate.tta`` as for the test split) to find the probably mislabelled images."""
-    val_probabilities = predict_split(outputs, val_set, params.batch_size, params.tta)
+def test_results(test_set: PackedSplit, probabilities: np.ndarray, val_set: PackedSplit,
+                 val_probabilities: np.ndarray, class_names: Sequence[str]) -> TestResults:
+    """Everything that follows from the splits' probabilities: the probably mislabelled images, the curves."""
     issues = find_in_splits({"val": (val_set, val_probabilities), "test": (test_set, probabilities)})
     return TestResults(class_names, test_set, probabilities, val_set, issues,
                        roc_rows(test_set.labels, probabilities, class_names),

@@ -186,10 +186,17 @@ def saved_model_runner(path: Path) -> Runner:
 
 
 def onnx_session(path: Path) -> onnxruntime.InferenceSession:
-    """An ONNX Runtime session of ``path`` on the CPU: what the check and ``imgclf predict`` both run."""
+    """An ONNX Runtime session of ``path`` on the CPU: what the check, the evaluate stage and
+    ``imgclf predict`` run.
+
+    Without ONNX Runtime's memory arena, which keeps the largest batch's buffers until the session
+    ends: the evaluate stage's heatmap process takes its memory while the stage still holds its own.
+    """
     import onnxruntime
 
-    return onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    options = onnxruntime.SessionOptions()
+    options.enable_cpu_mem_arena = False
+    return onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
 def onnx_runner(path: Path) -> Runner:
