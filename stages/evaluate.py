@@ -4,8 +4,8 @@ Reads:  models/ (model.onnx, run by ONNX Runtime, or where it is missing model.k
         data/resized/test/ and val/ (batch by batch), params.yaml ``evaluate`` and ``train.backend``
         (the Keras of the heatmaps, drawn by a process of their own while this one draws the rest)
 Writes: metrics/evaluate.json (the headline: accuracy, top-k accuracy, loss, macro F1, ROC AUC,
-        calibration error, label issues), metrics/class_scores.csv (each class's precision, recall,
-        F1, ROC AUC and support, with their macro and weighted averages), metrics/predictions.csv (file, actual,
+        calibration error), metrics/class_scores.csv (each class's precision, recall, F1, ROC AUC and
+        support, with their macro and weighted averages), metrics/predictions.csv (file, actual,
         predicted, confidence: the confusion matrix's data), metrics/roc.csv and
         metrics/precision_recall.csv (one-vs-rest curve points per class), and metrics/figures/evaluate/
         (PNG: confusion matrices, ROC and precision-recall curves, the most confident mistakes,

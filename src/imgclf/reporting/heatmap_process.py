@@ -34,9 +34,10 @@ class HeatmapProcess:
 
     The process starts on entering the block and imports Keras, on the backend ``KERAS_BACKEND``
     names (the evaluate stage sets it from ``train.backend``), and loads the model while this one
-    predicts; :meth:`draw` hands it the test probabilities (the galleries choose their images by
-    them). If it fails or is killed, both galleries say so and the other figures are untouched;
-    leaving the block before :meth:`wait` stops it.
+    predicts both splits; :meth:`draw` hands it the test probabilities (the galleries choose their
+    images by them), and it computes the gradients while this one finds the label issues and draws
+    the other figures. If it fails or is killed, both galleries say so and the other figures are
+    untouched; leaving the block before :meth:`wait` stops it.
     """
 
     def __init__(self, model_file: Path, split_folder: Path, class_names: Sequence[str], params: EvaluateParams,

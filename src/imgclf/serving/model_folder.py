@@ -72,8 +72,9 @@ def onnx_copy_in_training(folder: Path, backend: str, in_process_mb: float) -> b
 
     There TensorFlow and the model are loaded already, which a process of its own spends about 6 s
     on; the conversion keeps protobuf's C implementation, whose ~24 passes each hold a copy of the
-    weights until the end (:mod:`imgclf.serving.onnx_conversion`): 8 MiB of weights cost about
-    200 MiB more. A larger model goes to a process of its own, whose death loses no training.
+    weights until the end (measured pass by pass: :mod:`imgclf.serving.onnx_conversion`), so 8 MiB
+    of weights may cost about 200 MiB more. A larger model goes to a process of its own, whose death
+    loses no training.
     """
     return backend == "tensorflow" and weight_bytes(folder / KERAS_FILE) <= in_process_mb * 2**20
 
