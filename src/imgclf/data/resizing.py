@@ -49,8 +49,9 @@ class ResizeReport:
         the files left out, repaired and used despite damage, and the source images' sizes and modes."""
         rows = []
         for subset in SUBSETS:
-            source = self.statistics[subset].summary()
-            modes = "; ".join(f"{mode} {count}" for mode, count in source.pop("modes").items())
+            statistics = self.statistics[subset]
+            source = statistics.summary()
+            modes = "; ".join(f"{mode} {count}" for mode, count in sorted(statistics.modes.items()))
             rows.append((subset, sum(self.kept_per_class[subset].values()), self.actions[subset]["skipped"],
                          self.actions[subset]["repaired"], self.actions[subset]["warning"],
                          *(source[column] for column in SPLIT_COLUMNS[5:-1]), modes))
