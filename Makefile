@@ -1,6 +1,6 @@
 # Two entry points for a fresh clone (see README.md):
 #   make repro   set everything up, run the pipeline on the default params, print test accuracy
-#   make test    set everything up, check lint and types, run the test suite
+#   make test    set everything up, check lint and types, build the docs, run the test suite
 VENV := .venv
 PYTHON := $(VENV)/bin/python
 # dvc runs each stage's `python ...` through the shell: put the venv first on PATH.
@@ -9,7 +9,7 @@ export TF_CPP_MIN_LOG_LEVEL ?= 2
 # The offline page template for `dvc plots show` (.dvc/config: plots.html_template).
 PLOTS_PAGE := .dvc/plots/offline.html
 
-.PHONY: setup system-packages repro lint test clean
+.PHONY: setup system-packages repro lint docs test clean
 
 setup: $(VENV)/.installed
 
@@ -42,10 +42,14 @@ lint: setup
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy
 
+# The manual (docs/, mkdocs.yml) into build/site; --strict: a broken link or anchor is an error.
+docs: setup
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --quiet
+
 # Two processes, each running whole test files (--dist loadfile keeps a module's shared fixtures and
 # its tests' order): the slow tier mostly waits on one `dvc`/TensorFlow process at a time, so two
 # cores take the suite from about 23 to 14 minutes.
-test: setup system-packages lint
+test: setup system-packages lint docs
 	$(PYTHON) -m pytest -n 2 --dist loadfile --durations=15
 
 clean:

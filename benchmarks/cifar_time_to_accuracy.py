@@ -37,7 +37,7 @@ from tests.helpers import make_project, set_params  # noqa: E402
 
 # fast_cnn with the speedruns' recipe (recipes/cifar10.yaml: SGD with Nesterov momentum, one-cycle
 # schedule, label smoothing, flips and 2-pixel shifts), validation 4% of the training images. The
-# README's "Quality" table quotes it as `imgclf recipe cifar10 --flags | xargs dvc exp run -S split.val=0.04`.
+# docs/quality.md quotes it as `imgclf recipe cifar10 --flags | xargs dvc exp run -S split.val=0.04`.
 RECIPE = {"split.val": 0.04, **load_recipe("cifar10", ROOT / "recipes").settings}
 TARGET_ACCURACY = 0.85
 TARGET_MINUTES = 30

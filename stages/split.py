@@ -3,7 +3,7 @@
 Reads:  data/raw_index.csv (the download stage's manifest of data/raw), params.yaml ``split``
 Writes: data/split.csv, the split as a manifest: every image's path, its class, its subset (train,
         val or test) and the SHA-256 of its bytes. A manifest rather than folders of links: DVC
-        checks one file instead of one per image (README: "Which outputs are folders");
+        checks one file instead of one per image (docs/outputs.md, "Which outputs are folders");
         metrics/duplicates.csv, files whose bytes repeat another file's, or that hold the same
         picture re-encoded or resized (a perceptual hash within split.near_duplicate_bits): dropped
         (split.deduplicate: true) or, when kept, listed where they leak across splits

@@ -1,4 +1,4 @@
-"""The files of the README's table "What happens with bad input, faults and hostile files", built as
+"""The files of the table in docs/faults.md, "What happens with bad input, faults and hostile files", built as
 real bytes, each with what the pipeline promises to do with it.
 
 tests/test_bad_input.py checks each case on the function that handles it; tests/test_bad_folder.py
@@ -115,7 +115,7 @@ class BadFile:
 
 
 def bad_files() -> list[BadFile]:
-    """One file per row of the README's table that concerns a file in a user's folder."""
+    """One file per row of docs/faults.md's table that concerns a file in a user's folder."""
     files = [
         BadFile("empty.jpg", b"", "download", "skipped", "not an image"),
         BadFile("notes.txt", b"just some text", "download", "skipped", "not an image"),

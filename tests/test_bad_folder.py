@@ -1,4 +1,4 @@
-"""A user's folder holding every bad file of the README's table among good images, through the real
+"""A user's folder holding every bad file of docs/faults.md's table among good images, through the real
 `dvc repro` and the real `imgclf predict`: the run finishes, each unusable file is listed with its
 reason, each repairable one is in the resized splits (tests/bad_files.py holds the cases).
 
@@ -97,7 +97,7 @@ def test_imgclf_predict_on_the_folder_classifies_every_usable_file_and_names_the
     rows = {Path(row["file"]).name: row for row in read_rows(output)}
     for bad in bad_files():
         if bad.name.startswith("."):
-            assert bad.name not in rows  # hidden files are left out, as the README says
+            assert bad.name not in rows  # hidden files are left out, as docs/results.md says of imgclf predict
             continue
         row = rows[bad.name]
         if bad.usable:

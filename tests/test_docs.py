@@ -1,4 +1,7 @@
-"""The docs agree with the files their figures come from."""
+"""The docs agree with the files their figures come from, and the README's links lead somewhere.
+
+`make docs` (part of `make test`) checks the links and anchors between the pages of docs/ with
+`mkdocs build --strict`; the README is not one of those pages, so its links are checked here."""
 
 from __future__ import annotations
 
@@ -8,13 +11,14 @@ import re
 from tests.helpers import PROJECT_ROOT
 
 README = PROJECT_ROOT / "README.md"
+QUALITY_PAGE = PROJECT_ROOT / "docs" / "quality.md"
 BENCHMARKS_README = PROJECT_ROOT / "benchmarks" / "README.md"
 FIGURE = re.compile(r"\d+\.\d+(?:%| min)")  # 98.89%, 13.6 min
 
 
 def quality_table() -> list[list[str]]:
-    """The rows of the README's Quality table, each a list of its cells."""
-    section = README.read_text(encoding="utf-8").split("### Quality", 1)[1].split("\n\n", 2)[1]
+    """The rows of the Quality table (docs/quality.md), each a list of its cells."""
+    section = QUALITY_PAGE.read_text(encoding="utf-8").split("# Quality", 1)[1].split("\n\n", 2)[1]
     rows = [[cell.strip() for cell in line.strip().strip("|").split(" | ")]
             for line in section.splitlines() if line.startswith("| ")]
     return rows[2:]  # after the header and its rule
@@ -29,3 +33,10 @@ def test_the_quality_table_agrees_with_the_files_its_figures_come_from():
     for row in rows[1:]:
         for figure in FIGURE.findall(" ".join(row[2:])):
             assert figure in recorded, f"{figure} of the Quality row {row[0]!r} is not in benchmarks/README.md"
+
+
+def test_every_relative_link_of_the_readme_names_a_file_of_the_checkout():
+    links = re.findall(r"\]\(([^)#]+)(?:#[^)]*)?\)", README.read_text(encoding="utf-8"))
+    relative = [link for link in links if "://" not in link]
+    assert len(relative) >= 10, relative  # the pages of docs/, benchmarks/README.md
+    assert [link for link in relative if not (PROJECT_ROOT / link).is_file()] == []

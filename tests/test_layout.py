@@ -1,7 +1,7 @@
 """The package's layout holds: each sub-package imports only those below it, none in a loop, and the
 data path and the params checks never load Keras.
 
-README "Layout" lists the packages from the ground up; a module that imports one listed after its
+docs/development.md, "Layout", lists the packages from the ground up; a module that imports one listed after its
 own package (data importing modeling, say) fails here with the import to move. Imports inside
 functions count (the stages and the CLI import most of the library lazily); imports only for the
 type checker do not.
@@ -19,7 +19,7 @@ from tests.helpers import PROJECT_ROOT, command_env
 from tests.imports import SOURCE_ROOT, imported_modules
 
 PACKAGE_ROOT = SOURCE_ROOT / "imgclf"
-# From the ground up, as README "Layout" lists them; the modules at the top (cli, recipes, sections) may use all.
+# From the ground up, as docs/development.md lists them; the modules at the top (cli, recipes, sections) may use all.
 LAYERS = ("plumbing", "data", "modeling", "training", "reporting", "serving")
 INDEPENDENT = {("training", "reporting")}  # neither imports the other: the train stage uses both
 KERAS_FREE = ("plumbing", "data")  # their modules import neither Keras nor TensorFlow, anywhere

@@ -1,4 +1,4 @@
-"""The CI guard of the README's promise that memory is bounded by settings, never by the data.
+"""The CI guard of the promise (docs/scale.md) that memory is bounded by settings, never by the data.
 
 The real pipeline (``dvc repro``) runs at photo size, 224x224 with ``simple_cnn``, on N and on 4N
 synthetic photos; every stage's peak resident memory, its helper processes included (the train

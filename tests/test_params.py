@@ -117,9 +117,9 @@ def test_missing_params_file_says_where_to_run(tmp_path):
         load_section(TrainParams, tmp_path / "params.yaml")
 
 
-# --- every param documented once, with its default, in params.yaml and in the README ---------------
+# --- every param documented once, with its default, in params.yaml and in docs/parameters.md -------
 
-README = PROJECT_PARAMS.parent / "README.md"
+PARAMETERS_PAGE = PROJECT_PARAMS.parent / "docs" / "parameters.md"
 
 
 def _plain(value):
@@ -155,22 +155,20 @@ def yaml_leaves(values: dict, prefix: str = "") -> dict[str, object]:
     return leaves
 
 
-def readme_parameter_table(text: str) -> dict[str, str]:
-    """The keys of the README's parameter table with their defaults as written (YAML text).
+def documented_parameters(text: str) -> dict[str, str]:
+    """The keys of docs/parameters.md's table with their defaults as written (YAML text).
 
     A row may document several keys: ``a.b.c`` / ``d`` (or ``, ``): later names take the first one's
     prefix, and the default cell lists one value per key in the same order.
     """
-    section = text[text.index("\n## Parameters\n"):]
-    section = section[: section.index("\n## ", 1)]
     documented: dict[str, str] = {}
-    for line in section.splitlines():
+    for line in text.splitlines():
         if not line.startswith("| `"):
             continue
         key_cell, default_cell = (cell.strip() for cell in line.strip("|").split("|")[:2])
         names = re.findall(r"`([^`]+)`", key_cell)
         defaults = re.findall(r"`([^`]*)`", default_cell)
-        assert len(names) == len(defaults), f"README row {key_cell}: {len(names)} keys, {len(defaults)} defaults"
+        assert len(names) == len(defaults), f"row {key_cell}: {len(names)} keys, {len(defaults)} defaults"
         prefix = names[0].rsplit(".", 1)[0]
         for name, default in zip(names, defaults, strict=True):
             documented[name if "." in name else f"{prefix}.{name}"] = default
@@ -186,22 +184,22 @@ def test_params_yaml_holds_every_param_with_its_default_and_nothing_else():
     assert wrong == {}, "params.yaml value != the dataclass default (written, default)"
 
 
-def test_the_readme_table_documents_every_param_with_its_default_and_nothing_else():
+def test_the_parameters_page_documents_every_param_with_its_default_and_nothing_else():
     expected = code_defaults()
-    documented = readme_parameter_table(README.read_text(encoding="utf-8"))
-    assert sorted(set(expected) - set(documented)) == [], "the README's parameter table lacks these params"
-    assert sorted(set(documented) - set(expected)) == [], "the README's parameter table has keys the code does not know"
+    documented = documented_parameters(PARAMETERS_PAGE.read_text(encoding="utf-8"))
+    assert sorted(set(expected) - set(documented)) == [], "docs/parameters.md lacks these params"
+    assert sorted(set(documented) - set(expected)) == [], "docs/parameters.md has keys the code does not know"
     yaml = YAML(typ="safe")
     wrong = {key: (documented[key], default) for key, default in expected.items()
              if yaml.load(documented[key]) != default}
-    assert wrong == {}, "README default != the dataclass default (README, default)"
+    assert wrong == {}, "docs/parameters.md default != the dataclass default (documented, default)"
 
 
 def test_the_guards_name_a_param_left_out_or_unknown():
-    text = README.read_text(encoding="utf-8")
+    text = PARAMETERS_PAGE.read_text(encoding="utf-8")
     broken = text.replace("| `split.seed` | `42` | seed of the stratified split |\n", "").replace(
         "| `evaluate.tta` |", "| `evaluate.test_time_augmentation` |")
-    documented = readme_parameter_table(broken)
+    documented = documented_parameters(broken)
     assert "split.seed" not in documented and "evaluate.test_time_augmentation" in documented
     assert sorted(set(code_defaults()) ^ set(documented)) == [
         "evaluate.test_time_augmentation", "evaluate.tta", "split.seed"]

@@ -76,9 +76,9 @@ def test_repro_writes_every_output(repo):
                  "metrics/history/plots/metrics/val/loss.tsv",
                  *TRACKED_RESULTS, *FIGURES):
         assert (repo / path).exists(), path
-    assert json.loads((repo / "models/preprocessing.json").read_text()) == {
-        "size": [16, 16], "mode": "stretch", "max_megapixels": 200.0}
-    assert "Total params:" in (repo / "models/summary.txt").read_text()
+
+
+def test_every_image_is_counted_and_each_unusable_file_listed_with_its_reason(repo):
     counts = json.loads((repo / "metrics/data.json").read_text())
     assert sum(counts["images"].values()) == len(CLASSES) * IMAGES_PER_CLASS
     assert sum(counts["unusable"].values()) == 1
@@ -88,7 +88,9 @@ def test_repro_writes_every_output(repo):
     assert "notes.txt" in skipped and "not an image" in skipped
     unusable = (repo / "metrics/skipped_resize.csv").read_text()
     assert "red/cut.jpg,skipped," in unusable and "truncated" in unusable.lower()
-    # data/raw is indexed, the split is a manifest of every image with its digest, each split a folder of shards
+
+
+def test_the_data_is_handed_on_as_manifests_with_digests_and_packed_shards(repo):
     raw_files = sorted(path.relative_to(repo).as_posix() for path in (repo / "data/raw").rglob("*") if path.is_file()
                        and path.name != ".gitignore")
     for manifest in ("data/raw_index.csv", "data/split.csv"):
@@ -99,15 +101,24 @@ def test_repro_writes_every_output(repo):
         ".gitignore", "preprocessing.json", "test", "train", "val"]
     assert sorted(path.name for path in (repo / "data/resized/train").iterdir()) == [
         "files.npy", "images-00000.npy", "labels.npy", "split.json"]
+
+
+def test_the_model_folder_records_its_classes_input_and_layers(repo):
     assert json.loads((repo / "models/classes.json").read_text()) == sorted(CLASSES)
+    assert json.loads((repo / "models/preprocessing.json").read_text()) == {
+        "size": [16, 16], "mode": "stretch", "max_megapixels": 200.0}
+    assert "Total params:" in (repo / "models/summary.txt").read_text()
+
+
+def test_the_test_metrics_hold_the_headline_figures_and_a_row_per_class(repo):
     evaluation = json.loads((repo / "metrics/evaluate.json").read_text())
     assert evaluation["test_images"] == 20
-    class_rows = (repo / "metrics/class_scores.csv").read_text().splitlines()
-    assert [row.split(",")[0] for row in class_rows] == ["class", *sorted(CLASSES), "macro average",
-                                                         "weighted average"]
     for metric in ("accuracy", "loss", "macro_f1", "roc_auc", "ece"):
         assert isinstance(evaluation[metric], float), metric
     assert "top_5_accuracy" not in evaluation  # 4 classes: top-5 would always be right
+    class_rows = (repo / "metrics/class_scores.csv").read_text().splitlines()
+    assert [row.split(",")[0] for row in class_rows] == ["class", *sorted(CLASSES), "macro average",
+                                                         "weighted average"]
     roc_classes = {line.split(",")[0] for line in (repo / "metrics/roc.csv").read_text().splitlines()[1:]}
     assert roc_classes == set(CLASSES)
 

@@ -1,7 +1,7 @@
 """A good run is quiet: the default pipeline, on a machine without a GPU, prints no ERROR or WARNING.
 
 The real `dvc repro` on the default params (the 1,797 digits) on JAX here; on TensorFlow, the
-default backend, tests/test_fresh_clone.py checks the same of its reproduction. TensorFlow's,
+default backend, tests/test_readme_commands.py checks the same of `make repro` in a fresh clone. TensorFlow's,
 XLA's, absl's and JAX's start-up lines of a healthy machine are left out at their source
 (imgclf.plumbing.native_logs) and come back with IMGCLF_VERBOSE=1.
 """

@@ -98,34 +98,3 @@ def test_an_unknown_recipe_lists_the_known_ones(project):
     assert "no recipe 'nope'" in result.stdout and "photos" in result.stdout and "Traceback" not in result.stdout
     listing = run(["imgclf", "recipe"], project).stdout
     assert [line.split(":")[0] for line in listing.splitlines()] == RECIPES
-
-
-def readme_recipe_line() -> str:
-    """The README's line that runs the photos recipe on your own photos."""
-    (line,) = [line for line in (PROJECT_ROOT / "README.md").read_text().splitlines()
-               if line.startswith("imgclf recipe photos --flags") and "/path/to/my_photos" in line]
-    return line
-
-
-@pytest.mark.slow
-def test_the_readmes_recipe_line_runs_its_values_in_bash_and_in_zsh(tmp_path):
-    """Exactly the README's line, the photos folder put in for /path/to/my_photos, run by bash, then by
-    zsh in the same project: each experiment's params are the recipe's (zsh's run finds DVC's run
-    cache, so it costs seconds), and the GELU network is exported for `imgclf predict`."""
-    import json
-
-    from tests.helpers import make_project, skip_unless_ci, write_image_folder
-
-    if shutil.which("zsh") is None:
-        skip_unless_ci("zsh is not installed (`make test` installs it where it runs as root)")
-    images = write_image_folder(tmp_path / "images", ("red", "green", "blue"), per_class=12)
-    repo = make_project(tmp_path / "project")
-    recipe = load_recipe("photos", repo / "recipes")
-    for shell in ("bash", "zsh"):
-        run([shell, "-c", readme_recipe_line().replace("/path/to/my_photos", str(images))], repo)
-        params = flat(YAML(typ="safe").load((repo / "params.yaml").read_text()))
-        assert {key: params[key] for key in recipe.settings} == recipe.settings, shell
-        assert params["data.source"] == "folder" and params["data.path"] == str(images), shell
-        assert json.loads((repo / "metrics/train.json").read_text())["epochs"] == recipe.settings["train.epochs"]
-        assert (repo / "models/model.onnx").is_file()
-        run(["git", "checkout", "--", "params.yaml"], repo)  # the next shell starts from the defaults again

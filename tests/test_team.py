@@ -1,5 +1,4 @@
-"""End to end: a team shares one project through remote storage and a git server, as the README's
-"Working as a team" shows.
+"""End to end: a team shares one project through remote storage and a git server, as docs/team.md shows.
 
 Person A runs the pipeline and pushes; person B clones and pulls. The remotes are real: an S3 server
 (moto's, speaking the S3 API over HTTP) started by the test on 127.0.0.1, a plain shared folder, and
@@ -12,11 +11,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import signal
-import socket
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,44 +20,14 @@ from pathlib import Path
 import pytest
 
 from tests.helpers import command_env, make_project, run, set_params, write_image_folder
+from tests.servers import ACCESS_KEY, free_port, s3_bucket, start_s3_server, stop
 
 pytestmark = pytest.mark.slow
 
 CLASSES = ("red", "green", "blue")
 BUCKET = "team-bucket"
-ACCESS_KEY = "imgclf-test-access-key"  # moto takes any key; this one is findable if it leaks into git
 ARTIFACT = "image-classifier"
 SHARED_OUTPUTS = ("models", "metrics", "data/resized", "data/split.csv")
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def start_s3_server(log: Path, **env: str) -> tuple[subprocess.Popen[bytes], str]:
-    """moto's S3 server on 127.0.0.1 in its own process; its endpoint URL once it answers."""
-    port = free_port()
-    server = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-                              stdout=log.open("wb"), stderr=subprocess.STDOUT, env={**os.environ, **env})
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            return server, f"http://127.0.0.1:{port}"
-        except OSError:
-            if server.poll() is not None:
-                pytest.fail(f"moto's S3 server exited: {log.read_text()[-3000:]}")
-            time.sleep(0.2)
-    server.kill()
-    pytest.fail("moto's S3 server did not answer within 60 s")
-
-
-def stop(server: subprocess.Popen[bytes]) -> None:
-    server.send_signal(signal.SIGCONT)  # in case a test left it paused
-    server.terminate()
-    server.wait(timeout=30)
 
 
 def digests(root: Path, names: tuple[str, ...] = SHARED_OUTPUTS) -> dict[str, str]:
@@ -87,25 +53,9 @@ def clone(origin: Path, destination: Path) -> Path:
 
 @pytest.fixture(scope="module")
 def s3(tmp_path_factory) -> Iterator[str]:
-    """The S3 server with the team's bucket, and the AWS variables every command of the module sees
-    (the usual way to give DVC credentials; none are written into a repository)."""
-    root = tmp_path_factory.mktemp("s3")
-    server, endpoint = start_s3_server(root / "moto.log")
-    with pytest.MonkeyPatch.context() as environment:
-        for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "DVC_STUDIO_TOKEN", "STUDIO_TOKEN"):
-            environment.delenv(name, raising=False)
-        environment.setenv("AWS_ACCESS_KEY_ID", ACCESS_KEY)
-        environment.setenv("AWS_SECRET_ACCESS_KEY", "imgclf-test-secret")
-        environment.setenv("AWS_DEFAULT_REGION", "us-east-1")
-        environment.setenv("AWS_CONFIG_FILE", str(root / "no-aws-config"))  # not this machine's ~/.aws
-        environment.setenv("AWS_SHARED_CREDENTIALS_FILE", str(root / "no-aws-credentials"))
-        import boto3
-
-        boto3.client("s3", endpoint_url=endpoint).create_bucket(Bucket=BUCKET)
-        try:
-            yield endpoint
-        finally:
-            stop(server)
+    """The S3 server with the team's bucket; every command of the module sees its AWS variables."""
+    with s3_bucket(tmp_path_factory.mktemp("s3"), BUCKET) as endpoint:
+        yield endpoint
 
 
 @pytest.fixture(scope="module")
@@ -117,7 +67,7 @@ def team(s3, tmp_path_factory) -> dict[str, Path]:
     person_a = make_project(root / "a")
     set_params(person_a, **{"data.source": "folder", "data.path": str(images), "resize.size": [16, 16],
                             "train.epochs": 3, "train.batch_size": 16, "split.val": 0.25, "split.test": 0.25})
-    # the README's commands: the S3 remote as the default, its endpoint (a company's S3-compatible
+    # docs/team.md's commands: the S3 remote as the default, its endpoint (a company's S3-compatible
     # server; left out for AWS itself), and a shared folder as a second remote
     run(["dvc", "remote", "add", "-d", "storage", f"s3://{BUCKET}/imgclf"], person_a)
     run(["dvc", "remote", "modify", "storage", "endpointurl", s3], person_a)
@@ -192,7 +142,7 @@ def test_a_remote_that_cannot_be_reached_or_denies_access_is_named_with_what_to_
     person_e = clone(team["origin"], team["root"] / "e")
     assert "can be read; it holds" in run(["imgclf", "check-remote"], person_e).stdout
 
-    # nothing listens on the endpoint (set for this machine only, as the README shows)
+    # nothing listens on the endpoint (set for this machine only, as docs/team.md shows)
     run(["dvc", "remote", "modify", "--local", "storage", "endpointurl", f"http://127.0.0.1:{free_port()}"], person_e)
     unreachable = run(["imgclf", "check-remote"], person_e, check=False)
     assert unreachable.returncode == 1

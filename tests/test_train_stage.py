@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -17,6 +16,7 @@ import pytest
 
 from imgclf.modeling.devices import describe_cpu
 from tests.helpers import command_env, make_project, run, set_params, stage_command, write_image_folder
+from tests.servers import free_port
 
 pytestmark = pytest.mark.slow
 
@@ -61,12 +61,6 @@ def model_weights(path: Path) -> list[np.ndarray]:
     from imgclf.modeling.modelio import load_model
 
     return [keras.ops.convert_to_numpy(w) for w in load_model(path).weights]
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def test_mirrored_on_two_logical_cpu_devices(project):
@@ -168,7 +162,7 @@ def test_train_and_evaluate_run_under_jax_without_tensorflow(tmp_path):
 
 def test_dvc_metrics_show_follows_a_running_training(project):
     """DVCLive rewrites metrics/history/metrics.json after every epoch: `dvc metrics show` of that
-    file, run beside a training, shows the epoch it has reached (README: "Watching a run")."""
+    file, run beside a training, shows the epoch it has reached (docs/training.md: "Watching a run")."""
     set_params(project, **{"train.backend": "tensorflow", "train.distribution": "none", "train.epochs": 500,
                            "train.resume": False})
     summary = project / "metrics/history/metrics.json"

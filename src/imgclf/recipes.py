@@ -7,7 +7,7 @@ passes them to DVC (``imgclf recipe photos --flags | xargs dvc exp run``). Eithe
 the experiment's copy of it, holds every value the run used: ``dvc exp show`` shows them, ``dvc
 params diff`` compares them, and only the stages whose params a recipe changes rerun.
 
-Why recipes and not DVC's Hydra composition: the README's "Training on your own images" says.
+Why recipes and not DVC's Hydra composition: docs/data.md, "Training on your own images", says.
 """
 
 from __future__ import annotations

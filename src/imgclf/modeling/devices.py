@@ -148,7 +148,7 @@ def _setup_tensorflow(setting: str, mixed_precision: str) -> DeviceSetup:
     raise PipelineError(
         "train.distribution multi_worker does not run with the TensorFlow backend: Keras 3's fit fails under "
         "TensorFlow's MultiWorkerMirroredStrategy (keras-team/keras#20585). Run every worker with "
-        "train.backend: jax and the same TF_CONFIG (README: \"Several GPUs and several machines\").")
+        "train.backend: jax and the same TF_CONFIG (docs/training.md, \"Several GPUs and several machines\").")
 
 
 def _jax_cluster_from_tf_config() -> dict[str, Any] | None:
@@ -171,7 +171,7 @@ def _setup_jax(setting: str, mixed_precision: str) -> DeviceSetup:
         if not cluster:
             raise PipelineError(f"train.distribution multi_worker needs TF_CONFIG or {JAX_CLUSTER_VARIABLE}, "
                                 "KERAS_DISTRIBUTION_NUM_PROCESSES and KERAS_DISTRIBUTION_PROCESS_ID "
-                                "(README: \"Several GPUs and several machines\").")
+                                "(docs/training.md, \"Several GPUs and several machines\").")
         keras.distribution.initialize(**(from_tf_config or {}))  # before the first look at the devices
     logical_cpus = _logical_cpus_requested()
     if logical_cpus:  # read when JAX first looks at its devices

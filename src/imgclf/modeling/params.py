@@ -33,7 +33,7 @@ BackendName = Literal["tensorflow", "jax"]  # the Keras backends requirements.tx
 class AugmentParams(Section):
     """Random augmentation inside the model, active only while training (``train.augment``).
 
-    The settings of Keras' old ``ImageDataGenerator``, in its units (README: "Augmentation"):
+    The settings of Keras' old ``ImageDataGenerator``, in its units (docs/training.md, "Augmentation"):
     angles in degrees, shifts and zoom as fractions of the image size, ``brightness`` the range
     of the factor pixels are multiplied by. 0, false and null are off.
     """

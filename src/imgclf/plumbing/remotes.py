@@ -41,7 +41,7 @@ def remote_settings(config: Any, name: str | None) -> tuple[str, dict[str, str]]
     chosen = name or config.get("core", {}).get("remote")
     if not remotes:
         raise PipelineError("this project has no DVC remote: add one with `dvc remote add -d storage "
-                            "s3://BUCKET/PATH` (or a shared folder), see the README's \"Working as a team\"")
+                            "s3://BUCKET/PATH` (or a shared folder), see docs/team.md")
     if chosen is None:
         raise PipelineError(f"no default remote (remotes: {', '.join(sorted(remotes))}): pass one with "
                             "--remote NAME, or set it with `dvc remote default NAME`")

@@ -156,59 +156,28 @@ def train(build: Callable[[], keras.Model], train_set: Split, val_set: Split, pa
     if params.batch_size % processes:
         raise TrainingError(f"train.batch_size {params.batch_size} must be divisible by the {processes} processes "
                             "training together: each feeds the same share of every batch.")
-    steps = steps_per_epoch(len(train_set), params.batch_size)
-    restored = checkpoints.load() if checkpoints is not None else None
-    with scope:
-        if restored is not None and checkpoints is not None:
-            model, best_weights, state = restored
-            logger.info("resuming from the checkpoint after epoch %d in %s", state.epoch, checkpoints.folder)
-        else:
-            model, best_weights, state = build(), None, TrainingState()
-            logger.info("training %s (%s parameters)", model.name, f"{model.count_params():,}")
-            compile_model(model, params, steps)
+    model, best_weights, state = _start(build, params, steps_per_epoch(len(train_set), params.batch_size),
+                                        checkpoints, scope)
     for epoch, _ in enumerate(state.history.get("loss", []), start=1):  # a resumed run's curves, again
         for sink in sinks:
             sink.log_epoch(epoch, {key: values[epoch - 1] for key, values in state.history.items()})
-
-    class_weight = None
-    if params.class_weight == "balanced":
-        class_weight = balanced_class_weights(train_set.labels, len(train_set.class_names))
-        logger.info("class weights: %s",
-                    {name: round(class_weight[index], 3) for index, name in enumerate(train_set.class_names)})
+    class_weight = _class_weight(train_set, params)
     epoch_timings: list[EpochTiming] = []
 
     for epoch in range(state.epoch, params.total_epochs):
         epoch_start = time.perf_counter()
         if epoch == params.epochs and state.phase == "train":
-            with scope:
-                trainable = unfreeze_backbone(model, params.fine_tune.layers)
-                compile_model(model, params, learning_rate=params.fine_tune.learning_rate)
+            _start_fine_tuning(model, params, scope)
             state.phase = "fine_tune"
-            logger.info("fine-tuning: %d backbone layers train now, learning rate %g", trainable,
-                        params.fine_tune.learning_rate)
         record = _fit_epoch(model, train_set, val_set, params, epoch, shard, class_weight, callbacks)
         state.record(record)
         state.epoch = epoch + 1
-        if not math.isfinite(record["loss"]):
-            raise TrainingError(f"the training loss became {record['loss']} in epoch {epoch + 1}: training diverged; "
-                                f"lower train.learning_rate (now {params.learning_rate:g}).")
-        val_loss = record.get("val_loss", math.nan)
-        if math.isfinite(val_loss) and val_loss < state.best_value:
-            state.best_value, state.best_epoch = val_loss, epoch + 1
+        if _is_best_so_far(record, state, params):
             best_weights = model.get_weights()
-        logger.info("epoch %d/%d: loss %.4f, accuracy %.4f, val_loss %.4f, val_accuracy %.4f, lr %.3g, %.1f s "
-                    "(%.0f images/s) + validation %.1f s", epoch + 1, params.total_epochs, record["loss"],
-                    record.get("accuracy", math.nan), val_loss, record.get("val_accuracy", math.nan),
-                    record["learning_rate"], record["seconds"], len(train_set) / max(record["seconds"], 1e-9),
-                    record["validation_seconds"])
+        _log_epoch(record, state, params, len(train_set))
         for sink in sinks:
             sink.log_epoch(epoch + 1, record)
-        if state.phase == "train" and should_cut_rate(state.history["val_loss"], state.rate_cuts,
-                                                      params.reduce_lr_patience):
-            model.optimizer.learning_rate = record["learning_rate"] * params.reduce_lr_factor
-            state.rate_cuts.append(epoch + 1)
-            logger.info("no better val_loss for %d epochs: learning rate cut to %g", params.reduce_lr_patience,
-                        record["learning_rate"] * params.reduce_lr_factor)
+        _cut_rate_on_plateau(model, record, state, params)
         stop = should_stop(state.history["val_loss"], params.early_stopping_patience)
         if checkpoints is not None:
             checkpoints.save(model, best_weights, state)
@@ -224,12 +193,87 @@ def train(build: Callable[[], keras.Model], train_set: Split, val_set: Split, pa
                             f"diverged; lower train.learning_rate (now {params.learning_rate:g}).")
     model.set_weights(best_weights)
     logger.info("best epoch %d of %d (val_loss %.4f)", state.best_epoch, state.epoch, state.best_value)
-    # the first epoch includes compiling: leave it out when there are others
-    step_seconds = [timing.train_step_seconds for timing in epoch_timings]
-    rates = [len(train_set) / seconds for seconds in (step_seconds[1:] or step_seconds) if seconds > 0]
     return model, TrainingResult(history=state.history, best_epoch=state.best_epoch,
-                                 images_per_second=round(statistics.median(rates), 1) if rates else 0.0,
+                                 images_per_second=_images_per_second(epoch_timings, len(train_set)),
                                  epoch_timings=tuple(epoch_timings))
+
+
+def _start(build: Callable[[], keras.Model], params: TrainParams, steps: int, checkpoints: Checkpoints | None,
+           scope: Any) -> tuple[keras.Model, list[np.ndarray] | None, TrainingState]:
+    """The model, the best epoch's weights so far and the run's state: restored from the last
+    checkpoint when there is one, else a new model, compiled, and a new run."""
+    restored = checkpoints.load() if checkpoints is not None else None
+    with scope:
+        if restored is not None and checkpoints is not None:
+            model, best_weights, state = restored
+            logger.info("resuming from the checkpoint after epoch %d in %s", state.epoch, checkpoints.folder)
+            return model, best_weights, state
+        model = build()
+        logger.info("training %s (%s parameters)", model.name, f"{model.count_params():,}")
+        compile_model(model, params, steps)
+    return model, None, TrainingState()
+
+
+def _class_weight(train_set: Split, params: TrainParams) -> dict[int, float] | None:
+    """``train.class_weight: balanced``: each class's weight, logged by name; else none."""
+    if params.class_weight != "balanced":
+        return None
+    class_weight = balanced_class_weights(train_set.labels, len(train_set.class_names))
+    logger.info("class weights: %s",
+                {name: round(class_weight[index], 3) for index, name in enumerate(train_set.class_names)})
+    return class_weight
+
+
+def _start_fine_tuning(model: keras.Model, params: TrainParams, scope: Any) -> None:
+    """The second phase of a transfer model: the top backbone layers train, at the fine-tuning rate."""
+    with scope:
+        trainable = unfreeze_backbone(model, params.fine_tune.layers)
+        compile_model(model, params, learning_rate=params.fine_tune.learning_rate)
+    logger.info("fine-tuning: %d backbone layers train now, learning rate %g", trainable,
+                params.fine_tune.learning_rate)
+
+
+def _is_best_so_far(record: dict[str, float], state: TrainingState, params: TrainParams) -> bool:
+    """Whether the epoch just recorded has the lowest validation loss yet (and note it in ``state``);
+    a training loss that is no longer finite stops the run: it diverged."""
+    if not math.isfinite(record["loss"]):
+        raise TrainingError(f"the training loss became {record['loss']} in epoch {state.epoch}: training diverged; "
+                            f"lower train.learning_rate (now {params.learning_rate:g}).")
+    val_loss = record.get("val_loss", math.nan)
+    if math.isfinite(val_loss) and val_loss < state.best_value:
+        state.best_value, state.best_epoch = val_loss, state.epoch
+        return True
+    return False
+
+
+def _log_epoch(record: dict[str, float], state: TrainingState, params: TrainParams, images: int) -> None:
+    """The epoch's log line: its scores, rate, seconds and speed."""
+    logger.info("epoch %d/%d: loss %.4f, accuracy %.4f, val_loss %.4f, val_accuracy %.4f, lr %.3g, %.1f s "
+                "(%.0f images/s) + validation %.1f s", state.epoch, params.total_epochs, record["loss"],
+                record.get("accuracy", math.nan), record.get("val_loss", math.nan),
+                record.get("val_accuracy", math.nan), record["learning_rate"], record["seconds"],
+                images / max(record["seconds"], 1e-9), record["validation_seconds"])
+
+
+def _cut_rate_on_plateau(model: keras.Model, record: dict[str, float], state: TrainingState,
+                         params: TrainParams) -> None:
+    """``train.reduce_lr_patience``: after that many epochs without a better validation loss, the
+    rate is multiplied by ``train.reduce_lr_factor`` (in the first phase only)."""
+    if state.phase != "train" or not should_cut_rate(state.history["val_loss"], state.rate_cuts,
+                                                     params.reduce_lr_patience):
+        return
+    model.optimizer.learning_rate = record["learning_rate"] * params.reduce_lr_factor
+    state.rate_cuts.append(state.epoch)
+    logger.info("no better val_loss for %d epochs: learning rate cut to %g", params.reduce_lr_patience,
+                record["learning_rate"] * params.reduce_lr_factor)
+
+
+def _images_per_second(epoch_timings: Sequence[EpochTiming], images: int) -> float:
+    """The training's speed: the median epoch's, its training steps only; the first epoch includes
+    compiling, so it is left out when there are others."""
+    step_seconds = [timing.train_step_seconds for timing in epoch_timings]
+    rates = [images / seconds for seconds in (step_seconds[1:] or step_seconds) if seconds > 0]
+    return round(statistics.median(rates), 1) if rates else 0.0
 
 
 def _fit_epoch(model: keras.Model, train_set: Split, val_set: Split, params: TrainParams, epoch: int,
