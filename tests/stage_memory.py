@@ -48,7 +48,8 @@ def _stage_of(process: psutil.Process, known: dict[int, str | None]) -> str | No
         stage: str | None = STAGE_OF_SCRIPT.get(match.group(1), match.group(1))
     else:
         stage = _stage_of(parent, known) if parent is not None else None
-    known[process.pid] = stage
+    if stage is not None:  # not None: a process DVC has forked but not yet exec'd still shows DVC's command line
+        known[process.pid] = stage
     return stage
 
 

@@ -192,36 +192,6 @@ def test_a_read_only_output_folder_is_named_as_such_not_as_a_full_disk(tmp_path,
     assert not list((project / "data").glob(".resized.*"))
 
 
-def test_two_queued_experiments_run_side_by_side_with_their_own_metrics(tmp_path, images):
-    project = fault_project(tmp_path / "project", images)
-    set_params(project, **{"train.epochs": 2})
-    run(["git", "commit", "-qam", "params"], project)
-    for epochs in (1, 3):
-        run(["dvc", "exp", "run", "--queue", "-S", f"train.epochs={epochs}"], project)
-    run(["dvc", "queue", "start", "-j", "2"], project)
-    deadline = time.monotonic() + 400
-    while True:
-        status = run(["dvc", "queue", "status"], project).stdout
-        if "Running" not in status and "Queued" not in status:
-            break
-        assert time.monotonic() < deadline, status
-        time.sleep(2)
-    assert status.count("Success") == 2, status
-
-    table = json.loads(run(["dvc", "exp", "show", "--json"], project).stdout)
-    finished = {}
-    for commit in table:
-        for experiment in commit.get("experiments") or []:
-            for revision in experiment.get("revs", []):
-                data = revision.get("data") or {}
-                params = data.get("params", {}).get("params.yaml", {}).get("data", {})
-                if params and data.get("metrics", {}).get("metrics/evaluate.json", {}).get("data"):
-                    # the train stage's record of the run, from the experiment's own commit
-                    record = run(["git", "show", f"{revision['rev']}:metrics/train.json"], project).stdout
-                    finished[params["train"]["epochs"]] = json.loads(record)["epochs"]
-    assert finished == {1: 1, 3: 3}
-
-
 def test_an_interrupted_download_with_a_corrupted_partial_file_is_caught_by_its_checksum(tmp_path, monkeypatch):
     import hashlib
 

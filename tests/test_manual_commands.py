@@ -109,7 +109,7 @@ def test_every_command_line_of_the_manual_runs_in_a_real_shell(tmp_path):
     images = write_image_folder(tmp_path / "images", CLASSES, per_class=12)
     csv_folder, labels_csv = csv_labelled_folder(tmp_path / "csv")
     cifar10 = extract_cifar10_subset(tmp_path / "cifar", train_per_class=30, test_per_class=3)  # val 0.04: 1 a class
-    flowers = flowers_subset(tmp_path / "flowers", per_class=6)
+    flowers = flowers_subset(tmp_path / "flowers", per_class=8)  # test 0.15: 1 a class
 
     project = make_project(tmp_path / "project")
     set_params(project, **{"data.source": "folder", "data.path": str(images), "train.epochs": 2})
@@ -164,5 +164,9 @@ def check_after(line: DocLine, cwd: Path, output: str) -> None:
         assert {"onnx", "saved_model", "tflite"} <= set(json.loads((cwd / "exports/report.json").read_text()))
     elif command.startswith("imgclf unpack"):
         assert any((cwd / "test_images").rglob("*.png"))
+    elif "data.archive=$HOME/Downloads/dogs-vs-cats.zip" in command:  # 12 cats, 12 dogs, 5 unlabelled
+        assert json.loads((cwd / "metrics/data.json").read_text())["images"]["test"] == round(0.15 * 24)
+        skipped = (cwd / "metrics/skipped_download.csv").read_text()
+        assert skipped.count("test1/") == 5, skipped  # the unlabelled test1.zip, listed
     elif "data.source=csv" in command:
         assert json.loads((cwd / "metrics/data.json").read_text())["images"]["train"] > 0

@@ -83,8 +83,9 @@ def setup_devices(distribution: str, mixed_precision: str) -> DeviceSetup:
         setup = _setup_tensorflow(distribution, mixed_precision)
     elif backend == "jax":
         setup = _setup_jax(distribution, mixed_precision)
-    else:
-        setup = _setup_other(backend, distribution, mixed_precision)
+    else:  # train.backend allows only these two, and is set before Keras is imported (modeling/backend.py)
+        raise PipelineError(f"Keras runs on the {backend} backend; imgclf trains on tensorflow or jax: set "
+                            "train.backend in params.yaml and leave KERAS_BACKEND unset.")
     keras.config.set_dtype_policy(setup.precision)
     logger.info("training on %s with the %s backend: %s distribution, %d replica(s), %s", setup.device, backend,
                 setup.distribution, setup.replicas, setup.precision)
@@ -190,19 +191,3 @@ def _setup_jax(setting: str, mixed_precision: str) -> DeviceSetup:
     replicas = len(devices) if distribution != "none" else 1
     return DeviceSetup("jax", device, len(accelerators), distribution, replicas, precision,
                        is_chief=shard[0] == 0, shard=shard)
-
-
-def _setup_other(backend: str, setting: str, mixed_precision: str) -> DeviceSetup:
-    accelerators = 0
-    device = describe_cpu()
-    if backend == "torch":
-        import torch
-
-        accelerators = torch.cuda.device_count()
-        if accelerators:
-            device = f"{accelerators} x {torch.cuda.get_device_name(0)}"
-    distribution = resolve_distribution(setting, 0, False)
-    if distribution != "none":
-        raise PipelineError(f"train.distribution {setting} is not supported with the {backend} backend; use none, "
-                            "or the tensorflow or jax backend (train.backend).")
-    return DeviceSetup(backend, device, accelerators, "none", 1, resolve_precision(mixed_precision, accelerators))

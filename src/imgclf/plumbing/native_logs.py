@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import select
 import sys
 import threading
 from collections.abc import Iterator
@@ -57,23 +58,38 @@ def quiet_native_logs() -> Iterator[None]:
     read_end, write_end = os.pipe()
     os.dup2(write_end, 2)
     os.close(write_end)
-    forwarder = threading.Thread(target=_forward, args=(read_end, original), name="stderr-filter", daemon=True)
+    block_ended = threading.Event()
+    forwarder = threading.Thread(target=_forward, args=(read_end, original, block_ended), name="stderr-filter",
+                                 daemon=True)
     forwarder.start()
     try:
         yield
     finally:
         with contextlib.suppress(ValueError, OSError):  # Python's own stderr buffer, before fd 2 goes back
             sys.stderr.flush()
-        os.dup2(original, 2)  # closes the pipe's last write end here: the forwarder reads to its end
+        os.dup2(original, 2)  # the pipe's write end is closed here, but may live on in child processes
+        block_ended.set()
         forwarder.join(timeout=5)
         os.close(original)
 
 
-def _forward(read_end: int, destination: int) -> None:
+def _forward(read_end: int, destination: int, block_ended: threading.Event) -> None:
     """Copy ``read_end`` to ``destination`` segment by segment (a segment ends at a newline or a
-    carriage return, so progress bars still move), leaving out expected lines."""
+    carriage return, so progress bars still move), leaving out expected lines, until the pipe ends or,
+    once ``block_ended`` is set, nothing more is waiting in it.
+
+    Not only until the pipe ends: worker processes that outlive their work (joblib's, which cleanlab
+    and scikit-learn start and keep for reuse) hold its write end open, and waiting for them cost each
+    stage 5 seconds at exit."""
     pending = b""
-    while chunk := os.read(read_end, 65536):
+    while True:
+        if not select.select([read_end], [], [], 0.05)[0]:
+            if block_ended.is_set():
+                break
+            continue
+        chunk = os.read(read_end, 65536)
+        if not chunk:
+            break
         pending += chunk
         segments = re.split(rb"(?<=[\n\r])", pending)
         pending = segments.pop()  # what follows the last newline: not yet a whole segment

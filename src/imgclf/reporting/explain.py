@@ -187,18 +187,17 @@ def draw_heatmap_galleries(model: keras.Model, split: Split, probabilities: np.n
     the samples grid with where the model looked; the layer the heatmaps come from, or None where
     this network has none (both figures then say why)."""
     from imgclf.reporting import figures
+    from imgclf.reporting.heatmap_process import GALLERIES, draw_no_heatmaps
 
     heatmaps, heatmaps_from = explainer(model, split.read(np.arange(min(4, len(split)))))
-    from imgclf.reporting.heatmap_process import GALLERIES
-
+    if heatmaps is None:
+        draw_no_heatmaps(heatmaps_from, folder)
+        return None
     for name, gallery, count in zip(GALLERIES, (figures.mistakes_gallery, figures.samples_grid),
                                     (mistakes, per_class), strict=True):
-        if heatmaps is None:
-            figures.message_page(f"No heatmaps of the {name}", heatmaps_from, folder / f"{name}_heatmaps.png")
-        else:
-            gallery(split.read, split.labels, probabilities, class_names, count, folder / f"{name}_heatmaps.png",
-                    heatmaps=heatmaps)
-    return heatmaps_from if heatmaps is not None else None
+        gallery(split.read, split.labels, probabilities, class_names, count, folder / f"{name}_heatmaps.png",
+                heatmaps=heatmaps)
+    return heatmaps_from
 
 
 def main(arguments: Sequence[str] | None = None) -> None:

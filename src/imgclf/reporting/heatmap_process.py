@@ -74,10 +74,7 @@ class HeatmapProcess:
             return json.loads(report.read_text())["heatmaps_from"]
         why = f"their process {exit_reason(returncode)}"
         logger.warning("no heatmaps: %s; the stage's other figures are drawn", why)
-        from imgclf.reporting import figures
-
-        for name in GALLERIES:
-            figures.message_page(f"No heatmaps of the {name}", why, self.folder / f"{name}_heatmaps.png")
+        draw_no_heatmaps(why, self.folder)
         return None
 
     def _running(self) -> subprocess.Popen[str]:
@@ -91,3 +88,11 @@ class HeatmapProcess:
             self._process.kill()
             self._process.wait()
         self._scratch.cleanup()
+
+
+def draw_no_heatmaps(why: str, folder: Path) -> None:
+    """Each heatmap gallery in ``folder`` as a page that says why it has no heatmaps."""
+    from imgclf.reporting import figures
+
+    for name in GALLERIES:
+        figures.message_page(f"No heatmaps of the {name}", why, folder / f"{name}_heatmaps.png")
