@@ -40,3 +40,27 @@ def test_every_relative_link_of_the_readme_names_a_file_of_the_checkout():
     relative = [link for link in links if "://" not in link]
     assert len(relative) >= 10, relative  # the pages of docs/, benchmarks/README.md
     assert [link for link in relative if not (PROJECT_ROOT / link).is_file()] == []
+
+
+def test_every_line_the_command_runners_leave_out_is_still_in_the_docs_with_a_reason():
+    from tests.doc_commands import NOT_RUN, README, doc_lines, manual_pages
+
+    written = {line.command for page in (README, *manual_pages()) for line in doc_lines(page)}
+    assert sorted(set(NOT_RUN) - written) == [], "listed in tests/doc_commands.py but no longer in the docs"
+    assert all(len(reason) > 20 for reason in NOT_RUN.values())
+
+
+def test_command_lines_are_read_as_a_shell_reads_them(tmp_path, monkeypatch):
+    """A backslash joins two lines, a quotation may go on over lines, comments are not commands but
+    name who runs the lines under them, and only bash blocks and `$ ` prompts hold commands."""
+    import tests.doc_commands as doc_commands
+
+    (tmp_path / "page.md").write_text(
+        "```bash\n# B\ndvc exp run -S a=1 \\\n            -S b=2   # two params\n"
+        "export X='{\"a\": 1,\n  \"b\": 2}'\n```\n\n```\n$ imgclf lr-find\nsuggested: 0.003\n```\n\n"
+        "```yaml\nrun: make\n```\n")
+    monkeypatch.setattr(doc_commands, "PROJECT_ROOT", tmp_path)
+    lines = doc_commands.doc_lines("page.md")
+    assert [(line.command, line.context) for line in lines] == [
+        ("dvc exp run -S a=1 -S b=2", "B"), ("export X='{\"a\": 1, \"b\": 2}'", "B"), ("imgclf lr-find", "")]
+    assert lines[1].text == "export X='{\"a\": 1,\n  \"b\": 2}'"
