@@ -21,6 +21,7 @@ tests/doc_commands.py lists the lines no test runs here, each with its reason.
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import shutil
 import subprocess
@@ -80,6 +81,18 @@ def csv_labelled_folder(root: Path) -> tuple[Path, Path]:
     return folder, root / "train_labels.csv"
 
 
+def digests(root: Path, names: tuple[str, ...] = ("models", "metrics", "data/resized", "data/split.csv")
+            ) -> dict[str, str]:
+    """SHA-256 of every file under ``names`` in ``root``, by relative path."""
+    found = {}
+    for name in names:
+        top = root / name
+        for path in sorted([top] if top.is_file() else top.rglob("*")):
+            if path.is_file():
+                found[str(path.relative_to(root))] = hashlib.sha256(path.read_bytes()).hexdigest()
+    return found
+
+
 def in_bash(text: str, cwd: Path, home: Path) -> str:
     """One command line as written, in bash; fail with what it printed when it fails."""
     result = subprocess.run(["bash", "-c", text], cwd=cwd, env={**command_env(), "HOME": str(home)}, text=True,
@@ -134,7 +147,8 @@ def test_every_command_line_of_the_manual_runs_in_a_real_shell(tmp_path):
         for line in lines:
             if line.page != page:  # each page's examples start from the project as committed
                 page = line.page
-                run(["git", "checkout", "--", "params.yaml"], project)
+                run(["git", "checkout", "--", "params.yaml", "dvc.lock"], project)
+                run(["dvc", "checkout", "--force"], project)
             if line.context == "B" and not person_b.exists():  # B's clone, as the listed `git clone` line
                 run(["git", "clone", "-q", str(origin), str(person_b)], tmp_path)
                 put_in_images(person_b, images)
@@ -147,17 +161,29 @@ def test_every_command_line_of_the_manual_runs_in_a_real_shell(tmp_path):
                 text = text.replace(placeholder, value)
             started = time.monotonic()
             output = in_bash(text, cwd, home)
-            check_after(line, cwd, output)
+            check_after(line, cwd, output, project)
             print(f"{time.monotonic() - started:6.1f} s  {line.page}: {line.command}")
 
 
-def check_after(line: DocLine, cwd: Path, output: str) -> None:
-    """What some of the manual's lines promise, seen after they ran."""
+def check_after(line: DocLine, cwd: Path, output: str, person_a: Path) -> None:
+    """What some of the manual's lines promise, seen after they ran (``person_a``: the project)."""
     command = line.command
     if command == "dvc status" and line.context == "B":
         assert "Data and pipelines are up to date" in output, output
+    elif command == "dvc pull" and line.context == "B":  # A's results, byte for byte, and nothing to rerun
+        assert digests(cwd) == digests(person_a)
+    elif command == "dvc exp show" and line.context == "B":
+        assert "lr-3e-3" in output and "0.003" in output, output
+    elif command == "dvc exp apply lr-3e-3 && dvc pull":  # the experiment's own model, from the remote
+        assert digests(cwd, ("models", "metrics")) == digests(person_a, ("models", "metrics"))
+    elif command == "imgclf report --base main --rev lr-3e-3":
+        assert "| `train.learning_rate` | 0.001 | 0.003 |" in (cwd / "report" / "report.md").read_text()
     elif command.startswith("dvc artifacts get") and "--rev" not in command:
         assert (cwd / "models" / "model.keras").is_file()
+    elif command.startswith("dvc artifacts get") and "--rev v1.2.0" in command:  # the newest is v1.2.0
+        assert digests(cwd / "models-v1.2.0", (".",)) == digests(cwd / "models", (".",))
+    elif command == "gto show image-classifier":
+        assert "v1.2.0" in output, output
     elif command == "imgclf predict photo.jpg --explain heatmaps/":
         assert (cwd / "heatmaps" / "photo.heatmap.png").is_file()
     elif command.startswith("imgclf export"):

@@ -3,14 +3,14 @@
 Person A runs the pipeline and pushes; person B clones and pulls. The remotes are real: an S3 server
 (moto's, speaking the S3 API over HTTP) started by the test on 127.0.0.1, a plain shared folder, and
 a bare git repository as the git server. The tests run in the order a team works: A's first run, B's
-day, an interrupted pull, a remote that cannot be reached or denies access, shared experiments, a
-pull-request report, and a model published by version and fetched into another project.
+day, an interrupted pull, a remote that cannot be reached or denies access. docs/team.md's own
+lines (shared experiments, the pull-request report, a model version fetched into another project)
+run in tests/test_manual_commands.py, against the same kind of servers.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 import signal
 import subprocess
 import time
@@ -169,89 +169,3 @@ def test_a_remote_that_cannot_be_reached_or_denies_access_is_named_with_what_to_
     run(["dvc", "remote", "add", "gone", str(tmp_path / "unmounted")], person_e)
     gone = run(["imgclf", "check-remote", "-r", "gone"], person_e, check=False)
     assert gone.returncode == 1 and "does not exist here: mount the shared folder" in gone.stdout
-
-
-@pytest.fixture(scope="module")
-def experiments(team) -> dict[str, dict[str, str]]:
-    """A runs two experiments and pushes one of them; what each left in A's workspace."""
-    person_a = team["a"]
-    results = {}
-    for name, epochs in (("two-epochs", 2), ("four-epochs", 4)):
-        run(["dvc", "exp", "run", "-n", name, "-S", f"train.epochs={epochs}"], person_a)
-        results[name] = digests(person_a, ("models", "metrics"))
-    run(["dvc", "exp", "push", "origin", "two-epochs"], person_a)  # also pushes its data to the default remote
-    return results
-
-
-def test_a_pushed_experiment_is_pulled_shown_and_applied_with_its_model(team, experiments):
-    person_b = team["root"] / "b"
-    run(["dvc", "exp", "pull", "origin", "two-epochs"], person_b)
-
-    shown = json.loads(run(["dvc", "exp", "show", "--json"], person_b).stdout)
-    experiments_shown = {exp["name"]: exp for baseline in shown for exp in baseline.get("experiments") or ()}
-    assert set(experiments_shown) == {"two-epochs"}  # the one A pushed, not the other
-    (revision,) = experiments_shown["two-epochs"]["revs"]
-    data = revision["data"]
-    assert data["params"]["params.yaml"]["data"]["train"]["epochs"] == 2
-    assert "accuracy" in data["metrics"]["metrics/evaluate.json"]["data"]
-
-    run(["dvc", "exp", "apply", "two-epochs"], person_b)
-    run(["dvc", "pull"], person_b)
-    assert digests(person_b, ("models", "metrics")) == experiments["two-epochs"]
-
-
-def test_the_pull_request_report_names_the_changed_param_and_the_metric_deltas(team, experiments):
-    person_a = team["a"]
-    run(["imgclf", "report", "--base", "HEAD", "--rev", "two-epochs", "--output", "report"], person_a)
-    report = (person_a / "report" / "report.md").read_text()
-
-    assert "| `train.epochs` | 3 | 2 |" in report
-    diff = json.loads(run(["dvc", "metrics", "diff", "HEAD", "two-epochs", "--all", "--json"], person_a).stdout)
-    loss = diff["metrics/evaluate.json"]["loss"]
-    assert f"| test loss | {loss['old']:.4f} | {loss['new']:.4f} | {loss['diff']:+.4f} (" in report
-    accuracy = diff["metrics/evaluate.json"]["accuracy"]
-    assert f"| test accuracy | {accuracy['old']:.4f} | {accuracy['new']:.4f} |" in report
-    # the figures are the experiment's own, linked relative to the report (what CML uploads)
-    for name in ("training_curves", "confusion_matrix", "mistakes"):
-        assert f"(figures/{name}.png)" in report
-        figure = person_a / "report" / "figures" / f"{name}.png"
-        original = next(path for path in experiments["two-epochs"] if path.endswith(f"/{name}.png"))
-        assert hashlib.sha256(figure.read_bytes()).hexdigest() == experiments["two-epochs"][original]
-
-    # B, after applying the experiment: the workspace against the commit it came from
-    run(["imgclf", "report", "--output", "pr-report"], team["root"] / "b")
-    assert "| `train.epochs` | 3 | 2 |" in (team["root"] / "b" / "pr-report" / "report.md").read_text()
-
-
-def test_a_published_model_version_is_fetched_into_another_project(team, experiments, tmp_path):
-    person_a = team["a"]
-    # A makes the pushed experiment the next version: commit it, push its data, tag it, push the tag
-    run(["dvc", "exp", "apply", "two-epochs"], person_a)
-    run(["git", "commit", "-qam", "two epochs"], person_a)
-    run(["dvc", "push"], person_a)
-    run(["git", "tag", "-a", f"{ARTIFACT}@v1.1.0", "-m", "two epochs"], person_a)
-    branch = run(["git", "branch", "--show-current"], person_a).stdout.strip()
-    run(["git", "push", "-q", "origin", branch, f"{ARTIFACT}@v1.1.0"], person_a)
-
-    elsewhere = tmp_path / "service"
-    elsewhere.mkdir()
-    run(["dvc", "artifacts", "get", str(team["origin"]), ARTIFACT, "-o", "latest"], elsewhere)
-    run(["dvc", "artifacts", "get", str(team["origin"]), ARTIFACT, "--rev", "v1.0.0", "-o", "first"], elsewhere)
-    assert digests(elsewhere / "latest", (".",)) == {
-        path.removeprefix("models/"): digest for path, digest in experiments["two-epochs"].items()
-        if path.startswith("models/")}
-    assert digests(elsewhere / "first", (".",)) == {  # C pulled the first run
-        path.removeprefix("models/"): digest for path, digest in digests(team["root"] / "c", ("models",)).items()}
-
-    image = next((team["images"] / "blue").glob("*.png"))
-    predicted = run(["imgclf", "predict", "--model-dir", "latest", str(image)], elsewhere).stdout
-    assert predicted.startswith(f"{image}: blue "), predicted
-
-    # the registry as its tools read it (GTO, which DVC Studio uses): the artifact with both versions
-    shown = json.loads(run(["gto", "show", ARTIFACT, "--json"], person_a).stdout)
-    assert {version["version"] for version in shown} == {"v1.0.0", "v1.1.0"}
-    import dvc.api
-
-    first = dvc.api.artifacts_show(ARTIFACT, version="v1.0.0", repo=str(team["origin"]))
-    assert first["path"] == "models"
-    assert first["rev"] == run(["git", "rev-parse", f"{ARTIFACT}@v1.0.0^{{commit}}"], person_a).stdout.strip()
