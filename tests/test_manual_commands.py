@@ -173,7 +173,7 @@ def check_after(line: DocLine, cwd: Path, output: str, person_a: Path) -> None:
     elif command == "dvc pull" and line.context == "B":  # A's results, byte for byte, and nothing to rerun
         assert digests(cwd) == digests(person_a)
     elif command == "dvc exp show" and line.context == "B":
-        assert "lr-3e-3" in output and "0.003" in output, output
+        assert "lr-3e-3" in output, output
     elif command == "dvc exp apply lr-3e-3 && dvc pull":  # the experiment's own model, from the remote
         assert digests(cwd, ("models", "metrics")) == digests(person_a, ("models", "metrics"))
     elif command == "imgclf report --base main --rev lr-3e-3":

@@ -83,8 +83,9 @@ def _forward(read_end: int, destination: int, block_ended: threading.Event) -> N
     stage 5 seconds at exit."""
     pending = b""
     while True:
+        ended = block_ended.is_set()  # before looking: whatever the block wrote is in the pipe by then
         if not select.select([read_end], [], [], 0.05)[0]:
-            if block_ended.is_set():
+            if ended:
                 break
             continue
         chunk = os.read(read_end, 65536)
