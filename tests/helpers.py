@@ -4,6 +4,7 @@ CLI run inside it, tiny image folders written as real files, and the real datase
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import re
@@ -105,6 +106,21 @@ def make_project(destination: Path, checkout: Path = PROJECT_ROOT) -> Path:
     run(["git", "add", "-A"], destination)
     run(["git", "commit", "-qm", "pipeline"], destination)
     return destination
+
+
+# What a team shares through a DVC remote: a pull must bring these back byte for byte.
+SHARED_OUTPUTS = ("models", "metrics", "data/resized", "data/split.csv")
+
+
+def digests(root: Path, names: tuple[str, ...] = SHARED_OUTPUTS) -> dict[str, str]:
+    """SHA-256 of every file under ``names`` in ``root``, by relative path."""
+    found = {}
+    for name in names:
+        top = root / name
+        for path in sorted([top] if top.is_file() else top.rglob("*")):
+            if path.is_file():
+                found[str(path.relative_to(root))] = hashlib.sha256(path.read_bytes()).hexdigest()
+    return found
 
 
 def stage_command(name: str) -> list[str]:

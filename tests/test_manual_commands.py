@@ -21,7 +21,6 @@ tests/doc_commands.py lists the lines no test runs here, each with its reason.
 from __future__ import annotations
 
 import csv
-import hashlib
 import json
 import shutil
 import subprocess
@@ -35,6 +34,7 @@ from PIL import Image
 from tests.doc_commands import README, DocLine, doc_lines, manual_pages, unlisted
 from tests.helpers import (
     command_env,
+    digests,
     extract_cifar10_subset,
     make_project,
     require_shared_dataset,
@@ -79,18 +79,6 @@ def csv_labelled_folder(root: Path) -> tuple[Path, Path]:
             Image.open(path).save(folder / f"{number:04d}.tif")
             writer.writerow([f"{number:04d}", path.parent.name])
     return folder, root / "train_labels.csv"
-
-
-def digests(root: Path, names: tuple[str, ...] = ("models", "metrics", "data/resized", "data/split.csv")
-            ) -> dict[str, str]:
-    """SHA-256 of every file under ``names`` in ``root``, by relative path."""
-    found = {}
-    for name in names:
-        top = root / name
-        for path in sorted([top] if top.is_file() else top.rglob("*")):
-            if path.is_file():
-                found[str(path.relative_to(root))] = hashlib.sha256(path.read_bytes()).hexdigest()
-    return found
 
 
 def in_bash(text: str, cwd: Path, home: Path) -> str:

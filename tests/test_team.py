@@ -10,7 +10,6 @@ run in tests/test_manual_commands.py, against the same kind of servers.
 
 from __future__ import annotations
 
-import hashlib
 import signal
 import subprocess
 import time
@@ -19,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import command_env, make_project, run, set_params, write_image_folder
+from tests.helpers import command_env, digests, make_project, run, set_params, write_image_folder
 from tests.servers import ACCESS_KEY, free_port, s3_bucket, start_s3_server, stop
 
 pytestmark = pytest.mark.slow
@@ -27,20 +26,6 @@ pytestmark = pytest.mark.slow
 CLASSES = ("red", "green", "blue")
 BUCKET = "team-bucket"
 ARTIFACT = "image-classifier"
-SHARED_OUTPUTS = ("models", "metrics", "data/resized", "data/split.csv")
-
-
-def digests(root: Path, names: tuple[str, ...] = SHARED_OUTPUTS) -> dict[str, str]:
-    """SHA-256 of every file under ``names`` in ``root``, by relative path."""
-    found = {}
-    for name in names:
-        top = root / name
-        for path in sorted([top] if top.is_file() else top.rglob("*")):
-            if path.is_file():
-                found[str(path.relative_to(root))] = hashlib.sha256(path.read_bytes()).hexdigest()
-    return found
-
-
 def cached_objects(repo: Path) -> int:
     cache = repo / ".dvc" / "cache" / "files"
     return sum(1 for path in cache.rglob("*") if path.is_file()) if cache.exists() else 0
