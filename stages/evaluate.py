@@ -9,7 +9,8 @@ Writes: metrics/evaluate.json (the headline: accuracy, top-k accuracy, loss, mac
         predicted, confidence: the confusion matrix's data), metrics/roc.csv and
         metrics/precision_recall.csv (one-vs-rest curve points per class), and metrics/figures/evaluate/
         (PNG: confusion matrices, ROC and precision-recall curves, the most confident mistakes,
-        sample test images per class, both again with heatmaps of where the model looked, the
+        sample test images per class, both again with heatmaps of where the model looked (unless
+        evaluate.heatmaps is false: then no Keras is imported here, and both say so), the
         images most probably mislabelled), and
         metrics/label_issues.csv (the validation and test images whose label is probably wrong, by
         cleanlab's confident learning on the model's out-of-sample probabilities)

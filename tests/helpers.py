@@ -84,11 +84,13 @@ def read_only(folder: Path) -> Iterator[None]:
         subprocess.run(["chattr", "-i", str(folder)], check=True)
 
 
-def make_project(destination: Path, checkout: Path = PROJECT_ROOT) -> Path:
+def make_project(destination: Path, checkout: Path = PROJECT_ROOT, *, heatmaps: bool = True) -> Path:
     """A fresh git + DVC repository with a copy of the pipeline (no outputs), committed.
 
     ``checkout`` is the source tree to copy: this one, or (for a benchmark's baseline) a git worktree
-    of an older commit."""
+    of an older commit. ``heatmaps=False`` sets ``evaluate.heatmaps: false``, for the tests that do
+    not look at the heatmap galleries: each evaluate run then imports no Keras, about 7 s of a
+    tiny run's 30 s of CPU (the tests that draw them, the memory guard and the quiet run keep them)."""
     destination.mkdir(parents=True, exist_ok=True)
     for name in PROJECT_FILES:
         source = checkout / name
@@ -103,6 +105,8 @@ def make_project(destination: Path, checkout: Path = PROJECT_ROOT) -> Path:
     shutil.copy2(checkout / ".dvc" / "config", destination / ".dvc" / "config")  # the project's DVC settings
     # plot templates: class_curves.json, and offline.html that `make setup` writes (this checkout's)
     shutil.copytree(PROJECT_ROOT / ".dvc" / "plots", destination / ".dvc" / "plots")
+    if not heatmaps:
+        set_params(destination, **{"evaluate.heatmaps": False})
     run(["git", "add", "-A"], destination)
     run(["git", "commit", "-qm", "pipeline"], destination)
     return destination

@@ -43,7 +43,7 @@ def images(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def project(tmp_path_factory, images) -> Path:
     """The project after `dvc repro` on the folder: it must finish."""
-    project = make_project(tmp_path_factory.mktemp("bad-folder-project") / "project")
+    project = make_project(tmp_path_factory.mktemp("bad-folder-project") / "project", heatmaps=False)
     set_params(project, **{"data.source": "folder", "data.path": str(images), "resize.size": [16, 16],
                            "train.epochs": 2, "train.batch_size": 16, "split.val": 0.25, "split.test": 0.25})
     run(["dvc", "repro"], project)

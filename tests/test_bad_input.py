@@ -204,7 +204,7 @@ def test_the_split_stage_finds_a_copy_across_the_sources_splits_by_its_bytes(tmp
                 Image.new("RGB", (8, 8), (colour[0], number * 10 + (subset == "test") * 5, colour[2])).save(
                     folder / f"{number}.png")
     (images / "train/cat/copy_of_test.png").write_bytes((images / "test/cat/0.png").read_bytes())
-    project = make_project(tmp_path / "project")
+    project = make_project(tmp_path / "project", heatmaps=False)
     set_params(project, **{"split.deduplicate": deduplicate, "data.source": "folder", "data.path": str(images)})
 
     run(["dvc", "repro", "split"], project)

@@ -92,7 +92,7 @@ def test_a_wrong_archive_for_the_official_checksum_is_refused(tmp_path):
 
 @pytest.mark.parametrize("failure", ["404", "500", "checksum"])
 def test_a_failed_download_ends_the_stage_with_its_error_and_no_raw_data(tmp_path, failure):
-    project = make_project(tmp_path / "project")
+    project = make_project(tmp_path / "project", heatmaps=False)
     archive = write_cifar_archive(tmp_path / "cifar-10-binary.tar.gz", "cifar10", train_per_batch=1, test_count=1)
     server = FileServer(archive.read_bytes(), status=None if failure == "checksum" else int(failure))
     try:
@@ -215,7 +215,7 @@ def test_kaggle_needs_exactly_one_of_archive_competition_dataset():
 def test_dvc_repro_end_to_end(tmp_path):
     """A CIFAR-10 archive in the official binary layout, served as a file:// URL, through the real
     `dvc repro` (a Kaggle archive goes through it in tests/test_manual_commands.py, docs/data.md's line)."""
-    project = make_project(tmp_path / "project")
+    project = make_project(tmp_path / "project", heatmaps=False)
     archive = write_cifar_archive(tmp_path / "cifar-10-binary.tar.gz", "cifar10", train_per_batch=8, test_count=20)
     values = {"data.url": archive.as_uri(), "data.checksum": md5(archive)}
     expected_test = 20

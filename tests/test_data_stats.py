@@ -37,7 +37,7 @@ def test_the_resize_stage_reports_sizes_orientation_and_enlarged_images(tmp_path
             pixels = rng.integers(0, 255, size=(height, width), dtype=np.uint8)
             Image.fromarray(pixels, mode="L" if label == "tiny" else None).convert(
                 "L" if label == "tiny" else "RGB").save(images / label / f"{number}.png")
-    project = make_project(tmp_path / "project")
+    project = make_project(tmp_path / "project", heatmaps=False)
     set_params(project, **{"data.source": "folder", "data.path": str(images), "resize.size": [16, 16]})
 
     run(["dvc", "repro", "resize"], project)

@@ -74,3 +74,18 @@ def test_a_transfer_backbone_large_enough_gives_a_heatmap_per_image():
     assert explained.layer == "backbone"
     for heatmap in explained.heatmaps(images, [0, 1, 2]):
         assert heatmap is None or (heatmap.shape == (96, 96) and np.isfinite(heatmap).all())
+
+
+def test_with_the_heatmaps_off_no_process_starts_and_both_galleries_say_so(tmp_path, caplog):
+    from imgclf.reporting.heatmap_process import GALLERIES, HEATMAPS_OFF, HeatmapProcess
+    from imgclf.reporting.params import EvaluateParams
+
+    # a model file that does not exist: a process that started would fail, and the stage would warn
+    with HeatmapProcess(tmp_path / "missing.keras", tmp_path / "test", ["a", "b"], EvaluateParams(heatmaps=False),
+                        tmp_path) as heatmaps:
+        heatmaps.draw(np.full((4, 2), 0.5, dtype=np.float32))
+        assert heatmaps.wait() is None
+    assert not [record for record in caplog.records if record.levelname == "WARNING"]
+    for name in GALLERIES:
+        assert (tmp_path / f"{name}_heatmaps.png").stat().st_size > 1000
+    assert "evaluate.heatmaps" in HEATMAPS_OFF

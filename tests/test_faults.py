@@ -38,7 +38,7 @@ FAULT_PARAMS = {"data.source": "folder", "resize.size": [16, 16], "train.epochs"
 
 
 def fault_project(root: Path, images: Path) -> Path:
-    project = make_project(root)
+    project = make_project(root, heatmaps=False)
     set_params(project, **FAULT_PARAMS, **{"data.path": str(images)})
     return project
 
@@ -219,7 +219,7 @@ def test_an_interrupted_download_with_a_corrupted_partial_file_is_caught_by_its_
 def test_a_model_with_a_lambda_layer_is_refused_by_evaluate(tmp_path):
     import keras
 
-    project = make_project(tmp_path / "project")
+    project = make_project(tmp_path / "project", heatmaps=False)
     inputs = keras.Input((16, 16, 3))
     outputs = keras.layers.Lambda(lambda pixels: keras.ops.mean(pixels, axis=(1, 2)))(inputs)
     (project / "models").mkdir()
@@ -237,7 +237,7 @@ def test_a_model_with_a_lambda_layer_is_refused_by_evaluate(tmp_path):
 
 
 def test_a_params_file_with_a_python_object_tag_is_refused(tmp_path):
-    project = make_project(tmp_path / "project")
+    project = make_project(tmp_path / "project", heatmaps=False)
     marker = tmp_path / "pwned"
     params = (project / "params.yaml").read_text()
     (project / "params.yaml").write_text(params.replace("source: digits", f"source: !!python/object/apply:os.system "
@@ -252,7 +252,7 @@ def test_our_code_reads_params_exactly_as_dvc_params_diff_does(tmp_path):
     from imgclf.modeling.params import TrainParams
     from imgclf.plumbing.params import load_section
 
-    project = make_project(tmp_path / "project")
+    project = make_project(tmp_path / "project", heatmaps=False)
     set_params(project, **{"train.learning_rate": 0.5})
     run(["git", "commit", "-qam", "baseline"], project)
     text = (project / "params.yaml").read_text()

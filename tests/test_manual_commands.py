@@ -112,7 +112,7 @@ def test_every_command_line_of_the_manual_runs_in_a_real_shell(tmp_path):
     cifar10 = extract_cifar10_subset(tmp_path / "cifar", train_per_class=30, test_per_class=3)  # val 0.04: 1 a class
     flowers = flowers_subset(tmp_path / "flowers", per_class=8)  # test 0.15: 1 a class
 
-    project = make_project(tmp_path / "project")
+    project = make_project(tmp_path / "project", heatmaps=False)
     set_params(project, **{"data.source": "folder", "data.path": str(images), "train.epochs": 2})
     run(["dvc", "repro"], project)  # the reader has run the pipeline once
     run(["git", "add", "-A"], project)

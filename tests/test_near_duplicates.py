@@ -65,7 +65,7 @@ def test_the_split_stage_drops_a_resized_copy_of_a_picture(tmp_path):
     buffer = io.BytesIO()
     picture(7).resize((120, 120)).save(buffer, format="JPEG", quality=80)
     (images / "green" / "photo_again.jpg").write_bytes(buffer.getvalue())
-    project = make_project(tmp_path / "project")
+    project = make_project(tmp_path / "project", heatmaps=False)
     set_params(project, **{"data.source": "folder", "data.path": str(images)})
 
     run(["dvc", "repro", "split"], project)

@@ -19,7 +19,7 @@ TEST_PER_CLASS = 100
 
 def test_cifar10_as_a_folder_source_keeps_its_test_split_and_learns(tmp_path):
     images = extract_cifar10_subset(tmp_path / "cifar", TRAIN_PER_CLASS, TEST_PER_CLASS)
-    project = make_project(tmp_path / "project")
+    project = make_project(tmp_path / "project", heatmaps=False)
     set_params(project, **{"data.source": "folder", "data.path": str(images), "train.epochs": 8,
                            "train.batch_size": 64})
     run(["dvc", "repro"], project)

@@ -42,7 +42,7 @@ BAD_PARAMS: list[tuple[dict[str, object], list[str], str, str]] = [
 
 @pytest.fixture(scope="module")
 def project(tmp_path_factory) -> Path:
-    return make_project(tmp_path_factory.mktemp("errors") / "project")
+    return make_project(tmp_path_factory.mktemp("errors") / "project", heatmaps=False)
 
 
 @pytest.mark.parametrize(("params", "command", "output", "message"), BAD_PARAMS,
@@ -72,7 +72,7 @@ def test_a_keras_backend_variable_that_disagrees_with_train_backend_is_refused_b
 
 @pytest.mark.slow
 def test_dvc_repro_stops_at_the_bad_stage_and_records_nothing_for_it(tmp_path):
-    project = make_project(tmp_path / "project")
+    project = make_project(tmp_path / "project", heatmaps=False)
     set_params(project, **{"split.test": 0.0})
     result = run(["dvc", "repro"], project, check=False)
     assert result.returncode != 0

@@ -49,7 +49,7 @@ def team(s3, tmp_path_factory) -> dict[str, Path]:
     of the run and its version tag to a bare repository (the team's git server)."""
     root = tmp_path_factory.mktemp("team")
     images = write_image_folder(root / "images", CLASSES, per_class=20)
-    person_a = make_project(root / "a")
+    person_a = make_project(root / "a", heatmaps=False)
     set_params(person_a, **{"data.source": "folder", "data.path": str(images), "resize.size": [16, 16],
                             "train.epochs": 3, "train.batch_size": 16, "split.val": 0.25, "split.test": 0.25})
     # docs/team.md's commands: the S3 remote as the default, its endpoint (a company's S3-compatible

@@ -26,7 +26,7 @@ def project(tmp_path_factory) -> Path:
     """A project whose data is resized (train, val and test splits of 16x16 images), not yet trained."""
     root = tmp_path_factory.mktemp("train-stage")
     images = write_image_folder(root / "images", ("red", "green", "blue"), per_class=40)
-    project = make_project(root / "project")
+    project = make_project(root / "project", heatmaps=False)
     set_params(project, **{"data.source": "folder", "data.path": str(images), "resize.size": [16, 16],
                            "train.batch_size": 16, "train.epochs": 2})
     run(["dvc", "repro", "resize"], project)

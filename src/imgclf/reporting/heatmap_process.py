@@ -25,6 +25,7 @@ from imgclf.reporting.params import EvaluateParams
 logger = logging.getLogger(__name__)
 
 GALLERIES = ("mistakes", "samples")  # each drawn again with heatmaps: <name>_heatmaps.png
+HEATMAPS_OFF = "evaluate.heatmaps is false (dvc exp run -S evaluate.heatmaps=true draws them)"
 
 
 class HeatmapProcess:
@@ -37,18 +38,22 @@ class HeatmapProcess:
     predicts both splits; :meth:`draw` hands it the test probabilities (the galleries choose their
     images by them), and it computes the gradients while this one finds the label issues and draws
     the other figures. If it fails or is killed, both galleries say so and the other figures are
-    untouched; leaving the block before :meth:`wait` stops it.
+    untouched; leaving the block before :meth:`wait` stops it. With ``evaluate.heatmaps`` false no
+    process starts, and both galleries say the heatmaps are off.
     """
 
     def __init__(self, model_file: Path, split_folder: Path, class_names: Sequence[str], params: EvaluateParams,
                  folder: Path) -> None:
         self.folder = folder
+        self._on = params.heatmaps
         self._job = {"model": str(model_file), "split": str(split_folder), "class_names": list(class_names),
                      "mistakes": params.mistakes, "per_class": params.samples_per_class}
         self._scratch = tempfile.TemporaryDirectory(prefix="imgclf-heatmaps-")
         self._process: subprocess.Popen[str] | None = None
 
     def __enter__(self) -> HeatmapProcess:
+        if not self._on:
+            return self
         job = Path(self._scratch.name)
         (job / "job.json").write_text(json.dumps(self._job))
         self._process = subprocess.Popen([sys.executable, "-m", "imgclf.reporting.explain", "--job", str(job),
@@ -57,6 +62,8 @@ class HeatmapProcess:
 
     def draw(self, probabilities: np.ndarray) -> None:
         """Hand the process the test split's probabilities: it draws once it has loaded the model."""
+        if not self._on:
+            return
         process = self._running()
         np.save(Path(self._scratch.name) / "probabilities.npy", probabilities)
         try:
@@ -68,6 +75,9 @@ class HeatmapProcess:
     def wait(self) -> str | None:
         """What the heatmaps come from ("heatmaps from <layer>"), or None where there are none: both
         galleries then say why."""
+        if not self._on:
+            draw_no_heatmaps(HEATMAPS_OFF, self.folder)
+            return None
         returncode = self._running().wait()
         report = Path(self._scratch.name) / "report.json"
         if returncode == 0 and report.is_file():

@@ -27,6 +27,7 @@ class EvaluateParams(Section):
     samples_per_class: int = 8  # test images per class in the samples grid
     label_issues: int = 24  # probably mislabelled images in their gallery (metrics/label_issues.csv lists all)
     tta: TtaName = "none"  # test-time augmentation: flip averages each image with its mirror
+    heatmaps: bool = True  # the two heatmap galleries: a process that imports Keras for the gradients
 
     def validate(self, section: str) -> None:
         for key in ("batch_size", "top_k", "calibration_bins", "mistakes", "samples_per_class", "label_issues"):
