@@ -10,14 +10,15 @@ import keras
 import numpy as np
 import pytest
 
-from imgclf.modeling.augment import RandomAffine
+from imgclf.modeling.augment import RandomAffine, RandomTranslate, start_epoch
 from imgclf.modeling.models import ChannelStatistics, augmentation, build_model
 from imgclf.modeling.params import AugmentParams
 
 IMAGES = np.random.default_rng(0).uniform(0, 200, size=(16, 12, 12, 3)).astype("float32")
 # every setting of train.augment that changes images, with a value that is on
 SETTINGS_ON: dict[str, Any] = {"horizontal_flip": True, "vertical_flip": True, "rotation": 30.0, "width_shift": 0.2,
-               "height_shift": 0.2, "shear": 30.0, "zoom": 0.3, "brightness": (0.5, 1.5), "contrast": 0.5}
+               "height_shift": 0.2, "shear": 30.0, "zoom": 0.3, "brightness": (0.5, 1.5), "contrast": 0.5,
+               "translate": 2}
 
 
 def augmented(params: AugmentParams, images: np.ndarray = IMAGES, training: bool = True, seed: int = 1) -> np.ndarray:
@@ -130,3 +131,50 @@ def test_rescale_replaces_the_networks_own_input_scaling():
     assert build_model("simple_cnn", (8, 8, 3), 3, rescale=0.5).get_layer("rescaling").scale == 0.5
     transfer = build_model("transfer", (32, 32, 3), 3, weights=None, rescale=1 / 127.5)
     assert transfer.get_layer("rescaling").scale == pytest.approx(1 / 127.5)
+
+
+def test_alternating_flips_mirror_each_image_in_every_other_epoch():
+    pixels = np.random.default_rng(3).integers(0, 256, size=(32, 6, 6, 3)).astype("float32")
+    model = build_model("simple_cnn", (6, 6, 3), 3, augment=AugmentParams(horizontal_flip="alternate"))
+    layer = model.get_layer("augmentation")
+    flipped_by_epoch = []
+    for epoch in range(4):
+        start_epoch(model, epoch)  # as the training loop does before each epoch's fit
+        outputs = keras.ops.convert_to_numpy(layer(pixels, training=True))
+        flipped = np.array([np.array_equal(out, image[:, ::-1]) for out, image in zip(outputs, pixels, strict=True)])
+        kept = np.array([np.array_equal(out, image) for out, image in zip(outputs, pixels, strict=True)])
+        assert (flipped ^ kept).all()  # each image mirrored exactly, or left as it is
+        flipped_by_epoch.append(flipped)
+    assert 8 <= flipped_by_epoch[0].sum() <= 24  # about half start mirrored
+    for before, after in zip(flipped_by_epoch, flipped_by_epoch[1:], strict=False):
+        np.testing.assert_array_equal(after, ~before)  # and every image alternates
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(layer(pixels, training=False)), pixels)
+
+
+def test_translate_shifts_by_whole_pixels_with_reflected_edges():
+    pixels = np.random.default_rng(4).integers(0, 256, size=(64, 8, 8, 3)).astype("float32")
+    outputs = keras.ops.convert_to_numpy(RandomTranslate(2, seed=0)(pixels, training=True))
+    padded = np.pad(pixels, ((0, 0), (2, 2), (2, 2), (0, 0)), mode="reflect")  # airbench's (PyTorch's) reflection
+    shifts = []
+    for out, image in zip(outputs, padded, strict=True):
+        found = [(down, right) for down in range(-2, 3) for right in range(-2, 3)
+                 if np.array_equal(out, image[2 + down:10 + down, 2 + right:10 + right])]
+        assert found, "an output that is no whole-pixel crop of the reflected image"
+        shifts.append(found[0])
+    assert len(set(shifts)) >= 15  # the 25 shifts are all drawn
+    np.testing.assert_array_equal(RandomTranslate(2)(pixels, training=False), pixels)
+
+
+def test_flip_translate_averages_six_views():
+    from imgclf.modeling.outputs import with_test_time_augmentation
+
+    images = np.random.default_rng(5).integers(0, 256, size=(3, 5, 7, 3)).astype("float64")
+
+    def top_left(views: np.ndarray) -> np.ndarray:  # a "model" that reads one pixel: which view is plain
+        return views[:, 0, 0, :]
+
+    outputs = with_test_time_augmentation(top_left, images, "flip_translate")
+    # the image and its mirror; shifted a pixel down-right and up-left (reflected: both read pixel
+    # (1, 1) at the top left) and their mirrors (both pixel (1, width - 2))
+    expected = (images[:, 0, 0] + images[:, 0, -1]) / 4 + (images[:, 1, 1] + images[:, 1, -2]) / 4
+    np.testing.assert_allclose(outputs, expected)

@@ -34,7 +34,7 @@ def project(tmp_path) -> Path:
 
 
 def test_the_shipped_recipes_are_the_documented_ones():
-    assert RECIPES == ["cifar10", "photos", "tutorial"]
+    assert RECIPES == ["airbench", "cifar10", "photos", "tutorial"]
     assert all(load_recipe(name, PROJECT_ROOT / "recipes").description for name in RECIPES)
 
 
@@ -98,3 +98,30 @@ def test_an_unknown_recipe_lists_the_known_ones(project):
     assert "no recipe 'nope'" in result.stdout and "photos" in result.stdout and "Traceback" not in result.stdout
     listing = run(["imgclf", "recipe"], project).stdout
     assert [line.split(":")[0] for line in listing.splitlines()] == RECIPES
+
+
+@pytest.mark.slow
+@pytest.mark.real_data
+def test_the_airbench_recipe_runs_on_real_cifar10_images_with_every_method_on(tmp_path):
+    """`imgclf recipe airbench --apply`, then `dvc exp run` for 3 epochs on a few hundred real CIFAR-10 images."""
+    import json
+
+    from imgclf.modeling.augment import AlternatingFlip, RandomTranslate
+    from imgclf.modeling.modelio import load_model
+    from imgclf.modeling.networks import WHITENING_LAYER
+    from tests.helpers import extract_cifar10_subset, make_project
+
+    images = extract_cifar10_subset(tmp_path / "cifar", train_per_class=40, test_per_class=4)
+    project = make_project(tmp_path / "project", heatmaps=False)
+    run(["imgclf", "recipe", "airbench", "--apply"], project)
+    run(["dvc", "exp", "run", "-S", "data.source=folder", "-S", f"data.path={images}", "-S", "train.epochs=3",
+         "-S", "train.warmup_epochs=1.0"], project)
+
+    model = load_model(project / "models/model.keras")
+    assert not model.get_layer(WHITENING_LAYER).trainable  # whitened from the training patches, then frozen
+    augmentation = [type(layer) for layer in model.get_layer("augmentation").layers]
+    assert augmentation == [AlternatingFlip, RandomTranslate]
+    params = YAML(typ="safe").load((project / "params.yaml").read_text())
+    assert params["evaluate"]["tta"] == "flip_translate" and params["train"]["identity_init"] is True
+    assert json.loads((project / "metrics/train.json").read_text())["epochs"] == 3
+    assert json.loads((project / "metrics/evaluate.json").read_text())["test_images"] == 40

@@ -5,7 +5,9 @@ every image, one after the other, and none of them shears. :class:`RandomAffine`
 rotation, shear, zoom and shifts per image, composes them into one affine matrix and resamples
 once: ImageDataGenerator's geometry, about as fast as a single rotation (benchmarks/README.md),
 and with one interpolation instead of three. :class:`RandomBrightnessRange` is its
-``brightness_range``. Both are registered, so saved models load in safe mode.
+``brightness_range``. From the CIFAR-10 speedruns (airbench): :class:`AlternatingFlip` mirrors each
+image in every other epoch, :class:`RandomTranslate` shifts by whole pixels with reflected edges.
+All are registered, so saved models load in safe mode.
 """
 
 from __future__ import annotations
@@ -127,3 +129,77 @@ class RandomBrightnessRange(keras.layers.Layer):
 
     def get_config(self) -> dict[str, Any]:
         return {**super().get_config(), "low": self.low, "high": self.high, "seed": self.seed}
+
+
+@keras.saving.register_keras_serializable(package="imgclf")
+class AlternatingFlip(keras.layers.Layer):
+    """Mirror each image left-right in every other epoch: the derandomised flip of airbench (Jordan,
+    2024, "alternating flip"), where random flips leave some images unflipped several epochs running.
+
+    Which half of the images starts flipped is decided by each image itself (the parity of the sum
+    of its pixel values, exact in integers), so that no index has to travel with the pixels; from
+    then on each image alternates. :func:`start_epoch` tells the layer the epoch, before each
+    epoch's ``fit``. Active in training only; put it first, where pixels are still whole numbers.
+    """
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.epoch = self.add_weight(shape=(), dtype="int32", initializer="zeros", trainable=False, name="epoch")
+
+    def call(self, images, training: bool = False):
+        if not training:
+            return images
+        parity = ops.sum(ops.cast(ops.round(images), "int32"), axis=(1, 2, 3)) % 2
+        flip = ops.reshape(ops.equal((parity + self.epoch) % 2, 1), (-1, 1, 1, 1))
+        return ops.where(flip, ops.flip(images, axis=2), images)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+
+@keras.saving.register_keras_serializable(package="imgclf")
+class RandomTranslate(keras.layers.Layer):
+    """Shift each image by whole pixels, from ``-pixels`` to ``pixels`` in each direction, the edges
+    filled by reflection (airbench's translation: a random crop of the image padded by reflection,
+    with no interpolation). Active in training only."""
+
+    def __init__(self, pixels: int, seed: int | None = None, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.pixels = pixels
+        self.seed = seed
+        self.seed_generator = keras.random.SeedGenerator(seed)
+
+    def call(self, images, training: bool = False):
+        if not training or not self.pixels:
+            return images
+        r = self.pixels
+        height, width = images.shape[1], images.shape[2]
+        padded = ops.pad(images, [[0, 0], [r, r], [r, r], [0, 0]], mode="reflect")
+        batch = ops.shape(images)[0]
+        down = keras.random.randint((batch,), -r, r + 1, seed=self.seed_generator)
+        right = keras.random.randint((batch,), -r, r + 1, seed=self.seed_generator)
+        # one slice per shift, each image taking its own: 2r + 1 slices an axis, no gather
+        rows = padded[:, r:r + height]
+        for shift in range(-r, r + 1):
+            chosen = ops.reshape(ops.equal(down, shift), (-1, 1, 1, 1))
+            rows = ops.where(chosen, padded[:, r + shift:r + shift + height], rows)
+        shifted = rows[:, :, r:r + width]
+        for shift in range(-r, r + 1):
+            chosen = ops.reshape(ops.equal(right, shift), (-1, 1, 1, 1))
+            shifted = ops.where(chosen, rows[:, :, r + shift:r + shift + width], shifted)
+        return shifted
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "pixels": self.pixels, "seed": self.seed}
+
+
+def start_epoch(model: keras.Model, epoch: int) -> None:
+    """Tell ``model``'s :class:`AlternatingFlip` layers (if any) that epoch ``epoch`` (0-based) begins."""
+    for layer in model.layers:
+        if isinstance(layer, AlternatingFlip):
+            layer.epoch.assign(epoch)
+        elif isinstance(layer, keras.Model):  # the augmentation Sequential
+            start_epoch(layer, epoch)

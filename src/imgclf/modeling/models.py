@@ -17,7 +17,7 @@ import numpy as np
 from keras import layers
 
 from imgclf.data.dataset import Split
-from imgclf.modeling.augment import RandomAffine, RandomBrightnessRange
+from imgclf.modeling.augment import AlternatingFlip, RandomAffine, RandomBrightnessRange, RandomTranslate
 from imgclf.modeling.backbones import ImagenetPreprocessing, build_backbone
 from imgclf.modeling.networks import BACKBONES, NETWORKS
 from imgclf.modeling.params import AugmentParams, TrainParams
@@ -35,14 +35,21 @@ STATISTICS_BLOCK = 1024  # training images read at a time for the featurewise st
 
 
 def augmentation(augment: AugmentParams, seed: int | None) -> list[layers.Layer]:
-    """The random layers for ``train.augment``: the geometry in one :class:`RandomAffine`, then colour."""
+    """The random layers for ``train.augment``: the alternating flip (first: it reads whole pixel
+    values), the geometry in one :class:`RandomAffine`, whole-pixel translation, then colour."""
     pipeline: list[layers.Layer] = []
+    if augment.horizontal_flip == "alternate":
+        pipeline.append(AlternatingFlip(name="alternating_flip"))
     if augment.geometric:
-        pipeline.append(RandomAffine(horizontal_flip=augment.horizontal_flip, vertical_flip=augment.vertical_flip,
+        pipeline.append(RandomAffine(horizontal_flip=augment.horizontal_flip is True,
+                                     vertical_flip=augment.vertical_flip,
                                      rotation=augment.rotation, shear=augment.shear, zoom=augment.zoom,
                                      width_shift=augment.width_shift, height_shift=augment.height_shift,
                                      fill_mode=augment.fill_mode, fill_value=augment.cval, seed=seed,
                                      name="random_affine"))
+    if augment.translate:
+        pipeline.append(RandomTranslate(augment.translate, seed=None if seed is None else seed + 3,
+                                        name="random_translate"))
     if augment.brightness is not None and augment.brightness != (1.0, 1.0):
         low, high = augment.brightness
         pipeline.append(RandomBrightnessRange(low, high, seed=None if seed is None else seed + 2,
@@ -148,16 +155,22 @@ def build_model(name: str, input_shape: tuple[int, int, int], num_classes: int, 
 
 
 def build_from_params(params: TrainParams, train_split: Split, num_classes: int) -> keras.Model:
-    """The model ``train`` describes, for the images of ``train_split`` (read for featurewise statistics)."""
+    """The model ``train`` describes, for the images of ``train_split`` (read for featurewise statistics
+    and the whitening of ``train.whiten``)."""
     normalization = None
     if params.featurewise_center or params.featurewise_std_normalization:
         scale = params.rescale if params.rescale is not None else 1.0 / 255
         normalization = ChannelStatistics.of(train_split.blocks(STATISTICS_BLOCK), scale, params.featurewise_center,
                                              params.featurewise_std_normalization)
-    return build_model(params.model, train_split.image_shape, num_classes, dropout_rate=params.dropout_rate,
-                       augment=params.augment, seed=params.seed, backbone=params.backbone,
-                       weights=params.pretrained_weights, freeze_base=params.freeze_base, rescale=params.rescale,
-                       normalization=normalization)
+    model = build_model(params.model, train_split.image_shape, num_classes, dropout_rate=params.dropout_rate,
+                        augment=params.augment, seed=params.seed, backbone=params.backbone,
+                        weights=params.pretrained_weights, freeze_base=params.freeze_base, rescale=params.rescale,
+                        normalization=normalization)
+    if params.whiten or params.identity_init:
+        from imgclf.modeling.initialisation import initialise
+
+        initialise(model, params, train_split)
+    return model
 
 
 def unfreeze_backbone(model: keras.Model, top_layers: int | None) -> int:

@@ -21,6 +21,10 @@ if TYPE_CHECKING:
 # The layers between the scaled input and the classifier: (features, dropout rate) -> features.
 Builder = Callable[["keras.KerasTensor", float], "keras.KerasTensor"]
 
+# The name of a network's first, patch-sized convolution that train.whiten sets to the whitening
+# transform of the training patches (imgclf.modeling.initialisation).
+WHITENING_LAYER = "whiten"
+
 
 @dataclass(frozen=True)
 class Network:
@@ -33,6 +37,7 @@ class Network:
     # (Backbone.min_size), and for the ResNets, whose strided "same" convolutions never shrink an
     # image to nothing.
     min_size: int
+    whitening: bool = False  # its first convolution is WHITENING_LAYER, which train.whiten initialises
 
 
 @dataclass(frozen=True)
@@ -162,6 +167,35 @@ def fast_cnn(features: keras.KerasTensor, dropout_rate: float) -> keras.KerasTen
     return layers.Dropout(dropout_rate)(features) if dropout_rate else features
 
 
+def airbench(features: keras.KerasTensor, dropout_rate: float) -> keras.KerasTensor:
+    """airbench94's network (Jordan, 2024, "94% on CIFAR-10 in 3.29 seconds on a single GPU").
+
+    A 2x2 convolution to 24 channels (:data:`WHITENING_LAYER`, twice the 12 values of a 2x2 RGB
+    patch: ``train.whiten`` makes it a whitening transform), GELU; three blocks of conv, max pooling,
+    batch norm, GELU, conv, batch norm, GELU with 64, 256 and 256 filters, their batch norm without
+    a scale (only the shift trains), momentum 0.6 and epsilon 1e-12 as airbench's; max pooling over
+    3x3, the features scaled by 1/9 before the classifier. 1.97M parameters; at 32x32, 0.24 GFLOPs
+    per image forward, about 0.71 with the backward pass (airbench94: 0.36 PFLOPs for 9.9 epochs of
+    50,000 images). ``train.identity_init`` starts its 3x3 convolutions as the identity, as airbench does.
+    """
+    from keras import layers
+
+    def norm() -> layers.Layer:
+        return layers.BatchNormalization(momentum=0.6, epsilon=1e-12, scale=False)
+
+    features = layers.Conv2D(24, 2, padding="valid", name=WHITENING_LAYER)(features)
+    features = layers.Activation("gelu")(features)
+    for filters in (64, 256, 256):
+        features = layers.Conv2D(filters, 3, padding="same", use_bias=False)(features)
+        features = layers.MaxPooling2D()(features)
+        features = layers.Activation("gelu")(norm()(features))
+        features = layers.Conv2D(filters, 3, padding="same", use_bias=False)(features)
+        features = layers.Activation("gelu")(norm()(features))
+    features = layers.MaxPooling2D(3)(features)
+    features = layers.Rescaling(1 / 9, name="features_over_9")(layers.Flatten()(features))
+    return layers.Dropout(dropout_rate)(features) if dropout_rate else features
+
+
 def transfer_head(features: keras.KerasTensor, dropout_rate: float) -> keras.KerasTensor:
     """A new head on a pretrained backbone: global average pooling, batch norm, dense 256 and 128."""
     from keras import layers
@@ -184,6 +218,7 @@ NETWORKS: dict[str, Network] = {
     "resnet20": Network(resnet20, dropout_rate=0.0, min_size=1),  # He et al. use no dropout
     "resnet56": Network(resnet56, dropout_rate=0.0, min_size=1),
     "fast_cnn": Network(fast_cnn, dropout_rate=0.0, min_size=9),
+    "airbench": Network(airbench, dropout_rate=0.0, min_size=25, whitening=True),  # Jordan's airbench94
     "transfer": Network(transfer_head, dropout_rate=0.3, min_size=1),  # on top of train.backbone
 }
 

@@ -1,5 +1,5 @@
 """What a classifier's outputs mean, whichever engine ran it (Keras, ONNX Runtime): class
-probabilities, the flip test-time augmentation, and a whole split's probabilities batch by batch.
+probabilities, the test-time augmentations, and a whole split's probabilities batch by batch.
 No Keras and no image decoding here, so that the stages and ``imgclf predict`` can all import it cheaply.
 """
 
@@ -13,7 +13,7 @@ import numpy as np
 if TYPE_CHECKING:
     from imgclf.data.dataset import Split
 
-TTA_MODES = ("none", "flip")  # evaluate.tta and imgclf predict --tta
+TTA_MODES = ("none", "flip", "flip_translate")  # evaluate.tta and imgclf predict --tta
 
 
 def class_probabilities(model_output: np.ndarray) -> np.ndarray:
@@ -31,13 +31,23 @@ def class_probabilities(model_output: np.ndarray) -> np.ndarray:
 def with_test_time_augmentation(run: Callable[[np.ndarray], np.ndarray], images: np.ndarray,
                                 tta: str = "none") -> np.ndarray:
     """``run(images)``, the model's outputs; with ``tta="flip"`` averaged with those of the images
-    mirrored left-right (test-time augmentation, as in the CIFAR-10 training speedruns)."""
+    mirrored left-right (test-time augmentation, as in the CIFAR-10 training speedruns); with
+    ``"flip_translate"`` (airbench's multi-crop, six views) half that, and half the same of the image
+    shifted one pixel up and left and one pixel down and right, its edges reflected."""
     if tta not in TTA_MODES:
         raise ValueError(f"unknown test-time augmentation {tta!r}; choose one of {', '.join(TTA_MODES)}")
-    outputs = run(images)
+
+    def with_mirror(views: np.ndarray) -> np.ndarray:
+        return (run(views) + run(np.ascontiguousarray(views[:, :, ::-1]))) / 2
+
     if tta == "flip":
-        outputs = (outputs + run(np.ascontiguousarray(images[:, :, ::-1]))) / 2
-    return outputs
+        return with_mirror(images)
+    if tta == "flip_translate":
+        padded = np.pad(images, ((0, 0), (1, 1), (1, 1), (0, 0)), mode="reflect")
+        shifted = (with_mirror(np.ascontiguousarray(padded[:, :-2, :-2]))
+                   + with_mirror(np.ascontiguousarray(padded[:, 2:, 2:]))) / 2
+        return (with_mirror(images) + shifted) / 2
+    return run(images)
 
 
 def predict_split(run: Callable[[np.ndarray], np.ndarray], split: Split, batch_size: int,

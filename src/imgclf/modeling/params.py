@@ -38,7 +38,7 @@ class AugmentParams(Section):
     of the factor pixels are multiplied by. 0, false and null are off.
     """
 
-    horizontal_flip: bool = False
+    horizontal_flip: bool | Literal["alternate"] = False  # alternate: each image in every other epoch
     vertical_flip: bool = False
     rotation: float = 0.0  # degrees, drawn from [-rotation, rotation]
     width_shift: float = 0.0  # fraction of the width
@@ -49,6 +49,7 @@ class AugmentParams(Section):
     cval: float = 0.0  # the fill value of fill_mode "constant", in pixel values 0-255
     brightness: tuple[float, float] | None = None  # e.g. [0.8, 1.2]
     contrast: float = 0.0  # fraction of the contrast
+    translate: int = 0  # whole pixels, drawn from [-translate, translate] each way, edges reflected
 
     def validate(self, section: str) -> None:
         if not 0.0 <= self.rotation <= 180.0:
@@ -59,6 +60,7 @@ class AugmentParams(Section):
             value = getattr(self, name)
             if not 0.0 <= value < 1.0:
                 fail(f"{section}.{name}", value, "use a fraction from 0 (off) up to, not including, 1")
+        require_non_negative(f"{section}.translate", self.translate)
         if self.brightness is not None and not 0.0 <= self.brightness[0] <= self.brightness[1]:
             fail(f"{section}.brightness", list(self.brightness),
                   "give [low, high] factors with 0 <= low <= high, e.g. [0.8, 1.2], or null for off")
@@ -66,7 +68,7 @@ class AugmentParams(Section):
     @property
     def geometric(self) -> bool:
         """Whether any setting moves pixels (these share one resampling)."""
-        return (self.horizontal_flip or self.vertical_flip or self.rotation > 0 or self.width_shift > 0
+        return (self.horizontal_flip is True or self.vertical_flip or self.rotation > 0 or self.width_shift > 0
                 or self.height_shift > 0 or self.shear > 0 or self.zoom > 0)
 
 
@@ -114,6 +116,8 @@ class TrainParams(Section):
     reduce_lr_factor: float = 0.1
     # None keeps the architecture's published rate (its Network.dropout_rate in modeling/networks.py).
     dropout_rate: float | None = None
+    whiten: bool = False  # the first convolution starts as the training patches' whitening (airbench only)
+    identity_init: bool = False  # 3x3 convolutions start as the identity in their first filters
     rescale: float | None = None  # null: the network's own (1/255; a backbone's own preprocessing)
     featurewise_center: bool = False  # subtract the training split's mean per channel
     featurewise_std_normalization: bool = False  # and divide by its standard deviation
@@ -166,6 +170,13 @@ class TrainParams(Section):
             fail(f"{section}.featurewise_center", self.featurewise_center,
                   "false with train.model transfer unless train.rescale is set: a backbone brings its own "
                   "input normalisation")
+        if self.whiten and not NETWORKS[self.model].whitening:
+            fail(f"{section}.whiten", self.whiten, "false unless train.model is one of "
+                 + ", ".join(name for name, network in NETWORKS.items() if network.whitening)
+                 + " (a network whose first convolution is a whitening layer)")
+        if self.identity_init and self.model == "transfer":
+            fail(f"{section}.identity_init", self.identity_init,
+                 "false with train.model transfer: a pretrained backbone keeps its weights")
         if self.fine_tune.epochs and self.model != "transfer":
             fail(f"{section}.fine_tune.epochs", self.fine_tune.epochs,
                   "0 unless train.model is transfer (fine-tuning unfreezes a pretrained backbone)")

@@ -129,6 +129,9 @@ def _last_spatial_layer(model: keras.Model) -> int:
             continue
         if layer.name in INPUT_LAYERS:
             break
+        pooled_to_one = isinstance(layer, keras.layers.MaxPooling2D | keras.layers.AveragePooling2D)
+        if shape[1] == 1 and shape[2] == 1 and pooled_to_one:
+            continue  # a pooling to one position (airbench's): the map before it is the last with places
         if shape[1] == 1 and shape[2] == 1:
             raise ExplainError(f"{model.name}'s last feature map ({layer.name}) is 1x1 at {model.input_shape[1]}x"
                                f"{model.input_shape[2]} pixels: it has no place to point at; larger images "

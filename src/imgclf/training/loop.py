@@ -27,6 +27,7 @@ import keras
 import numpy as np
 
 from imgclf.data.dataset import Split
+from imgclf.modeling.augment import start_epoch
 from imgclf.modeling.batches import split_batches
 from imgclf.modeling.models import unfreeze_backbone
 from imgclf.modeling.optim import (
@@ -287,6 +288,7 @@ def _fit_epoch(model: keras.Model, train_set: Split, val_set: Split, params: Tra
     timer = EpochTimer()
     learning_rate = current_learning_rate(model)
     batch_size = params.batch_size // processes
+    start_epoch(model, epoch)  # train.augment.horizontal_flip: alternate
     logs = model.fit(split_batches(train_set, order, batch_size),
                      validation_data=split_batches(val_set, val_rows, batch_size),
                      epochs=epoch + 1, initial_epoch=epoch, shuffle=False,

@@ -1,0 +1,150 @@
+"""How close training comes to the machine's limit: the train stage's FLOP/s over the matrix-multiply rate.
+
+    .venv/bin/python benchmarks/machine_limit.py                       # about 8 minutes on 2 cores
+    .venv/bin/python benchmarks/machine_limit.py --model fast_cnn --precisions off
+
+In the same run, alternating so that a slower moment of the machine meets both:
+
+1. the matrix-multiply rate TensorFlow reaches here, 2048x2048 float32 and bfloat16 (the best of a
+   few seconds of repeats each, before and after the training);
+2. ``dvc repro train`` on the first ``--per-class`` real CIFAR-10 training images of each class,
+   with the ``airbench`` recipe (or ``--recipe``) and ``--model``, once per ``train.mixed_precision``
+   of ``--precisions``: its images per second (``metrics/train.json``, the median of epochs 2 on).
+
+The training's FLOP/s are its images per second times the model's FLOPs per training image (three
+times the forward pass's multiply-adds of its convolutions and dense layers, counted from the model
+as built: the backward pass computes two products for each of the forward's), printed as a share of
+the matrix-multiply rate of the same precision and of the fastest one. Target (issue 31): at least
+0.8 of the bfloat16 rate, on a CPU with bf16 units.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # the project copy is made as the end-to-end tests make theirs
+
+from dvc_overhead import run  # noqa: E402  (the same way of running a command as the DVC benchmark's)
+from targets import Targets  # noqa: E402  (benchmarks/targets.py, beside this script)
+
+from imgclf.modeling.devices import describe_cpu  # noqa: E402
+from imgclf.recipes import load_recipe  # noqa: E402
+from tests.helpers import extract_cifar10_subset, make_project, set_params  # noqa: E402
+
+TARGET_SHARE = 0.8
+MATMUL_SIZE = 2048
+
+
+def matmul_rate(dtype: str, seconds: float = 3.0) -> float:
+    """GFLOP/s of TensorFlow's MATMUL_SIZE square matrix product in ``dtype``: the best repeat."""
+    import tensorflow as tf
+
+    a = tf.random.normal((MATMUL_SIZE, MATMUL_SIZE), dtype=tf.float32)
+    a = tf.cast(a, dtype)
+    b = tf.cast(tf.random.normal((MATMUL_SIZE, MATMUL_SIZE), dtype=tf.float32), dtype)
+    tf.matmul(a, b).numpy()  # the first call sets up the kernel
+    best = float("inf")
+    deadline = time.perf_counter() + seconds
+    while time.perf_counter() < deadline:
+        start = time.perf_counter()
+        tf.matmul(a, b).numpy()
+        best = min(best, time.perf_counter() - start)
+    return 2 * MATMUL_SIZE ** 3 / best / 1e9
+
+
+def forward_flops(model_name: str, size: int, classes: int) -> int:
+    """FLOPs (2 per multiply-add) of one image's forward pass through ``model_name``'s convolutions
+    and dense layers, as :func:`imgclf.modeling.models.build_model` builds it."""
+    import keras
+
+    from imgclf.modeling.models import build_model
+
+    model = build_model(model_name, (size, size, 3), classes)
+    total = 0
+
+    def count(layers: list) -> None:
+        nonlocal total
+        for layer in layers:
+            if isinstance(layer, keras.Model):
+                count(layer.layers)
+            elif isinstance(layer, keras.layers.Conv2D):
+                height, width, channels_in, channels_out = layer.kernel.shape
+                _, out_height, out_width, _ = layer.output.shape
+                total += 2 * out_height * out_width * height * width * channels_in * channels_out
+            elif isinstance(layer, keras.layers.Dense):
+                total += 2 * layer.kernel.shape[0] * layer.kernel.shape[1]
+
+    count(model.layers)
+    return total
+
+
+def train_rate(scratch: Path, images: Path, params: dict, precision: str) -> dict:
+    """``dvc repro train`` with ``params`` and ``train.mixed_precision: precision``; metrics/train.json."""
+    project = make_project(scratch / f"project-{precision}", heatmaps=False)
+    set_params(project, **{"data.source": "folder", "data.path": str(images), **params,
+                           "train.mixed_precision": precision})
+    wall, _ = run(["dvc", "repro", "train"], project)
+    return {**json.loads((project / "metrics" / "train.json").read_text()), "wall": wall}
+
+
+def main() -> int:
+    targets = Targets()
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--recipe", default="airbench", help="the recipe whose params train (recipes/)")
+    parser.add_argument("--model", default=None, help="train.model instead of the recipe's")
+    parser.add_argument("--per-class", type=int, default=400, help="CIFAR-10 training images per class")
+    parser.add_argument("--epochs", type=int, default=4, help="train.epochs (the first is left out of the rate)")
+    parser.add_argument("--precisions", nargs="+", default=["off", "bfloat16"], help="train.mixed_precision values")
+    args = parser.parse_args()
+    params = {**load_recipe(args.recipe, ROOT / "recipes").settings, "train.epochs": args.epochs,
+              "train.warmup_epochs": 1.0, "split.val": 0.1}
+    if args.model:
+        params["train.model"] = args.model
+    model_name = params["train.model"]
+    size = int(params.get("resize.size", [32, 32])[0])
+    flops = 3 * forward_flops(model_name, size, 10)
+    print(f"CPU: {describe_cpu()}")
+    print(f"{model_name} at {size}x{size}: {flops / 1e9:.3f} GFLOPs per training image "
+          f"({flops / 3e6:.0f} MFLOPs forward, times 3)")
+
+    rates: dict[str, list[float]] = {"float32": [], "bfloat16": []}
+    trained = {}
+    with tempfile.TemporaryDirectory(prefix="machine-limit-") as scratch:
+        images = extract_cifar10_subset(Path(scratch) / "cifar", args.per_class, 20)
+        for precision in args.precisions:
+            for dtype in rates:
+                rates[dtype].append(matmul_rate(dtype))
+            trained[precision] = train_rate(Path(scratch), images, params, precision)
+        for dtype in rates:
+            rates[dtype].append(matmul_rate(dtype))
+
+    best = {dtype: max(values) for dtype, values in rates.items()}
+    for dtype, values in rates.items():
+        print(f"matrix multiply {MATMUL_SIZE}x{MATMUL_SIZE} {dtype}: best {best[dtype]:.0f} GFLOP/s "
+              f"(each measurement: {', '.join(f'{value:.0f}' for value in values)})")
+    fastest = max(best.values())
+    print("| train.mixed_precision | images/s | training GFLOP/s | share of its precision's multiply | "
+          "share of the fastest |")
+    print("| --- | --- | --- | --- | --- |")
+    shares = []
+    for precision, record in trained.items():
+        speed = record["train_images_per_second"]
+        achieved = speed * flops / 1e9
+        own = best["bfloat16" if precision == "bfloat16" else "float32"]
+        shares.append(achieved / fastest)
+        print(f"| {precision} | {speed:.0f} | {achieved:.0f} | {achieved / own:.2f} | {achieved / fastest:.2f} |")
+    print(f"target: at least {TARGET_SHARE} of the fastest multiply rate: "
+          f"{targets.check('share of the machine limit', max(shares) >= TARGET_SHARE)}")
+    print(f"median matmul float32 {statistics.median(rates['float32']):.0f} GFLOP/s")
+    return targets.exit_status()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
