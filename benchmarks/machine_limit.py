@@ -9,7 +9,7 @@ In the same run, alternating so that a slower moment of the machine meets both:
    few seconds of repeats each, before and after the training);
 2. ``dvc repro train`` on the first ``--per-class`` real CIFAR-10 training images of each class,
    with the ``airbench`` recipe (or ``--recipe``) and ``--model``, once per ``train.mixed_precision``
-   of ``--precisions``: its images per second (``metrics/train.json``, the median of epochs 2 on).
+   of ``--precisions``: its images per second (``logs/train_timing.json``, the median of epochs 2 on).
 
 The training's FLOP/s are its images per second times the model's FLOPs per training image (three
 times the forward pass's multiply-adds of its convolutions and dense layers, counted from the model
@@ -86,12 +86,14 @@ def forward_flops(model_name: str, size: int, classes: int) -> int:
 
 
 def train_rate(scratch: Path, images: Path, params: dict, precision: str) -> dict:
-    """``dvc repro train`` with ``params`` and ``train.mixed_precision: precision``; metrics/train.json."""
+    """``dvc repro train`` with ``params`` and ``train.mixed_precision: precision``: metrics/train.json
+    with logs/train_timing.json (its ``train_images_per_second``, the median of epochs 2 on)."""
     project = make_project(scratch / f"project-{precision}", heatmaps=False)
     set_params(project, **{"data.source": "folder", "data.path": str(images), **params,
                            "train.mixed_precision": precision})
     wall, _ = run(["dvc", "repro", "train"], project)
-    return {**json.loads((project / "metrics" / "train.json").read_text()), "wall": wall}
+    return {**json.loads((project / "metrics" / "train.json").read_text()),
+            **json.loads((project / "logs" / "train_timing.json").read_text()), "wall": wall}
 
 
 def main() -> int:
