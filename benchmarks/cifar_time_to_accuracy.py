@@ -90,7 +90,8 @@ def baseline(project: Path, training: float) -> None:
     epochs = max(1, int(training * speed["train_images_per_second"] / speed["train_images"]))
     log = exp_run(project, "cifar-cnn-same-time", {**BASELINE, "train.epochs": epochs})
     accuracy, _ = results(project)
-    print(f"baseline: cifar_cnn (rmsprop 1e-4, batch 32) for {epochs} epochs in {training_seconds(log) / 60:.1f} min "
+    minutes = training_seconds(project, log) / 60
+    print(f"baseline: cifar_cnn (rmsprop 1e-4, batch 32) for {epochs} epochs in {minutes:.1f} min "
           f"of training (the recipe's {training / 60:.1f}): test accuracy {accuracy:.4f}")
 
 
@@ -123,7 +124,7 @@ def main() -> int:
             return 0
 
         wall, log = run(["dvc", "repro"], project)
-        training = training_seconds(log)
+        training = training_seconds(project, log)
         accuracy, train = results(project)
         print(f"recipe: dvc repro {wall / 60:.1f} min from the images to the test metrics; training "
               f"{training / 60:.1f} min ({train['epochs']} epochs, {train['train_images_per_second']:.0f} "
