@@ -26,16 +26,18 @@ repro: setup
 	imgclf summary
 
 # Debian packages that some tests need, installed where this runs as root with apt-get: Chromium
-# (the dvc plots page opened in a real browser), Graphviz (logs/architecture.png) and zsh (the
-# README's command lines run in zsh as well as bash). Elsewhere those tests skip and say why.
-SYSTEM_PACKAGES := chromium graphviz zsh
+# (the dvc plots page opened in a real browser), Graphviz (logs/architecture.png), zsh (the
+# README's command lines run in zsh as well as bash) and PostgreSQL (a study of `imgclf tune` shared
+# by two workers). Elsewhere those tests skip and say why.
+SYSTEM_PACKAGES := chromium graphviz zsh postgresql
 system-packages:
-	@if command -v chromium >/dev/null && command -v dot >/dev/null && command -v zsh >/dev/null; then :; \
+	@if command -v chromium >/dev/null && command -v dot >/dev/null && command -v zsh >/dev/null \
+		&& ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1; then :; \
 	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 		export DEBIAN_FRONTEND=noninteractive; \
 		apt-get install -y -qq --no-install-recommends $(SYSTEM_PACKAGES) >/dev/null 2>&1 || \
 		{ apt-get update -qq && apt-get install -y -qq --no-install-recommends $(SYSTEM_PACKAGES) >/dev/null; }; \
-	else echo "note: install $(SYSTEM_PACKAGES) (Debian/Ubuntu: apt-get install $(SYSTEM_PACKAGES)) for the browser test, the architecture diagram and the zsh test"; fi
+	else echo "note: install $(SYSTEM_PACKAGES) (Debian/Ubuntu: apt-get install $(SYSTEM_PACKAGES)) for the browser test, the architecture diagram, the zsh test and the shared study"; fi
 
 # ruff (style, imports, likely bugs) and mypy (the type hints), configured in pyproject.toml
 lint: setup

@@ -65,6 +65,7 @@ def main() -> None:
     from imgclf.training.loop import make_deterministic, train
     from imgclf.training.sinks import epoch_sinks
     from imgclf.training.summary import summary_metrics, timing_record
+    from imgclf.tuning.trial import reporter_from_environment
 
     devices = setup_devices(params.distribution, params.mixed_precision)  # first: TensorFlow's strategies need it
     make_deterministic(params.seed)
@@ -74,7 +75,7 @@ def main() -> None:
     with Live(dir=str(args.history), dvcyaml=None, save_dvc_exp=False, report=None) as live:
         model, result = train(lambda: build_from_params(params, train_set, len(train_set.class_names)),
                               train_set, val_set, params, checkpoints=checkpoints, scope=devices.scope,
-                              shard=devices.shard,
+                              shard=devices.shard, prune=reporter_from_environment(),
                               sinks=epoch_sinks(live, args.tensorboard if params.tensorboard else None))
 
     with atomic_directory(args.model_dir) as staging:  # first: nothing after it can lose the trained model

@@ -56,6 +56,14 @@ NOT_RUN: dict[str, str] = {
         "names two machines of a cluster; this is one",
     "dvc exp run -S train.backend=jax -S train.distribution=multi_worker":
         "trains on the two machines of TF_CONFIG; this is one",
+    "imgclf tune --jobs 2":
+        "16 trials of the shipped tune.yaml, each training the model (the manual's project would train for "
+        "half an hour); tests/test_tune.py runs this line through bash on a search file of three trials",
+    "imgclf tune --storage postgresql://tuner:secret@db.example/studies --push origin":
+        "a database server on another machine; tests/test_tune.py runs this line in two clones against a "
+        "PostgreSQL server it starts on 127.0.0.1, and kills one of them mid-trial",
+    "imgclf tune --storage /mnt/shared/studies/search.log --push origin":
+        "a folder shared between machines; tests/test_tune.py's pruning tests keep their study in a journal file",
 }
 
 

@@ -19,6 +19,10 @@
     imgclf check-remote                     can the DVC remote be reached and read; if not, what to check
     imgclf report --base origin/main        a Markdown report of what this change did (params, metrics,
                                             figures), to post on a pull request
+    imgclf tune                             search the params of tune.yaml with Optuna, each trial a DVC
+                                            experiment: the best, its dvc exp apply line, plots in logs/tune/
+    imgclf tune --jobs 2 --storage postgresql://tuner@db/studies --push origin
+                                            two trials at once, one study shared by the team's machines
 
 ``predict`` and ``export`` read the model from ``models/`` (``--model-dir``): the model, its class
 names and how its images were resized, all saved by the train stage. ``predict`` runs
@@ -216,6 +220,29 @@ def report(args: argparse.Namespace) -> int:
     return 0
 
 
+def tune(args: argparse.Namespace) -> int:
+    from imgclf.plumbing.params import read_params_file
+    from imgclf.tuning.findings import summary_lines, write_findings
+    from imgclf.tuning.search import SearchOptions, run_search
+    from imgclf.tuning.settings import load_settings
+    from imgclf.tuning.storage import default_url
+
+    settings = load_settings(args.settings, read_params_file(), trials=args.trials)
+    options = SearchOptions(storage=args.storage or default_url(Path.cwd()), output=args.output / settings.study,
+                            jobs=args.jobs, push=args.push)
+    try:
+        result = run_search(settings, options)
+    except KeyboardInterrupt:
+        logger.error("interrupted: the running trials are marked failed; run the same imgclf tune again to go on")
+        return 130
+    written = write_findings(result.study, options.output)
+    logger.info("searched for %.1f minutes; the trials, their logs and Optuna's plots are in %s (%s)",
+                result.seconds / 60, options.output, ", ".join(path.name for path in written))
+    for line in summary_lines(result.study, str(result.metric), result.workspace_value):
+        print(line)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -235,7 +262,7 @@ def build_parser() -> argparse.ArgumentParser:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = parser.add_subparsers(dest="command", required=True)
     for add in (_add_summary, _add_predict, _add_export, _add_recipe, _add_unpack, _add_lr_find, _add_check_remote,
-                _add_report):
+                _add_report, _add_tune):
         add(commands)
     return parser
 
@@ -330,6 +357,24 @@ def _add_report(commands: Commands) -> None:
     report_parser.add_argument("--output", type=Path, default=Path("report"),
                                help="folder for report.md and its figures (default: report/)")
     report_parser.set_defaults(run=report)
+
+
+
+def _add_tune(commands: Commands) -> None:
+    tune_parser = commands.add_parser("tune", help="search params with Optuna, each trial a DVC experiment")
+    tune_parser.add_argument("settings", type=Path, nargs="?", default=Path("tune.yaml"),
+                             help="the search file: study, metric, trials, space (default: tune.yaml)")
+    tune_parser.add_argument("--trials", type=positive_int, help="trials the study should hold (default: the file's)")
+    tune_parser.add_argument("--jobs", type=positive_int, default=1,
+                             help="trials at once on this machine, each on its share of the cores (default 1)")
+    tune_parser.add_argument("--storage", help="the study's storage, shared by every machine working on it: a "
+                                               "database URL (postgresql://user:password@host/db) or a journal file "
+                                               "on a shared folder (default: logs/tune/studies.db, this machine)")
+    tune_parser.add_argument("--push", metavar="REMOTE",
+                             help="dvc exp push each finished trial to this git remote (its data to the DVC remote)")
+    tune_parser.add_argument("--output", type=Path, default=Path("logs/tune"),
+                             help="folder for each study's trial logs, table and plots (default: logs/tune)")
+    tune_parser.set_defaults(run=tune)
 
 
 if __name__ == "__main__":

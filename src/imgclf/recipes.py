@@ -43,10 +43,11 @@ class Recipe:
 
     def flags(self) -> list[str]:
         """``-S key=value`` for each setting, each quoted for a POSIX shell."""
-        return [part for key, value in self.settings.items() for part in ("-S", shlex.quote(f"{key}={_yaml(value)}"))]
+        return [part for key, value in self.settings.items()
+                for part in ("-S", shlex.quote(f"{key}={flag_value(value)}"))]
 
 
-def _yaml(value: Any) -> str:
+def flag_value(value: Any) -> str:
     """A value as DVC's ``-S`` parses it (YAML): plain words stay bare, the rest in JSON (a YAML subset)."""
     if isinstance(value, str) and value.replace("_", "").isalnum() and value not in ("null", "true", "false"):
         return value
@@ -72,33 +73,39 @@ def load_recipe(name: str, folder: Path | None = None) -> Recipe:
     return recipe
 
 
-def applied(recipe: Recipe, params: dict[str, Any]) -> dict[str, Any]:
-    """A copy of the params mapping ``params`` with the recipe's values set."""
+def applied(settings: dict[str, Any], params: dict[str, Any], origin: str) -> dict[str, Any]:
+    """A copy of the params mapping ``params`` with the dotted ``settings`` (of ``origin``) set."""
     result = copy.deepcopy(params)
-    for key, value in recipe.settings.items():
+    for key, value in settings.items():
         *parents, leaf = key.split(".")
         section = result
         for parent in parents:
             section = section.setdefault(parent, {})
             if not isinstance(section, dict):
-                raise ParamsError(f"recipe {recipe.name}: {key} goes inside {parent}, which is not a mapping")
+                raise ParamsError(f"{origin}: {key} goes inside {parent}, which is not a mapping")
         section[leaf] = value
     return result
 
 
 def check(recipe: Recipe, params: dict[str, Any]) -> None:
     """Raise :class:`ParamsError`, naming the recipe and the key, where its values are not valid params."""
-    merged = applied(recipe, params)
-    for key in recipe.settings:
+    check_settings(recipe.settings, params, f"recipe {recipe.name}")
+
+
+def check_settings(settings: dict[str, Any], params: dict[str, Any], origin: str) -> None:
+    """Raise :class:`ParamsError`, naming ``origin`` (a recipe, a search space) and the key, where the
+    dotted ``settings`` are not valid params when set into the params mapping ``params``."""
+    merged = applied(settings, params, origin)
+    for key in settings:
         section = key.split(".")[0]
         if section not in SECTIONS:
-            raise ParamsError(f"recipe {recipe.name}: {key} is in no section of params.yaml; the sections are "
+            raise ParamsError(f"{origin}: {key} is in no section of params.yaml; the sections are "
                               f"{', '.join(SECTIONS)}")
-    for section in {key.split(".")[0] for key in recipe.settings}:
+    for section in {key.split(".")[0] for key in settings}:
         try:
             parse_section(SECTIONS[section], merged.get(section) or {}, section)
         except ParamsError as error:
-            raise ParamsError(f"recipe {recipe.name}: {error}") from None
+            raise ParamsError(f"{origin}: {error}") from None
 
 
 def apply_to_file(recipe: Recipe, path: Path = PARAMS_FILE) -> list[str]:

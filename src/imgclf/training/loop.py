@@ -142,8 +142,8 @@ def current_learning_rate(model: keras.Model) -> float:
 
 def train(build: Callable[[], keras.Model], train_set: Split, val_set: Split, params: TrainParams, *,
           sinks: Sequence[EpochSink] = (), checkpoints: Checkpoints | None = None, scope: Any = None,
-          shard: tuple[int, int] = (0, 1), callbacks: Sequence[keras.callbacks.Callback] = ()
-          ) -> tuple[keras.Model, TrainingResult]:
+          shard: tuple[int, int] = (0, 1), callbacks: Sequence[keras.callbacks.Callback] = (),
+          prune: Callable[[int, dict[str, float]], bool] | None = None) -> tuple[keras.Model, TrainingResult]:
     """Build the model (or restore it from the last of ``checkpoints``, given with ``train.resume``:
     :func:`imgclf.training.checkpoints.run_checkpoints`) and train it; return it with the best
     epoch's weights (lowest validation loss).
@@ -151,6 +151,8 @@ def train(build: Callable[[], keras.Model], train_set: Split, val_set: Split, pa
     ``build`` makes the uncompiled model; it and every compile run inside ``scope`` (a distribution
     strategy's). With ``shard`` (this process, processes), each of several processes training one
     model together feeds its own share of every batch. ``callbacks`` go to every epoch's ``fit``.
+    ``prune``, called with each finished epoch (from 1) and its record, stops the run where it says
+    True: a hyperparameter search's hopeless trial (:mod:`imgclf.tuning.trial`).
     """
     scope = scope or contextlib.nullcontext()
     processes = shard[1]
@@ -164,6 +166,7 @@ def train(build: Callable[[], keras.Model], train_set: Split, val_set: Split, pa
             sink.log_epoch(epoch, {key: values[epoch - 1] for key, values in state.history.items()})
     class_weight = _class_weight(train_set, params)
     epoch_timings: list[EpochTiming] = []
+    pruned_at_epoch = None
 
     for epoch in range(state.epoch, params.total_epochs):
         epoch_start = time.perf_counter()
@@ -188,6 +191,9 @@ def train(build: Callable[[], keras.Model], train_set: Split, val_set: Split, pa
             logger.info("early stopping after epoch %d: no better val_loss for %d epochs", epoch + 1,
                         params.early_stopping_patience)
             break
+        if prune is not None and epoch + 1 < params.total_epochs and prune(epoch + 1, record):
+            pruned_at_epoch = epoch + 1
+            break
 
     if state.best_epoch is None or best_weights is None:
         raise TrainingError(f"the validation loss was never finite in {state.epoch} epochs: training "
@@ -196,7 +202,7 @@ def train(build: Callable[[], keras.Model], train_set: Split, val_set: Split, pa
     logger.info("best epoch %d of %d (val_loss %.4f)", state.best_epoch, state.epoch, state.best_value)
     return model, TrainingResult(history=state.history, best_epoch=state.best_epoch,
                                  images_per_second=_images_per_second(epoch_timings, len(train_set)),
-                                 epoch_timings=tuple(epoch_timings))
+                                 epoch_timings=tuple(epoch_timings), pruned_at_epoch=pruned_at_epoch)
 
 
 def _start(build: Callable[[], keras.Model], params: TrainParams, steps: int, checkpoints: Checkpoints | None,

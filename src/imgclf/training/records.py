@@ -47,3 +47,4 @@ class TrainingResult:
     # this run's epochs (a resumed run's only); timings differ between reruns, so they are kept out
     # of the DVC-tracked metrics: the train stage writes them to logs/train_timing.json
     epoch_timings: tuple[EpochTiming, ...] = ()
+    pruned_at_epoch: int | None = None  # where a hyperparameter search stopped a hopeless trial

@@ -41,4 +41,5 @@ def summary_metrics(result: TrainingResult, model: keras.Model, train_set: Split
         "val_images": len(val_set),
         "batch_size": params.batch_size,
         **(devices or {}),
+        **({"pruned_at_epoch": result.pruned_at_epoch} if result.pruned_at_epoch is not None else {}),
     }
