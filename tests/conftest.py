@@ -14,6 +14,7 @@ from tests.helpers import train_tiny_model
 # first, which started the two one-test runners last and left one process working alone for minutes).
 LONGEST_FIRST = (
     "test_manual_commands.py",  # 450
+    "test_tune.py",  # 270
     "test_faults.py",  # 254
     "test_readme_commands.py",  # 242
     "test_pipeline_dvc.py",  # 217

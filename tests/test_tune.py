@@ -156,14 +156,16 @@ def test_a_trial_is_judged_only_against_the_trials_finished_when_it_was_proposed
 
 
 def test_an_unreachable_storage_is_named_without_its_password_and_says_what_to_check(tmp_path):
+    from tests.helpers import PROJECT_ROOT
     from tests.servers import free_port
 
+    for name in ("params.yaml", "tune.yaml"):
+        (tmp_path / name).write_text((PROJECT_ROOT / name).read_text())
     url = f"postgresql://tuner:{POSTGRES_PASSWORD}@127.0.0.1:{free_port()}/studies"
-    with pytest.raises(TuneError) as raised:
-        open_storage(url)
-    message = str(raised.value)
-    assert POSTGRES_PASSWORD not in message and "postgresql://tuner:***@127.0.0.1" in message
-    assert "Connection refused" in message and "Check that the database server runs" in message
+    failed = bash(f"imgclf tune --storage {url}", tmp_path, check=False)
+    assert failed.returncode == 1 and "Traceback" not in failed.stdout
+    assert POSTGRES_PASSWORD not in failed.stdout and "postgresql://tuner:***@127.0.0.1" in failed.stdout
+    assert "Connection refused" in failed.stdout and "Check that the database server runs" in failed.stdout
     assert hide_password("postgresql://a:b@c/d") == "postgresql://a:***@c/d"
     with pytest.raises(TuneError, match="does not exist"):
         open_storage(str(tmp_path / "not-mounted" / "study.log"))

@@ -169,11 +169,11 @@ def run_search(settings: TuneSettings, options: SearchOptions) -> SearchResult:
     started = time.perf_counter()
     project = options.project
     options.output.mkdir(parents=True, exist_ok=True)
+    storage = open_storage(options.storage)  # first: an unreachable storage fails before anything runs
     baseline = git(project, "rev-parse", "--verify", "--quiet", "HEAD", check=False)
     if not baseline:
         raise TuneError("the project has no commit yet: commit it (git add -A && git commit), since every trial "
                         "is an experiment on top of a commit")
-    storage = open_storage(options.storage)  # first: an unreachable storage fails before anything runs
     workspace_log = options.output / "workspace.log"
     logger.info("bringing the workspace up to date first (dvc repro, output in %s): every trial starts from its "
                 "data, and reruns only the stages its params change", workspace_log)
@@ -312,6 +312,10 @@ def _run_round(proposed: list[ProposedTrial], settings: TuneSettings, options: S
         _log_outcome(outcome, study, settings, metric)
         if options.push and outcome.state != "FAIL":
             _push(outcome.experiment, options)
+    latest = result.outcomes[-max(3, settings.trials_per_round):]
+    if len(latest) >= 3 and all(outcome.state == "FAIL" for outcome in latest):  # the project or the machine
+        raise TuneError(f"the last {len(latest)} trials all failed, so the search stops here (a param may be wrong "
+                        f"for every value, or the project fails to run); the first: {latest[0].problem}")
 
 
 def _trial_environment(link: TrialLink) -> dict[str, str]:
