@@ -221,6 +221,7 @@ def test_every_trial_is_an_experiment_and_a_hopeless_one_is_pruned(project):
     for name in table:  # a search over train.* resizes nothing again
         log = (project / "logs" / "tune" / "digits" / f"{name}.log").read_text()
         assert "Running stage 'train'" in log and "Running stage 'resize'" not in log
+        assert "A new study created" not in log  # Optuna's INFO lines stay out of the stage's log
     for figure in ("history.png", "epochs.png", "importances.png"):
         assert (project / "logs" / "tune" / "digits" / figure).stat().st_size > 10_000
 

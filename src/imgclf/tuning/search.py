@@ -179,8 +179,9 @@ def run_search(settings: TuneSettings, options: SearchOptions) -> SearchResult:
                 "data, and reruns only the stages its params change", workspace_log)
     _dvc(project, ["repro"], workspace_log)
     _require_results_in_git(project)
-    metric = resolve_metric(settings.metric, workspace_metrics(project, workspace_log))
-    workspace_value = metric.read(workspace_metrics(project, workspace_log).get(metric.file, {}))
+    metrics = workspace_metrics(project, workspace_log)
+    metric = resolve_metric(settings.metric, metrics)
+    workspace_value = metric.read(metrics[metric.file])
     study = _open_study(settings, options, storage, baseline)
     result = SearchResult(study, metric, workspace_value)
     logger.info("study %s in %s: %d trials of %s, %s %s from %s; %d at once here", settings.study,
@@ -207,7 +208,7 @@ def _require_results_in_git(project: Path) -> None:
     if untracked:
         raise TuneError(f"the workspace's results are not in git ({', '.join(untracked[:3])}"
                         f"{', ...' if len(untracked) > 3 else ''}): each trial would rerun every stage. Commit "
-                        "them first: git add dvc.lock metrics && git commit -m 'the pipeline's results'")
+                        "them first: git add dvc.lock metrics && git commit -m 'pipeline results'")
 
 
 def _open_study(settings: TuneSettings, options: SearchOptions, storage: Any, baseline: str) -> Any:

@@ -59,6 +59,7 @@ class TrialReporter:
 
         from imgclf.tuning.storage import open_storage
 
+        optuna.logging.set_verbosity(optuna.logging.WARNING)  # not a line per in-memory study in the stage's log
         self.link = link
         self.storage = open_storage(link.storage, heartbeat=False)
         direction = optuna.study.StudyDirection.MAXIMIZE if link.direction == "maximize" else \
