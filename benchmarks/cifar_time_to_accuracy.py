@@ -100,8 +100,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--skip-baseline", action="store_true", help="only the recipe, not cifar_cnn")
     parser.add_argument("--recipe", default="cifar10", help="the recipe to time (recipes/NAME.yaml)")
-    parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
-                        help="params over the recipe's, as YAML values (e.g. train.mixed_precision=bfloat16)")
+    parser.add_argument("--set", nargs="*", action="extend", default=[], metavar="KEY=VALUE",
+                        help="params over the recipe's, as YAML values (e.g. train.mixed_precision=bfloat16); "
+                             "repeat it or list several")
     parser.add_argument("--baseline-only", type=float, metavar="MINUTES",
                         help="only the baseline, for this many minutes of training (a recipe run's figure)")
     args = parser.parse_args()

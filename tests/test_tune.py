@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import re
 import signal
 import subprocess
 import time
@@ -238,6 +239,16 @@ def test_one_at_a_time_the_same_seed_proposes_the_same_trials_with_the_same_resu
     first, again = trials_table(project, "digits"), trials_table(project, "again")
     columns = ("number", "state", "value", "epochs", "train.learning_rate", "train.label_smoothing")
     assert [[row[key] for key in columns] for row in again] == [[row[key] for key in columns] for row in first]
+
+
+@pytest.mark.slow
+def test_a_later_run_resumes_the_study_up_to_its_new_number_of_trials(project):
+    resumed = bash("imgclf tune --trials 4", project)  # the study "digits" of tune.yaml held 3 trials
+    table = trials_table(project, "digits")
+    assert [row["experiment"] for row in table] == ["digits-000", "digits-001", "digits-002", "digits-003"]
+    assert table[3]["state"] in ("COMPLETE", "PRUNED")  # one more trial, run by the later worker
+    counts = re.search(r"study digits: (\d+) complete, (\d+) pruned, 0 failed", resumed.stdout)
+    assert counts and int(counts.group(1)) + int(counts.group(2)) == 4
 
 
 @pytest.mark.slow
