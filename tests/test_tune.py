@@ -252,6 +252,19 @@ def test_a_later_run_resumes_the_study_up_to_its_new_number_of_trials(project):
 
 
 @pytest.mark.slow
+def test_on_a_journal_file_a_worker_does_not_wait_for_a_trial_no_heartbeat_can_vouch_for(project, tmp_path):
+    import optuna
+
+    journal = tmp_path / "shared" / "study.log"
+    journal.parent.mkdir()
+    optuna.create_study(study_name="journal", storage=open_storage(str(journal)), direction="maximize").ask()
+    (project / "journal.yaml").write_text(SEARCH.format(study="journal").replace("trials: 3", "trials: 1"))
+    started = time.monotonic()
+    ran = bash(f"imgclf tune journal.yaml --storage {journal}", project)  # its one trial 'runs' on a dead worker
+    assert "this worker stops here" in ran.stdout and time.monotonic() - started < 60
+
+
+@pytest.mark.slow
 def test_a_metric_that_no_metrics_file_holds_is_named_with_the_metrics_there_are(project):
     (project / "bad_metric.yaml").write_text(SEARCH.format(study="bad").replace("val_accuracy", "val_acuracy"))
     failed = bash("imgclf tune bad_metric.yaml", project, check=False)

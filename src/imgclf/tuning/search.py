@@ -193,6 +193,10 @@ def run_search(settings: TuneSettings, options: SearchOptions) -> SearchResult:
             proposed = _propose_round(study, settings, options, heartbeat)
             if proposed is None:
                 break
+            if not proposed and not heartbeat.beats:
+                logger.info("the study's last trials are running elsewhere, and its storage keeps no heartbeats to "
+                            "tell a running trial from a dead worker's: this worker stops here")
+                break
             if not proposed:
                 time.sleep(HEARTBEAT_SECONDS)  # the rest are running elsewhere: wait for them (or their failure)
                 continue
@@ -428,6 +432,11 @@ class _Heartbeat:
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._beat, daemon=True)
+
+    @property
+    def beats(self) -> bool:
+        """Whether the storage keeps heartbeats (a database does; Optuna's journal file does not)."""
+        return self._storage is not None
 
     def add(self, trial_id: int) -> None:
         with self._lock:

@@ -7,7 +7,7 @@
 The database storages keep a heartbeat for each running trial: a trial whose worker was killed
 stops beating and is marked failed by the next worker that looks (Optuna's ``fail_stale_trials``),
 so the study goes on without it. Optuna's journal file has no heartbeat: a killed worker's trial
-stays "running" there, and the search counts it as someone else's (docs/tuning.md).
+stays "running" there, and a worker that finds only such trials left stops (docs/tuning.md).
 """
 
 from __future__ import annotations
