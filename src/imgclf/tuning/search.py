@@ -370,14 +370,15 @@ def _run_trial(item: ProposedTrial, settings: TuneSettings, options: SearchOptio
     if returncode != 0:
         outcome.problem = f"dvc exp run exited {returncode}; its output is in {log}"
         return outcome
-    shown = git(options.project, "show", f"{experiment_ref(baseline, item.name)}:{metric.file}", check=False)
-    values = json.loads(shown) if shown else {}
-    outcome.value = metric.read(values)
-    train = json.loads(git(options.project, "show", f"{experiment_ref(baseline, item.name)}:{TRAIN_SUMMARY}",
-                           check=False) or "{}")
+    def experiment_file(path: str | Path) -> str:
+        return git(options.project, "show", f"{experiment_ref(baseline, item.name)}:{path}", check=False)
+
+    train_text = experiment_file(TRAIN_SUMMARY)
+    train = json.loads(train_text or "{}")
+    outcome.value = metric.read(train if metric.file == TRAIN_SUMMARY else json.loads(experiment_file(metric.file)
+                                                                                          or "{}"))
     outcome.epochs, outcome.pruned_at_epoch = train.get("epochs"), train.get("pruned_at_epoch")
-    outcome.planned_epochs = _planned_epochs(git(options.project, "show", f"{experiment_ref(baseline, item.name)}:"
-                                                 f"{PARAMS_FILE}", check=False))
+    outcome.planned_epochs = _planned_epochs(experiment_file(PARAMS_FILE))
     if outcome.value is None:
         outcome.problem = f"the experiment's {metric.file} holds no {metric.key}"
     else:
