@@ -1,8 +1,9 @@
 """Evaluate stage: score the trained model on the test split and draw where it fails.
 
-Reads:  models/ (model.onnx, run by ONNX Runtime, or where it is missing model.keras; classes.json),
-        data/resized/test/ and val/ (batch by batch), params.yaml ``evaluate`` and ``train.backend``
-        (the Keras of the heatmaps, drawn by a process of their own while this one draws the rest)
+Reads:  models/ (model.onnx, run by ONNX Runtime, or where it is missing model.keras; classes.json;
+        heatmaps/, the heatmaps' ONNX graphs, or where the train stage wrote none, model.keras in
+        Keras, by a process of their own while this one draws the rest), data/resized/test/ and
+        val/ (batch by batch), params.yaml ``evaluate`` and ``train.backend`` (that Keras' backend)
 Writes: metrics/evaluate.json (the headline: accuracy, top-k accuracy, loss, macro F1, ROC AUC,
         calibration error), metrics/class_scores.csv (each class's precision, recall, F1, ROC AUC and
         support, with their macro and weighted averages), metrics/predictions.csv (file, actual,
@@ -10,7 +11,7 @@ Writes: metrics/evaluate.json (the headline: accuracy, top-k accuracy, loss, mac
         metrics/precision_recall.csv (one-vs-rest curve points per class), and metrics/figures/evaluate/
         (PNG: confusion matrices, ROC and precision-recall curves, the most confident mistakes,
         sample test images per class, both again with heatmaps of where the model looked (unless
-        evaluate.heatmaps is false: then no Keras is imported here, and both say so), the
+        evaluate.heatmaps is false: then both say so), the
         images most probably mislabelled), and
         metrics/label_issues.csv (the validation and test images whose label is probably wrong, by
         cleanlab's confident learning on the model's out-of-sample probabilities)
@@ -49,14 +50,17 @@ def main() -> None:
     use_backend(load_section(TrainParams).backend)  # the heatmaps' Keras, and the predictions' without model.onnx
 
     from imgclf.plumbing.files import atomic_directory, write_csv, write_json
-    from imgclf.reporting.heatmap_process import HeatmapProcess
+    from imgclf.reporting.heatmap_galleries import HeatmapGalleries
+    from imgclf.serving.heatmap_models import HeatmapModels
     from imgclf.serving.model_folder import KERAS_FILE, ModelFolder
 
     class_names = ModelFolder.open(args.model_dir).class_names
+    onnx_heatmaps = HeatmapModels.open(args.model_dir) if params.heatmaps else None  # else Keras' gradients
     with atomic_directory(args.figures) as staging:
-        # first: the heatmaps' process imports Keras and loads the model while this one imports the
-        # rest, predicts and draws (heatmap_process)
-        with HeatmapProcess(args.model_dir / KERAS_FILE, args.test, class_names, params, staging) as heatmaps:
+        # first: without ONNX heatmap graphs, the heatmaps' process imports Keras and loads the model
+        # while this one imports the rest, predicts and draws (heatmap_galleries)
+        with HeatmapGalleries(args.model_dir / KERAS_FILE, args.test, class_names, params, staging,
+                              in_process=onnx_heatmaps.explainer() if onnx_heatmaps else None) as heatmaps:
             from imgclf.data.dataset import open_split
             from imgclf.reporting.results import draw_figures, predict_splits, test_results
             from imgclf.serving.model_folder import load_classifier

@@ -60,6 +60,7 @@ def main() -> None:
     from imgclf.modeling.models import augmented_examples, build_from_params
     from imgclf.plumbing.files import atomic_directory, write_json
     from imgclf.reporting.figures import augmented_grid, training_curves
+    from imgclf.serving.heatmap_models import add_heatmap_models
     from imgclf.serving.model_folder import add_onnx_copy, onnx_copy_in_training, write_model_folder
     from imgclf.training.checkpoints import run_checkpoints
     from imgclf.training.loop import make_deterministic, train
@@ -82,6 +83,7 @@ def main() -> None:
         write_model_folder(model, staging, train_set.class_names, Preprocessing.load(args.preprocessing))
     if onnx_copy_in_training(args.model_dir, params.backend, params.onnx_in_process_mb):
         add_onnx_copy(args.model_dir, args.val, model)  # else stages/onnx_copy.py adds it
+        add_heatmap_models(args.model_dir, args.val, model)  # the evaluate stage's heatmaps without TensorFlow
     write_json(args.metrics, summary_metrics(result, model, train_set, val_set, params, devices.summary()))
     with optional_step(f"the architecture diagram {args.diagram}"):
         draw_architecture(model, args.diagram)

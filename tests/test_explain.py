@@ -77,11 +77,11 @@ def test_a_transfer_backbone_large_enough_gives_a_heatmap_per_image():
 
 
 def test_with_the_heatmaps_off_no_process_starts_and_both_galleries_say_so(tmp_path, caplog):
-    from imgclf.reporting.heatmap_process import GALLERIES, HEATMAPS_OFF, HeatmapProcess
+    from imgclf.reporting.heatmap_galleries import GALLERIES, HEATMAPS_OFF, HeatmapGalleries
     from imgclf.reporting.params import EvaluateParams
 
     # a model file that does not exist: a process that started would fail, and the stage would warn
-    with HeatmapProcess(tmp_path / "missing.keras", tmp_path / "test", ["a", "b"], EvaluateParams(heatmaps=False),
+    with HeatmapGalleries(tmp_path / "missing.keras", tmp_path / "test", ["a", "b"], EvaluateParams(heatmaps=False),
                         tmp_path) as heatmaps:
         heatmaps.draw(np.full((4, 2), 0.5, dtype=np.float32))
         assert heatmaps.wait() is None

@@ -75,6 +75,7 @@ def test_most_of_the_wrong_labels_the_model_never_trained_on_come_out_on_top(dig
 
 def test_the_heatmap_figures_are_drawn(digits_run):
     project, _ = digits_run
+    assert (project / "models/heatmaps/scores.onnx").is_file()  # drawn by ONNX Runtime (test_heatmap_models.py)
     for name in ("mistakes_heatmaps", "samples_heatmaps"):
         picture = Image.open(project / "metrics/figures/evaluate" / f"{name}.png").convert("RGB")
         assert len(picture.getcolors(256 * 256) or []) > 200, name  # colour overlays, not a page of text

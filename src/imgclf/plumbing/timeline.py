@@ -4,8 +4,9 @@ With it set, every process that :func:`imgclf.plumbing.stage.run_stage` runs (th
 the processes they start: the ONNX copy's, the heatmaps') appends one JSON line to that file: when
 the process started (the kernel's clock), when its script's ``main`` began (Python's start-up and
 the script's own imports before it), when it ended, and the seconds spent importing modules during
-``main`` (the stages import Keras and most of the library there, lazily). Times are seconds since
-the epoch, so that the lines of several processes and of DVC can be laid on one line of time.
+``main`` (the stages import Keras and most of the library there, lazily), and whether TensorFlow was
+imported at all. Times are seconds since the epoch, so that the lines of several processes and of
+DVC can be laid on one line of time.
 """
 
 from __future__ import annotations
@@ -40,7 +41,8 @@ def recording_timeline() -> Iterator[None]:
     finally:
         builtins.__import__ = importing.original
         record = {"script": sys.argv[0], "pid": os.getpid(), "started": started, "main": entered,
-                  "ended": time.time(), "imports": round(importing.seconds, 3)}
+                  "ended": time.time(), "imports": round(importing.seconds, 3),
+                  "tensorflow": "tensorflow" in sys.modules}
         with open(destination, "a", encoding="utf-8") as timeline:  # one short line: appends do not interleave
             timeline.write(json.dumps(record) + "\n")
 

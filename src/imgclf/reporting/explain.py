@@ -15,9 +15,12 @@ outputs. A network where no cut gives a spatial map (a backbone that shrinks the
 convolution at all) raises :class:`ExplainError` saying so, instead of drawing noise. Gradients come
 from TensorFlow's ``GradientTape`` or ``jax.grad``, whichever backend Keras runs on.
 
-The evaluate stage predicts with ONNX Runtime and needs Keras only for these gradients: it draws the
-heatmap galleries in a process of its own (:class:`imgclf.reporting.heatmap_process.HeatmapProcess`, which
-runs this module), which imports Keras while the stage goes on with everything else.
+The evaluate stage predicts with ONNX Runtime. Where the train stage wrote the two ONNX graphs of
+the cut (:mod:`imgclf.serving.heatmap_models`: a small model on TensorFlow), it draws the same
+heatmaps without gradients (:mod:`imgclf.reporting.heatmaps`); elsewhere it needs Keras for these
+gradients and draws the galleries in a process of its own
+(:class:`imgclf.reporting.heatmap_galleries.HeatmapGalleries`, which runs this module), which imports
+Keras while the stage goes on with everything else.
 """
 
 from __future__ import annotations
@@ -33,11 +36,11 @@ from typing import Any
 
 import keras
 import numpy as np
-from PIL import Image
 
 from imgclf.data.dataset import Split
 from imgclf.modeling.models import INPUT_LAYERS  # they see the image, not features of it
 from imgclf.plumbing.errors import PipelineError
+from imgclf.reporting.heatmaps import scaled_to_images
 
 logger = logging.getLogger(__name__)
 
@@ -106,18 +109,16 @@ class GradCam:
             # HiResCAM: each position's own gradient times its activation. With Grad-CAM's gradient
             # averaged over the positions, simple_cnn put 0.37 of its map on the square's quadrant of
             # tests/test_explain.py, against 0.93 here.
-            maps.extend(np.maximum((gradients * feature_maps).sum(axis=-1), 0.0))
+            maps.extend((gradients * feature_maps).sum(axis=-1))
         height, width = images.shape[1:3]
-        results: list[np.ndarray | None] = []
-        for heat in maps:
-            peak = float(heat.max())
-            if not np.isfinite(peak) or peak <= 0:
-                results.append(None)
-                continue
-            scaled = Image.fromarray((heat / peak).astype(np.float32), mode="F").resize((width, height),
-                                                                                         Image.Resampling.BILINEAR)
-            results.append(np.clip(np.asarray(scaled), 0.0, 1.0))
-        return results
+        return scaled_to_images(maps, height, width)
+
+    def scores_model(self) -> keras.Model:
+        """The feature map to the class scores before the softmax or sigmoid: ``head`` and the
+        classifier's weights, what :mod:`imgclf.serving.heatmap_models` converts to ONNX."""
+        feature_map = keras.Input(shape=self.features.output_shape[1:])
+        penultimate = self.head(feature_map, training=False)
+        return keras.Model(feature_map, keras.ops.matmul(penultimate, self.classifier.kernel) + self.classifier.bias)
 
 
 def _last_spatial_layer(model: keras.Model) -> int:
@@ -189,22 +190,18 @@ def draw_heatmap_galleries(model: keras.Model, split: Split, probabilities: np.n
     """``mistakes_heatmaps.png`` and ``samples_heatmaps.png`` in ``folder``: the mistakes gallery and
     the samples grid with where the model looked; the layer the heatmaps come from, or None where
     this network has none (both figures then say why)."""
-    from imgclf.reporting import figures
-    from imgclf.reporting.heatmap_process import GALLERIES, draw_no_heatmaps
+    from imgclf.reporting.heatmap_galleries import draw_galleries, draw_no_heatmaps
 
     heatmaps, heatmaps_from = explainer(model, split.read(np.arange(min(4, len(split)))))
     if heatmaps is None:
         draw_no_heatmaps(heatmaps_from, folder)
         return None
-    for name, gallery, count in zip(GALLERIES, (figures.mistakes_gallery, figures.samples_grid),
-                                    (mistakes, per_class), strict=True):
-        gallery(split.read, split.labels, probabilities, class_names, count, folder / f"{name}_heatmaps.png",
-                heatmaps=heatmaps)
+    draw_galleries(heatmaps, split, probabilities, class_names, mistakes, per_class, folder)
     return heatmaps_from
 
 
 def main(arguments: Sequence[str] | None = None) -> None:
-    """The process of :class:`imgclf.reporting.heatmap_process.HeatmapProcess`: both heatmap galleries of one
+    """The process of :class:`imgclf.reporting.heatmap_galleries.HeatmapGalleries`: both heatmap galleries of one
     split, drawn once the line "draw" on stdin says the probabilities are there (at end of input
     without it, nothing is drawn)."""
     parser = argparse.ArgumentParser(description=main.__doc__)

@@ -4,7 +4,7 @@ issues, on the validation split), the metrics, curves and tables made of them, a
 Both splits are predicted batch by batch (:func:`imgclf.modeling.outputs.predict_split`) by whichever
 engine the model folder offers (ONNX Runtime where ``model.onnx`` is there): their pixels are never
 all in memory, and no Keras is loaded here. The heatmap galleries need the Keras model's gradients:
-:class:`imgclf.reporting.heatmap_process.HeatmapProcess` draws them in a process of its own while
+:class:`imgclf.reporting.heatmap_galleries.HeatmapGalleries` draws them in a process of its own while
 this one draws the rest.
 """
 
@@ -84,7 +84,7 @@ def test_results(test_set: PackedSplit, probabilities: np.ndarray, val_set: Pack
 
 
 def draw_figures(results: TestResults, params: EvaluateParams, folder: Path) -> None:
-    """Every PNG of ``metrics/figures/evaluate/`` in ``folder`` but the heatmap galleries (:mod:`heatmap_process`)."""
+    """Every PNG of ``metrics/figures/evaluate/`` in ``folder`` but the heatmap galleries (:mod:`heatmap_galleries`)."""
     labels, probabilities, class_names = results.labels, results.probabilities, results.class_names
     test_set = results.test_set
     figures.confusion_matrices(labels, probabilities.argmax(axis=1), class_names, folder / "confusion_matrix.png")

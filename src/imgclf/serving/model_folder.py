@@ -12,6 +12,9 @@ What the train stage leaves for ``imgclf predict``, the evaluate and export stag
                             split; written after the rest (by the training process for a small
                             model, else in a process of its own), and missing (with a log line that
                             says why) where it could not be made
+``heatmaps/``               the evaluate stage's heatmaps as two ONNX graphs, so that it needs no
+                            TensorFlow (:mod:`imgclf.serving.heatmap_models`): written with the ONNX
+                            copy by the training process, where they give Keras' own heatmaps
 ==========================  ==========================================================================
 
 :func:`write_model_folder` writes all but the ONNX copy, :func:`add_onnx_copy` adds that, and

@@ -47,8 +47,9 @@ class OnnxConversionError(PipelineError):
     """The model could not be converted to ONNX."""
 
 
-def convert_to_onnx(model: keras.Model) -> onnx.ModelProto:
-    """``model``'s inference graph as one self-contained ONNX model (weights inline), canonically named.
+def convert_to_onnx(model: keras.Model, input_name: str = INPUT_NAME) -> onnx.ModelProto:
+    """``model``'s inference graph as one self-contained ONNX model (weights inline), canonically
+    named, its input ``input_name``.
 
     Needs the TensorFlow backend; the model must have been called (built) once.
     """
@@ -69,12 +70,44 @@ def convert_to_onnx(model: keras.Model) -> onnx.ModelProto:
 
     _teach_tf2onnx_erfc()
 
-    signature = [tf.TensorSpec((None, *model.input_shape[1:]), tf.float32, name=INPUT_NAME)]
+    signature = [tf.TensorSpec((None, *model.input_shape[1:]), tf.float32, name=input_name)]
     forward = tf.function(lambda images: model(images, training=False), input_signature=signature)
     onnx_model, external_weights = tf2onnx.convert.from_function(forward, signature, large_model=True)
     _inline_weights(onnx_model, external_weights.name_to_tensor_data)
     canonical_onnx_names(onnx_model)
     return onnx_model
+
+
+def as_float64(model: onnx.ModelProto) -> onnx.ModelProto:
+    """A copy of the float32 ``model`` computing in float64: its weights, inputs, outputs, constants
+    and casts. For what needs more digits than the model has (the differences of
+    :mod:`imgclf.reporting.heatmaps`); an operator ONNX Runtime has no float64 kernel for fails
+    when the session opens."""
+    import onnx
+    from onnx import numpy_helper
+
+    wide = onnx.ModelProto()
+    wide.CopyFrom(model)
+    graph = wide.graph
+
+    def widened(tensor: onnx.TensorProto) -> onnx.TensorProto:
+        return numpy_helper.from_array(numpy_helper.to_array(tensor).astype(np.float64), tensor.name)
+
+    for tensor in graph.initializer:
+        if tensor.data_type == onnx.TensorProto.FLOAT:
+            tensor.CopyFrom(widened(tensor))
+    for value in [*graph.input, *graph.output, *graph.value_info]:
+        if value.type.tensor_type.elem_type == onnx.TensorProto.FLOAT:
+            value.type.tensor_type.elem_type = onnx.TensorProto.DOUBLE
+    for node in graph.node:
+        if any(attribute.type == onnx.AttributeProto.GRAPH for attribute in node.attribute):
+            raise OnnxConversionError(f"{node.op_type} holds a graph of its own: not widened to float64")
+        for attribute in node.attribute:
+            if node.op_type == "Cast" and attribute.name == "to" and attribute.i == onnx.TensorProto.FLOAT:
+                attribute.i = onnx.TensorProto.DOUBLE
+            elif attribute.type == onnx.AttributeProto.TENSOR and attribute.t.data_type == onnx.TensorProto.FLOAT:
+                attribute.t.CopyFrom(widened(attribute.t))
+    return wide
 
 
 def _inline_weights(model: onnx.ModelProto, weights: dict[str, bytes]) -> None:

@@ -1,0 +1,148 @@
+"""The evaluate stage's heatmap galleries: drawn in the stage's own process from the model folder's
+ONNX heatmap graphs where the train stage wrote them, else by a process of their own while the stage
+draws the rest.
+
+The heatmaps of :mod:`imgclf.reporting.explain` need the Keras model's gradients, and Keras takes
+seconds to import (TensorFlow: 4-8 s on 2 cores) where everything else the stage does takes about
+as long again. The ONNX graphs (:mod:`imgclf.serving.heatmap_models`) give the same heatmaps in
+ONNX Runtime, without gradients (:mod:`imgclf.reporting.heatmaps`). This module imports neither Keras
+nor the figures' libraries, so that the stage can start the process first thing.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import subprocess
+import sys
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from types import TracebackType
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from imgclf.plumbing.stage import exit_reason
+from imgclf.reporting.params import EvaluateParams
+
+if TYPE_CHECKING:
+    from imgclf.data.dataset import Split
+    from imgclf.reporting.figures import Heatmaps
+
+logger = logging.getLogger(__name__)
+
+GALLERIES = ("mistakes", "samples")  # each drawn again with heatmaps: <name>_heatmaps.png
+HEATMAPS_OFF = "evaluate.heatmaps is false (dvc exp run -S evaluate.heatmaps=true draws them)"
+
+
+class HeatmapGalleries:
+    """The heatmap galleries (``mistakes_heatmaps.png``, ``samples_heatmaps.png``) of the model
+    folder's model over ``split_folder``, drawn into ``folder``.
+
+    With ``in_process`` (the heatmaps of the model folder's ONNX graphs and the layer they come from:
+    :class:`imgclf.serving.heatmap_models.HeatmapModels`), :meth:`wait` draws them in this process.
+    Without, a new Python process (:mod:`imgclf.reporting.explain`) starts on entering the block and
+    imports Keras, on the backend ``KERAS_BACKEND`` names (the evaluate stage sets it from
+    ``train.backend``), and loads ``model_file`` while this one predicts both splits; :meth:`draw`
+    hands it the test probabilities (the galleries choose their images by them), and it computes the
+    gradients while this one finds the label issues and draws the other figures. If it fails or is
+    killed, both galleries say so and the other figures are untouched; leaving the block before
+    :meth:`wait` stops it. With ``evaluate.heatmaps`` false nothing is drawn, and both galleries say
+    the heatmaps are off.
+    """
+
+    def __init__(self, model_file: Path, split_folder: Path, class_names: Sequence[str], params: EvaluateParams,
+                 folder: Path, in_process: tuple[Heatmaps, str] | None = None) -> None:
+        self.folder = folder
+        self._on = params.heatmaps
+        self._in_process = in_process
+        self._split_folder, self._class_names, self._params = split_folder, list(class_names), params
+        self._job = {"model": str(model_file), "split": str(split_folder), "class_names": list(class_names),
+                     "mistakes": params.mistakes, "per_class": params.samples_per_class}
+        self._scratch = tempfile.TemporaryDirectory(prefix="imgclf-heatmaps-")
+        self._process: subprocess.Popen[str] | None = None
+        self._probabilities: np.ndarray | None = None
+
+    def __enter__(self) -> HeatmapGalleries:
+        if not self._on or self._in_process is not None:
+            return self
+        job = Path(self._scratch.name)
+        (job / "job.json").write_text(json.dumps(self._job))
+        self._process = subprocess.Popen([sys.executable, "-m", "imgclf.reporting.explain", "--job", str(job),
+                                          "--folder", str(self.folder)], stdin=subprocess.PIPE, text=True)
+        return self
+
+    def draw(self, probabilities: np.ndarray) -> None:
+        """Hand the process the test split's probabilities: it draws once it has loaded the model."""
+        if not self._on:
+            return
+        if self._in_process is not None:
+            self._probabilities = probabilities
+            return
+        process = self._running()
+        np.save(Path(self._scratch.name) / "probabilities.npy", probabilities)
+        try:
+            process.stdin.write("draw\n")  # type: ignore[union-attr]  # (stdin is a pipe)
+            process.stdin.close()  # type: ignore[union-attr]
+        except BrokenPipeError:  # it has ended already: wait() says how
+            pass
+
+    def wait(self) -> str | None:
+        """What the heatmaps come from ("heatmaps from <layer>"), or None where there are none: both
+        galleries then say why."""
+        if not self._on:
+            draw_no_heatmaps(HEATMAPS_OFF, self.folder)
+            return None
+        if self._in_process is not None:
+            return self._draw_here(*self._in_process)
+        returncode = self._running().wait()
+        report = Path(self._scratch.name) / "report.json"
+        if returncode == 0 and report.is_file():
+            return json.loads(report.read_text())["heatmaps_from"]
+        why = f"their process {exit_reason(returncode)}"
+        logger.warning("no heatmaps: %s; the stage's other figures are drawn", why)
+        draw_no_heatmaps(why, self.folder)
+        return None
+
+    def _draw_here(self, heatmaps: Heatmaps, heatmaps_from: str) -> str:
+        from imgclf.data.dataset import open_split
+
+        if self._probabilities is None:
+            raise RuntimeError("HeatmapGalleries.draw(probabilities) comes before wait()")
+        with open_split(self._split_folder, self._class_names) as split:
+            draw_galleries(heatmaps, split, self._probabilities, self._class_names, self._params.mistakes,
+                           self._params.samples_per_class, self.folder)
+        return heatmaps_from
+
+    def _running(self) -> subprocess.Popen[str]:
+        if self._process is None:
+            raise RuntimeError("use HeatmapGalleries in a with block")
+        return self._process
+
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
+                 traceback: TracebackType | None) -> None:
+        if self._process is not None and self._process.poll() is None:
+            self._process.kill()
+            self._process.wait()
+        self._scratch.cleanup()
+
+
+def draw_no_heatmaps(why: str, folder: Path) -> None:
+    """Each heatmap gallery in ``folder`` as a page that says why it has no heatmaps."""
+    from imgclf.reporting import figures
+
+    for name in GALLERIES:
+        figures.message_page(f"No heatmaps of the {name}", why, folder / f"{name}_heatmaps.png")
+
+
+def draw_galleries(heatmaps: Heatmaps, split: Split, probabilities: np.ndarray, class_names: Sequence[str],
+                   mistakes: int, per_class: int, folder: Path) -> None:
+    """Both galleries of ``split`` in ``folder``, each image overlaid with ``heatmaps`` of the class
+    the model predicted for it (``probabilities``, one row per image of the split)."""
+    from imgclf.reporting import figures
+
+    for name, gallery, count in zip(GALLERIES, (figures.mistakes_gallery, figures.samples_grid),
+                                    (mistakes, per_class), strict=True):
+        gallery(split.read, split.labels, probabilities, class_names, count, folder / f"{name}_heatmaps.png",
+                heatmaps=heatmaps)

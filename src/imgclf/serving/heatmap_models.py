@@ -1,0 +1,163 @@
+"""The model folder's heatmap graphs (``models/heatmaps/``): the evaluate stage's heatmaps in ONNX
+Runtime, without TensorFlow.
+
+The evaluate stage predicts with ``model.onnx``; only its heatmap galleries needed Keras, for the
+gradients of :mod:`imgclf.reporting.explain`, and importing TensorFlow for them was the longest
+part of the stage (about 4-7 s on 2 cores, against 2.5 s for all the rest). The train stage, where
+Keras and the model are loaded already, cuts the model as the heatmaps do
+(:class:`imgclf.reporting.explain.GradCam`) and writes the two halves as ONNX graphs:
+
+===================  =========================================================================
+``features.onnx``    images to the last spatial feature map (float32); its metadata
+                     ``heatmaps_from`` names the layer
+``scores.onnx``      that feature map to the class scores before the softmax or sigmoid, in
+                     float64: :mod:`imgclf.reporting.heatmaps` takes differences of them
+===================  =========================================================================
+
+They are kept only where they give Keras' own heatmaps on the check split's first images, to
+within ``CHECK_TOLERANCE`` of each map's peak. They are written by the training process, for a
+model small enough to be converted there (:func:`imgclf.serving.model_folder.onnx_copy_in_training`),
+and only where the map has at most ``MAX_POSITIONS`` places: a larger map costs more evaluations of
+the scores than one gradient does. Without them the evaluate stage draws its heatmaps with Keras, in
+a process of its own, as before.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from imgclf.reporting.heatmaps import heatmaps_by_differences
+from imgclf.serving.export import onnx_session
+
+if TYPE_CHECKING:
+    import keras
+    import onnxruntime
+
+    from imgclf.reporting.figures import Heatmaps
+
+logger = logging.getLogger(__name__)
+
+HEATMAPS_FOLDER = "heatmaps"
+FEATURES_FILE = "features.onnx"
+SCORES_FILE = "scores.onnx"
+LAYER_KEY = "heatmaps_from"  # features.onnx's metadata: the layer the maps come from
+FEATURE_MAP_NAME = "feature_map"  # scores.onnx's input
+
+MAX_POSITIONS = 256  # 16x16: two score evaluations per position, where Keras needs one gradient
+CHECK_IMAGES = 16  # of the check split, compared with Keras' heatmaps before the graphs are kept
+CHECK_TOLERANCE = 1e-4  # the largest difference allowed, as a share of a map's peak (measured: 3e-7)
+
+
+@dataclass(frozen=True)
+class HeatmapModels:
+    """``features.onnx`` and ``scores.onnx`` of a model folder, in ONNX Runtime sessions."""
+
+    features: onnxruntime.InferenceSession
+    scores: onnxruntime.InferenceSession
+    layer: str
+
+    @classmethod
+    def open(cls, model_dir: Path) -> HeatmapModels | None:
+        """The graphs of ``model_dir/heatmaps``, or None where the train stage wrote none."""
+        folder = Path(model_dir) / HEATMAPS_FOLDER
+        if not (folder / FEATURES_FILE).is_file() or not (folder / SCORES_FILE).is_file():
+            logger.debug("no %s: the heatmaps need Keras", folder)
+            return None
+        return cls._of_folder(folder)
+
+    @classmethod
+    def _of_folder(cls, folder: Path) -> HeatmapModels:
+        features = onnx_session(folder / FEATURES_FILE)
+        layer = features.get_modelmeta().custom_metadata_map.get(LAYER_KEY, "the last feature map")
+        return cls(features, onnx_session(folder / SCORES_FILE), layer)
+
+    def heatmaps(self, images: np.ndarray, classes: np.ndarray) -> list[np.ndarray | None]:
+        """As :meth:`imgclf.reporting.explain.GradCam.heatmaps`: one map in [0, 1] per image, or None."""
+        image_input = self.features.get_inputs()[0].name
+
+        def feature_maps_of(batch: np.ndarray) -> np.ndarray:
+            return self.features.run(None, {image_input: batch.astype(np.float32)})[0]
+
+        def scores_of(feature_maps: np.ndarray) -> np.ndarray:
+            return self.scores.run(None, {FEATURE_MAP_NAME: feature_maps.astype(np.float64)})[0]
+
+        return heatmaps_by_differences(feature_maps_of, scores_of, images, classes)
+
+    def explainer(self) -> tuple[Heatmaps, str]:
+        """What :class:`imgclf.reporting.heatmap_galleries.HeatmapGalleries` draws in process."""
+        return self.heatmaps, f"heatmaps from {self.layer}"
+
+
+class HeatmapModelsError(Exception):
+    """The graphs could not be made, or do not give Keras' heatmaps: the evaluate stage uses Keras."""
+
+
+def add_heatmap_models(model_dir: Path, check_split: Path, model: keras.Model) -> bool:
+    """Write ``model_dir/heatmaps`` from ``model``, the folder's model in memory, checked on the
+    split folder ``check_split``; whether it was kept. Where it was not, one line says why."""
+    from imgclf.plumbing.files import atomic_directory
+
+    folder = Path(model_dir) / HEATMAPS_FOLDER
+    try:
+        with atomic_directory(folder) as staging:
+            _write_checked(model, check_split, staging)
+    except HeatmapModelsError as error:
+        logger.info("no %s: %s; the evaluate stage draws its heatmaps with Keras", folder, error)
+        return False
+    except Exception as error:  # tf2onnx's and ONNX Runtime's errors are of many types
+        logger.warning("no %s: %s: %s; the evaluate stage draws its heatmaps with Keras", folder,
+                       type(error).__name__, error)
+        return False
+    return True
+
+
+def _write_checked(model: keras.Model, check_split: Path, staging: Path) -> None:
+    import onnx
+
+    from imgclf.data.dataset import open_split
+    from imgclf.modeling.models import AUGMENTATION_LAYER
+    from imgclf.reporting.explain import ExplainError, GradCam
+    from imgclf.serving.export import without_layer
+    from imgclf.serving.onnx_conversion import as_float64, convert_to_onnx
+
+    with open_split(check_split) as split:  # the check compares heatmaps: its labels play no part
+        images = split.read(np.arange(min(CHECK_IMAGES, len(split))))
+    serving_model = without_layer(model, AUGMENTATION_LAYER)
+    try:
+        cut = GradCam.of(serving_model, images[:4])
+    except ExplainError as error:
+        raise HeatmapModelsError(str(error)) from error
+    height, width = cut.features.output_shape[1:3]
+    if height * width > MAX_POSITIONS:
+        raise HeatmapModelsError(f"its feature map has {height}x{width} places, more than the {MAX_POSITIONS} "
+                                 "whose differences cost less than Keras' gradients")
+    features = convert_to_onnx(cut.features)
+    onnx.helper.set_model_props(features, {LAYER_KEY: cut.layer})
+    onnx.save(features, str(staging / FEATURES_FILE))
+    onnx.save(as_float64(convert_to_onnx(cut.scores_model(), input_name=FEATURE_MAP_NAME)),
+              str(staging / SCORES_FILE))
+
+    probabilities = np.asarray(serving_model.predict(images, verbose=0))
+    if probabilities.shape[-1] == 1:  # a single sigmoid unit: class 1 above one half
+        classes = (probabilities[:, 0] > 0.5).astype(np.int64)
+    else:
+        classes = probabilities.argmax(axis=1)
+    expected = cut.heatmaps(images, classes)
+    actual = HeatmapModels._of_folder(staging).heatmaps(images, classes)
+    difference = max((_difference(one, other) for one, other in zip(expected, actual, strict=True)), default=0.0)
+    if difference > CHECK_TOLERANCE:
+        raise HeatmapModelsError(f"its heatmaps differ from Keras' by up to {difference:.2e} of a map's peak "
+                                 f"(allowed: {CHECK_TOLERANCE:g}) on {len(images)} images")
+    logger.info("heatmaps from %s in ONNX: max |difference| from Keras' %.1e of the peak on %d images",
+                cut.layer, difference, len(images))
+
+
+def _difference(expected: np.ndarray | None, actual: np.ndarray | None) -> float:
+    if expected is None or actual is None:
+        return 0.0 if expected is None and actual is None else float("inf")
+    return float(np.max(np.abs(expected - actual)))

@@ -1,0 +1,231 @@
+"""The evaluate stage's heatmaps without TensorFlow: HiResCAM by differences of ONNX class scores
+(imgclf.reporting.heatmaps, imgclf.serving.heatmap_models) against Keras' gradients (imgclf.reporting.explain).
+
+Unit: the differences give the gradient's map of functions whose gradient is known; float64 ONNX
+graphs compute what their float32 originals do. Model smoke: on real flower photos, the ONNX graphs
+give Keras' heatmaps for networks with each kind of head, and say why where they are not written.
+End to end: the evaluate stage, on real photos, draws the same galleries from the graphs as from
+Keras' process, and imports no TensorFlow.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from imgclf.reporting.heatmaps import class_scores, heatmaps_by_differences, hires_cam
+from tests.helpers import PROJECT_ROOT, command_env, require_shared_dataset
+
+FLOWER_CLASSES = ("daisy", "dandelion", "roses", "sunflowers", "tulips")
+
+
+# unit ------------------------------------------------------------------------------------------------
+
+
+def test_the_differences_of_a_linear_score_are_its_weights_times_the_map():
+    rng = np.random.default_rng(0)
+    weights = rng.normal(size=(4, 5, 3, 2))  # (height, width, channels, classes)
+    feature_map = rng.normal(size=(4, 5, 3)).astype(np.float32)
+
+    def scores(maps: np.ndarray) -> np.ndarray:
+        return np.einsum("nhwc,hwck->nk", maps, weights) + 7.0
+
+    for class_index in (0, 1):
+        expected = (feature_map * weights[..., class_index]).sum(axis=-1)
+        np.testing.assert_allclose(hires_cam(feature_map, scores, class_index), expected, atol=1e-8)
+
+
+def test_the_differences_of_a_relu_head_are_its_gradient_times_the_map():
+    rng = np.random.default_rng(1)
+    hidden, classifier = rng.normal(size=(2 * 2 * 3, 8)), rng.normal(size=(8, 3))
+    feature_map = rng.uniform(0, 1, size=(2, 2, 3))
+
+    def scores(maps: np.ndarray) -> np.ndarray:
+        return np.maximum(maps.reshape(len(maps), -1) @ hidden, 0) @ classifier
+
+    active = (feature_map.reshape(-1) @ hidden) > 0
+    gradient = (hidden * active) @ classifier[:, 2]  # d score_2 / d map, by hand
+    expected = (feature_map.reshape(-1) * gradient).reshape(2, 2, 3).sum(axis=-1)
+    np.testing.assert_allclose(hires_cam(feature_map, scores, 2), expected, atol=1e-8)
+
+
+def test_a_single_sigmoid_unit_scores_class_0_as_minus_its_logit():
+    logits = np.array([[2.0], [3.0]])
+    np.testing.assert_array_equal(class_scores(logits, np.array([1, 0])), [2.0, -3.0])
+
+
+def test_a_map_with_no_evidence_gives_none_and_the_others_are_scaled_to_the_image():
+    images = np.zeros((2, 8, 8, 3), dtype=np.uint8)
+    maps = {0: np.array([[1.0, -1.0], [0.0, 3.0]]), 1: -np.ones((2, 2))}
+
+    def scores(copies: np.ndarray) -> np.ndarray:  # class 0: the map's sum, so its heatmap is the map
+        total = copies.sum(axis=(1, 2))
+        return np.concatenate([total, -total], axis=1)
+
+    def feature_maps_of(batch: np.ndarray) -> np.ndarray:
+        return np.stack([maps[0][..., None], maps[1][..., None]])[:len(batch)]
+
+    first, second = heatmaps_by_differences(feature_maps_of, scores, images, [0, 0])
+    assert second is None
+    assert first is not None and first.shape == (8, 8) and first.max() == 1.0 and first.min() == 0.0
+
+
+def test_a_float64_copy_of_an_onnx_graph_computes_what_the_float32_one_does():
+    import onnx
+    import onnxruntime
+    from onnx import TensorProto, helper, numpy_helper
+
+    from imgclf.serving.onnx_conversion import as_float64
+
+    rng = np.random.default_rng(2)
+    weights = rng.normal(size=(6, 4)).astype(np.float32)
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "w"], ["product"]),
+         helper.make_node("Constant", [], ["half"], value=numpy_helper.from_array(np.float32(0.5), "half")),
+         helper.make_node("Mul", ["product", "half"], ["scaled"]),
+         helper.make_node("Relu", ["scaled"], ["y"])],
+        "tiny", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, 6])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [None, 4])], [numpy_helper.from_array(weights, "w")])
+    narrow = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+    wide = as_float64(narrow)
+    onnx.checker.check_model(wide)
+    inputs = rng.normal(size=(5, 6))
+    narrow_out = onnxruntime.InferenceSession(narrow.SerializeToString()).run(None, {"x": inputs.astype(np.float32)})[0]
+    wide_out = onnxruntime.InferenceSession(wide.SerializeToString()).run(None, {"x": inputs})[0]
+    assert wide_out.dtype == np.float64
+    np.testing.assert_allclose(wide_out, narrow_out, atol=1e-5)
+    assert narrow.graph.initializer[0].data_type == TensorProto.FLOAT  # the original is left as it was
+
+
+# model smoke, on real photos ----------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def photo_split(tmp_path_factory) -> tuple[Path, np.ndarray, np.ndarray]:
+    """About 80 real flower photos at 64x64, as a split folder; and the images and labels."""
+    from imgclf.data.dataset import ImageSet, save_image_set
+
+    root = tmp_path_factory.mktemp("heatmap-photos")
+    with tarfile.open(require_shared_dataset("flowers-photos.tar")) as tar:
+        members = [member for member in tar if member.isfile() and member.name.endswith(".jpg")][::25]
+        tar.extractall(root / "photos", members=members, filter="data")
+    files = sorted((root / "photos").rglob("*.jpg"))
+    images = np.stack([np.asarray(Image.open(file).convert("RGB").resize((64, 64))) for file in files])
+    labels = np.array([FLOWER_CLASSES.index(file.parent.name) for file in files], dtype=np.int32)
+    for split in ("val", "test"):
+        save_image_set(root / split, ImageSet(images, labels, tuple(map(str, files)), FLOWER_CLASSES))
+    return root, images, labels
+
+
+def trained(name: str, images: np.ndarray, labels: np.ndarray):
+    import keras
+
+    from imgclf.modeling.models import build_model
+
+    keras.utils.set_random_seed(0)
+    model = build_model(name, images.shape[1:], len(FLOWER_CLASSES), seed=0)
+    model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="sparse_categorical_crossentropy")
+    model.fit(images, labels, epochs=2, batch_size=16, verbose=0)  # batch norm statistics that are not the start's
+    return model
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["simple_cnn", "fast_cnn", "airbench"])  # flatten+dense, max pooling, pool to 1x1
+def test_the_onnx_graphs_give_keras_heatmaps_on_real_photos(name, photo_split, tmp_path):
+    from imgclf.modeling.models import AUGMENTATION_LAYER
+    from imgclf.reporting.explain import GradCam
+    from imgclf.serving.export import without_layer
+    from imgclf.serving.heatmap_models import CHECK_TOLERANCE, HeatmapModels, add_heatmap_models
+
+    root, images, labels = photo_split
+    model = trained(name, images, labels)
+    assert add_heatmap_models(tmp_path, root / "val", model)
+    onnx_heatmaps = HeatmapModels.open(tmp_path)
+    assert onnx_heatmaps is not None
+    serving_model = without_layer(model, AUGMENTATION_LAYER)
+    cut = GradCam.of(serving_model, images[:4])
+    assert onnx_heatmaps.layer == cut.layer
+    classes = serving_model.predict(images, verbose=0).argmax(axis=1)
+    expected, actual = cut.heatmaps(images, classes), onnx_heatmaps.heatmaps(images, classes)
+    assert sum(heat is not None for heat in expected) >= len(images) // 2
+    for keras_map, onnx_map in zip(expected, actual, strict=True):
+        assert (keras_map is None) == (onnx_map is None)
+        if keras_map is not None:
+            assert np.max(np.abs(keras_map - onnx_map)) <= CHECK_TOLERANCE
+
+
+@pytest.mark.slow
+def test_a_feature_map_with_too_many_places_keeps_the_heatmaps_in_keras(photo_split, tmp_path, caplog):
+    from imgclf.modeling.models import build_model
+    from imgclf.serving.heatmap_models import HEATMAPS_FOLDER, MAX_POSITIONS, add_heatmap_models
+
+    root, images, _ = photo_split
+    model = build_model("simple_cnn", (96, 96, 3), len(FLOWER_CLASSES), seed=0)  # a 24x24 map: 576 places
+    model.predict(np.zeros((1, 96, 96, 3), np.uint8), verbose=0)
+    from imgclf.data.dataset import ImageSet, save_image_set
+
+    large = np.stack([np.asarray(Image.fromarray(image).resize((96, 96))) for image in images[:8]])
+    save_image_set(tmp_path / "check", ImageSet(large, np.zeros(8, np.int32), tuple("abcdefgh"), FLOWER_CLASSES))
+    with caplog.at_level(logging.INFO):
+        assert not add_heatmap_models(tmp_path / "models", tmp_path / "check", model)
+    assert not (tmp_path / "models" / HEATMAPS_FOLDER).exists()
+    assert f"24x24 places, more than the {MAX_POSITIONS}" in caplog.text and "with Keras" in caplog.text
+
+
+# end to end: the evaluate stage ------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_the_evaluate_stage_draws_the_same_heatmaps_from_onnx_without_tensorflow(photo_split, tmp_path):
+    from imgclf.data.preprocessing import Preprocessing
+    from imgclf.plumbing.timeline import TIMELINE_VARIABLE
+    from imgclf.serving.heatmap_models import HEATMAPS_FOLDER, add_heatmap_models
+    from imgclf.serving.model_folder import add_onnx_copy, write_model_folder
+
+    root, images, labels = photo_split
+    model = trained("simple_cnn", images, labels)
+    with_graphs = tmp_path / "models"
+    with_graphs.mkdir()
+    write_model_folder(model, with_graphs, FLOWER_CLASSES, Preprocessing(size=(64, 64), mode="stretch", max_megapixels=200.0))
+    assert add_onnx_copy(with_graphs, root / "val", model) is not None
+    assert add_heatmap_models(with_graphs, root / "val", model)
+    keras_only = tmp_path / "keras-only"
+    shutil.copytree(with_graphs, keras_only)
+    shutil.rmtree(keras_only / HEATMAPS_FOLDER)
+    shutil.copy(PROJECT_ROOT / "params.yaml", tmp_path / "params.yaml")
+
+    galleries, processes = {}, {}
+    for name, model_dir in (("onnx", with_graphs), ("keras", keras_only)):
+        outputs, timeline = tmp_path / name, tmp_path / f"{name}.jsonl"
+        result = subprocess.run(
+            [sys.executable, str(PROJECT_ROOT / "stages/evaluate.py"), "--model-dir", str(model_dir),
+             "--test", str(root / "test"), "--val", str(root / "val"), "--metrics", f"{outputs}/evaluate.json",
+             "--class-scores", f"{outputs}/class_scores.csv", "--predictions", f"{outputs}/predictions.csv",
+             "--roc", f"{outputs}/roc.csv", "--precision-recall", f"{outputs}/precision_recall.csv",
+             "--figures", f"{outputs}/figures", "--label-issues", f"{outputs}/label_issues.csv"],
+            cwd=tmp_path, env={**command_env(), TIMELINE_VARIABLE: str(timeline)}, text=True,
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, check=False)
+        assert result.returncode == 0, result.stdout[-4000:]
+        assert "drew where the model looked (heatmaps from" in result.stdout
+        processes[name] = [json.loads(line) for line in timeline.read_text().splitlines()]
+        galleries[name] = {gallery: np.asarray(Image.open(outputs / "figures" / f"{gallery}_heatmaps.png").convert("RGB"))
+                           for gallery in ("mistakes", "samples")}
+
+    # from the graphs: the stage's one process, and no TensorFlow in it; from Keras: its heatmap process
+    assert [Path(record["script"]).stem for record in processes["onnx"]] == ["evaluate"]
+    assert not processes["onnx"][0]["tensorflow"]
+    assert sorted(Path(record["script"]).stem for record in processes["keras"]) == ["evaluate", "explain"]
+    for gallery, picture in galleries["onnx"].items():
+        other = galleries["keras"][gallery]
+        assert picture.shape == other.shape
+        differing = np.abs(picture.astype(int) - other.astype(int)).max(axis=-1) > 2
+        assert differing.mean() < 1e-3, (gallery, differing.mean())  # the same overlays, to the colour map's step
