@@ -195,7 +195,8 @@ def test_the_evaluate_stage_draws_the_same_heatmaps_from_onnx_without_tensorflow
     model = trained("simple_cnn", images, labels)
     with_graphs = tmp_path / "models"
     with_graphs.mkdir()
-    write_model_folder(model, with_graphs, FLOWER_CLASSES, Preprocessing(size=(64, 64), mode="stretch", max_megapixels=200.0))
+    preprocessing = Preprocessing(size=(64, 64), mode="stretch", max_megapixels=200.0)
+    write_model_folder(model, with_graphs, FLOWER_CLASSES, preprocessing)
     assert add_onnx_copy(with_graphs, root / "val", model) is not None
     assert add_heatmap_models(with_graphs, root / "val", model)
     keras_only = tmp_path / "keras-only"
@@ -217,7 +218,7 @@ def test_the_evaluate_stage_draws_the_same_heatmaps_from_onnx_without_tensorflow
         assert result.returncode == 0, result.stdout[-4000:]
         assert "drew where the model looked (heatmaps from" in result.stdout
         processes[name] = [json.loads(line) for line in timeline.read_text().splitlines()]
-        galleries[name] = {gallery: np.asarray(Image.open(outputs / "figures" / f"{gallery}_heatmaps.png").convert("RGB"))
+        galleries[name] = {gallery: np.asarray(Image.open(outputs / f"figures/{gallery}_heatmaps.png").convert("RGB"))
                            for gallery in ("mistakes", "samples")}
 
     # from the graphs: the stage's one process, and no TensorFlow in it; from Keras: its heatmap process
