@@ -88,9 +88,10 @@ def test_a_float64_copy_of_an_onnx_graph_computes_what_the_float32_one_does():
 
     rng = np.random.default_rng(2)
     weights = rng.normal(size=(6, 4)).astype(np.float32)
+    half = numpy_helper.from_array(np.array(0.5, dtype=np.float32), "half")
     graph = helper.make_graph(
         [helper.make_node("MatMul", ["x", "w"], ["product"]),
-         helper.make_node("Constant", [], ["half"], value=numpy_helper.from_array(np.float32(0.5), "half")),
+         helper.make_node("Constant", [], ["half"], value=half),
          helper.make_node("Mul", ["product", "half"], ["scaled"]),
          helper.make_node("Relu", ["scaled"], ["y"])],
         "tiny", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, 6])],
