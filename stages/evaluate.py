@@ -2,7 +2,7 @@
 
 Reads:  models/ (model.onnx, run by ONNX Runtime, or where it is missing model.keras; classes.json;
         heatmaps/, the heatmaps' ONNX graphs, or where the train stage wrote none, model.keras in
-        Keras, by a process of their own while this one draws the rest), data/resized/test/ and
+        Keras: either by a process of their own while this one draws the rest), data/resized/test/ and
         val/ (batch by batch), params.yaml ``evaluate`` and ``train.backend`` (that Keras' backend)
 Writes: metrics/evaluate.json (the headline: accuracy, top-k accuracy, loss, macro F1, ROC AUC,
         calibration error), metrics/class_scores.csv (each class's precision, recall, F1, ROC AUC and
@@ -51,16 +51,15 @@ def main() -> None:
 
     from imgclf.plumbing.files import atomic_directory, write_csv, write_json
     from imgclf.reporting.heatmap_galleries import HeatmapGalleries
-    from imgclf.serving.heatmap_models import HeatmapModels
+    from imgclf.serving.heatmap_models import heatmap_graphs
     from imgclf.serving.model_folder import KERAS_FILE, ModelFolder
 
     class_names = ModelFolder.open(args.model_dir).class_names
-    onnx_heatmaps = HeatmapModels.open(args.model_dir) if params.heatmaps else None  # else Keras' gradients
     with atomic_directory(args.figures) as staging:
-        # first: without ONNX heatmap graphs, the heatmaps' process imports Keras and loads the model
-        # while this one imports the rest, predicts and draws (heatmap_galleries)
+        # first: the heatmaps' process opens the model's heatmap graphs (or, without them, imports
+        # Keras and loads the model) while this one imports the rest, predicts and draws
         with HeatmapGalleries(args.model_dir / KERAS_FILE, args.test, class_names, params, staging,
-                              in_process=onnx_heatmaps.explainer() if onnx_heatmaps else None) as heatmaps:
+                              onnx_graphs=heatmap_graphs(args.model_dir)) as heatmaps:
             from imgclf.data.dataset import open_split
             from imgclf.reporting.results import draw_figures, predict_splits, test_results
             from imgclf.serving.model_folder import load_classifier

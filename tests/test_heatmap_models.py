@@ -5,7 +5,7 @@ Unit: the differences give the gradient's map of functions whose gradient is kno
 graphs compute what their float32 originals do. Model smoke: on real flower photos, the ONNX graphs
 give Keras' heatmaps for networks with each kind of head, and say why where they are not written.
 End to end: the evaluate stage, on real photos, draws the same galleries from the graphs as from
-Keras' process, and imports no TensorFlow.
+Keras' gradients, and neither it nor its heatmaps' process imports TensorFlow.
 """
 
 from __future__ import annotations
@@ -144,14 +144,16 @@ def trained(name: str, images: np.ndarray, labels: np.ndarray):
 def test_the_onnx_graphs_give_keras_heatmaps_on_real_photos(name, photo_split, tmp_path):
     from imgclf.modeling.models import AUGMENTATION_LAYER
     from imgclf.reporting.explain import GradCam
+    from imgclf.reporting.heatmaps import OnnxHeatmaps
     from imgclf.serving.export import without_layer
-    from imgclf.serving.heatmap_models import CHECK_TOLERANCE, HeatmapModels, add_heatmap_models
+    from imgclf.serving.heatmap_models import CHECK_TOLERANCE, add_heatmap_models, heatmap_graphs
 
     root, images, labels = photo_split
     model = trained(name, images, labels)
     assert add_heatmap_models(tmp_path, root / "val", model)
-    onnx_heatmaps = HeatmapModels.open(tmp_path)
-    assert onnx_heatmaps is not None
+    graphs = heatmap_graphs(tmp_path)
+    assert graphs is not None
+    onnx_heatmaps = OnnxHeatmaps.open(*graphs)
     serving_model = without_layer(model, AUGMENTATION_LAYER)
     cut = GradCam.of(serving_model, images[:4])
     assert onnx_heatmaps.layer == cut.layer
@@ -222,9 +224,9 @@ def test_the_evaluate_stage_draws_the_same_heatmaps_from_onnx_without_tensorflow
         galleries[name] = {gallery: np.asarray(Image.open(outputs / f"figures/{gallery}_heatmaps.png").convert("RGB"))
                            for gallery in ("mistakes", "samples")}
 
-    # from the graphs: the stage's one process, and no TensorFlow in it; from Keras: its heatmap process
-    assert [Path(record["script"]).stem for record in processes["onnx"]] == ["evaluate"]
-    assert not processes["onnx"][0]["tensorflow"]
+    # from the graphs: the heatmaps' process runs ONNX Runtime, and neither process imports TensorFlow
+    assert sorted(Path(record["script"]).stem for record in processes["onnx"]) == ["evaluate", "heatmaps"]
+    assert not any(record["tensorflow"] for record in processes["onnx"])
     assert sorted(Path(record["script"]).stem for record in processes["keras"]) == ["evaluate", "explain"]
     for gallery, picture in galleries["onnx"].items():
         other = galleries["keras"][gallery]

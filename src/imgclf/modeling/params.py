@@ -118,6 +118,7 @@ class TrainParams(Section):
     dropout_rate: float | None = None
     whiten: bool = False  # the first convolution starts as the training patches' whitening (airbench only)
     identity_init: bool = False  # 3x3 convolutions start as the identity in their first filters
+    lookahead: bool = False  # airbench's: a slow copy of the weights, moved every 5 steps (training/lookahead.py)
     rescale: float | None = None  # null: the network's own (1/255; a backbone's own preprocessing)
     featurewise_center: bool = False  # subtract the training split's mean per channel
     featurewise_std_normalization: bool = False  # and divide by its standard deviation

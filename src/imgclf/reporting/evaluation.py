@@ -15,14 +15,9 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
-from sklearn.metrics import (
-    accuracy_score,
-    log_loss,
-    precision_recall_curve,
-    precision_recall_fscore_support,
-    roc_auc_score,
-    roc_curve,
-)
+
+# scikit-learn's metrics are imported where they are used: its import takes about a second, and the
+# heatmap galleries' process (reporting/heatmaps.py) needs only this module's image choosers
 
 DECIMALS = 6  # the tables and curves
 # metrics/evaluate.json: a resolution of one image in 10,000, and `dvc exp show` columns that fit a
@@ -41,6 +36,8 @@ def score_predictions(labels: np.ndarray, probabilities: np.ndarray, class_names
     areas with more, over the classes that have both positive and negative test images (``None``
     when none has). ``ece`` is the expected calibration error over ``calibration_bins`` bins.
     """
+    from sklearn.metrics import accuracy_score, log_loss
+
     predicted = probabilities.argmax(axis=1)
     _, _, f1, _ = _per_class_scores(labels, predicted, len(class_names))
     metrics: dict[str, Any] = {
@@ -81,6 +78,8 @@ def class_score_rows(labels: np.ndarray, probabilities: np.ndarray,
 def _per_class_scores(labels: np.ndarray, predicted: np.ndarray,
                       class_count: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Precision, recall, F1 and support of each class (0 where a class is never predicted or absent)."""
+    from sklearn.metrics import precision_recall_fscore_support
+
     return precision_recall_fscore_support(labels, predicted, labels=list(range(class_count)), zero_division=0)
 
 
@@ -110,6 +109,8 @@ def expected_calibration_error(labels: np.ndarray, probabilities: np.ndarray, bi
 
 def one_vs_rest_auc(labels: np.ndarray, probabilities: np.ndarray) -> list[float | None]:
     """Per-class ROC AUC of "this class" against the rest; ``None`` for a class absent or alone."""
+    from sklearn.metrics import roc_auc_score
+
     areas: list[float | None] = []
     for index in range(probabilities.shape[1]):
         positives = labels == index
@@ -138,6 +139,8 @@ def roc_rows(labels: np.ndarray, probabilities: np.ndarray,
 
     ``point`` numbers the points of one curve in drawing order (a chart joins them in that order).
     """
+    from sklearn.metrics import roc_curve
+
     def curve(positives: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         fpr, tpr, _ = roc_curve(positives, scores)
         return fpr, tpr
@@ -148,6 +151,8 @@ def roc_rows(labels: np.ndarray, probabilities: np.ndarray,
 def precision_recall_rows(labels: np.ndarray, probabilities: np.ndarray,
                           class_names: Sequence[str]) -> list[tuple[str, int, float, float]]:
     """(class, point, recall, precision) along each class's one-vs-rest precision-recall curve."""
+    from sklearn.metrics import precision_recall_curve
+
     def curve(positives: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         precision, recall, _ = precision_recall_curve(positives, scores)
         return recall[::-1], precision[::-1]  # from low to full recall

@@ -1,12 +1,12 @@
-"""The evaluate stage's heatmap galleries: drawn in the stage's own process from the model folder's
-ONNX heatmap graphs where the train stage wrote them, else by a process of their own while the stage
-draws the rest.
+"""The evaluate stage's heatmap galleries, drawn by a process of their own while the stage draws the rest.
 
-The heatmaps of :mod:`imgclf.reporting.explain` need the Keras model's gradients, and Keras takes
-seconds to import (TensorFlow: 4-8 s on 2 cores) where everything else the stage does takes about
-as long again. The ONNX graphs (:mod:`imgclf.serving.heatmap_models`) give the same heatmaps in
-ONNX Runtime, without gradients (:mod:`imgclf.reporting.heatmaps`). This module imports neither Keras
-nor the figures' libraries, so that the stage can start the process first thing.
+Where the train stage wrote the model folder's ONNX heatmap graphs (:mod:`imgclf.serving.heatmap_models`),
+the process runs them in ONNX Runtime (:mod:`imgclf.reporting.heatmaps`: no gradients, no
+TensorFlow); elsewhere it needs the Keras model's gradients (:mod:`imgclf.reporting.explain`), and
+Keras takes seconds to import (TensorFlow: 4-8 s on 2 cores). Either way the process imports while
+the stage predicts, and draws while the stage draws its other figures: on 2 cores the galleries
+then cost the stage almost nothing. This module imports neither Keras nor the figures' libraries,
+so that the stage can start the process first thing.
 """
 
 from __future__ import annotations
@@ -37,48 +37,47 @@ HEATMAPS_OFF = "evaluate.heatmaps is false (dvc exp run -S evaluate.heatmaps=tru
 
 
 class HeatmapGalleries:
-    """The heatmap galleries (``mistakes_heatmaps.png``, ``samples_heatmaps.png``) of the model
-    folder's model over ``split_folder``, drawn into ``folder``.
+    """The heatmap galleries (``mistakes_heatmaps.png``, ``samples_heatmaps.png``) of a model over
+    ``split_folder``, drawn into ``folder`` by a new Python process.
 
-    With ``in_process`` (the heatmaps of the model folder's ONNX graphs and the layer they come from:
-    :class:`imgclf.serving.heatmap_models.HeatmapModels`), :meth:`wait` draws them in this process.
-    Without, a new Python process (:mod:`imgclf.reporting.explain`) starts on entering the block and
-    imports Keras, on the backend ``KERAS_BACKEND`` names (the evaluate stage sets it from
-    ``train.backend``), and loads ``model_file`` while this one predicts both splits; :meth:`draw`
-    hands it the test probabilities (the galleries choose their images by them), and it computes the
-    gradients while this one finds the label issues and draws the other figures. If it fails or is
-    killed, both galleries say so and the other figures are untouched; leaving the block before
-    :meth:`wait` stops it. With ``evaluate.heatmaps`` false nothing is drawn, and both galleries say
-    the heatmaps are off.
+    The process starts on entering the block. With ``onnx_graphs`` (the model folder's features and
+    scores graphs) it runs :mod:`imgclf.reporting.heatmaps`, which opens them in ONNX Runtime; else
+    :mod:`imgclf.reporting.explain`, which imports Keras, on the backend ``KERAS_BACKEND`` names (the
+    evaluate stage sets it from ``train.backend``), and loads the ``.keras`` file ``model_file``.
+    Meanwhile this one predicts both splits; :meth:`draw` hands the process the test probabilities
+    (the galleries choose their images by them), and it computes the heatmaps while this one finds
+    the label issues and draws the other figures. If it fails or is killed, both galleries say so
+    and the other figures are untouched; leaving the block before :meth:`wait` stops it. With
+    ``evaluate.heatmaps`` false no process starts, and both galleries say the heatmaps are off.
     """
 
     def __init__(self, model_file: Path, split_folder: Path, class_names: Sequence[str], params: EvaluateParams,
-                 folder: Path, in_process: tuple[Heatmaps, str] | None = None) -> None:
+                 folder: Path, onnx_graphs: tuple[Path, Path] | None = None) -> None:
         self.folder = folder
         self._on = params.heatmaps
-        self._in_process = in_process
-        self._split_folder, self._class_names, self._params = split_folder, list(class_names), params
-        self._job = {"model": str(model_file), "split": str(split_folder), "class_names": list(class_names),
-                     "mistakes": params.mistakes, "per_class": params.samples_per_class}
+        self._job: dict[str, object] = {"split": str(split_folder), "class_names": list(class_names),
+                                        "mistakes": params.mistakes, "per_class": params.samples_per_class}
+        if onnx_graphs is not None:
+            self._module = "imgclf.reporting.heatmaps"
+            self._job.update(features=str(onnx_graphs[0]), scores=str(onnx_graphs[1]))
+        else:
+            self._module = "imgclf.reporting.explain"
+            self._job.update(model=str(model_file))
         self._scratch = tempfile.TemporaryDirectory(prefix="imgclf-heatmaps-")
         self._process: subprocess.Popen[str] | None = None
-        self._probabilities: np.ndarray | None = None
 
     def __enter__(self) -> HeatmapGalleries:
-        if not self._on or self._in_process is not None:
+        if not self._on:
             return self
         job = Path(self._scratch.name)
         (job / "job.json").write_text(json.dumps(self._job))
-        self._process = subprocess.Popen([sys.executable, "-m", "imgclf.reporting.explain", "--job", str(job),
+        self._process = subprocess.Popen([sys.executable, "-m", self._module, "--job", str(job),
                                           "--folder", str(self.folder)], stdin=subprocess.PIPE, text=True)
         return self
 
     def draw(self, probabilities: np.ndarray) -> None:
         """Hand the process the test split's probabilities: it draws once it has loaded the model."""
         if not self._on:
-            return
-        if self._in_process is not None:
-            self._probabilities = probabilities
             return
         process = self._running()
         np.save(Path(self._scratch.name) / "probabilities.npy", probabilities)
@@ -94,8 +93,6 @@ class HeatmapGalleries:
         if not self._on:
             draw_no_heatmaps(HEATMAPS_OFF, self.folder)
             return None
-        if self._in_process is not None:
-            return self._draw_here(*self._in_process)
         returncode = self._running().wait()
         report = Path(self._scratch.name) / "report.json"
         if returncode == 0 and report.is_file():
@@ -104,16 +101,6 @@ class HeatmapGalleries:
         logger.warning("no heatmaps: %s; the stage's other figures are drawn", why)
         draw_no_heatmaps(why, self.folder)
         return None
-
-    def _draw_here(self, heatmaps: Heatmaps, heatmaps_from: str) -> str:
-        from imgclf.data.dataset import open_split
-
-        if self._probabilities is None:
-            raise RuntimeError("HeatmapGalleries.draw(probabilities) comes before wait()")
-        with open_split(self._split_folder, self._class_names) as split:
-            draw_galleries(heatmaps, split, self._probabilities, self._class_names, self._params.mistakes,
-                           self._params.samples_per_class, self.folder)
-        return heatmaps_from
 
     def _running(self) -> subprocess.Popen[str]:
         if self._process is None:

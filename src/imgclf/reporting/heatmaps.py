@@ -9,21 +9,35 @@ map: ``(score(A[p] * (1 + h)) - score(A[p] * (1 - h))) / (2 h)``, one pair of co
 In float64, with ``h = 1e-6``, this agrees with TensorFlow's gradients to about 3e-7 of a map's
 peak (measured on the default pipeline's ``simple_cnn``: the same as the difference between
 Keras' heatmaps of the ONNX Runtime feature maps and of its own). This is what lets the evaluate
-stage draw its heatmaps with ONNX Runtime, which has no gradients, instead of importing TensorFlow
-(:mod:`imgclf.serving.heatmap_models` writes the two ONNX graphs, checked against Keras' heatmaps).
+stage draw its heatmaps with ONNX Runtime, which has no gradients, instead of importing TensorFlow:
+:class:`OnnxHeatmaps` runs the two ONNX graphs that :mod:`imgclf.serving.heatmap_models` writes
+(checked against Keras' heatmaps), and :func:`main` is the process of
+:class:`imgclf.reporting.heatmap_galleries.HeatmapGalleries` that draws the galleries with them.
 
-Nothing here imports Keras, TensorFlow or ONNX Runtime: the functions take plain callables.
+Nothing here imports Keras or TensorFlow; the functions take plain callables.
 """
 
 from __future__ import annotations
 
+import argparse
+import json
+import sys
 from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from PIL import Image
 
+if TYPE_CHECKING:
+    import onnxruntime
+
 STEP = 1e-6  # h: the relative scaling of a position's features; float64 keeps its rounding near 1e-10
 COPIES_BYTES = 32 * 2**20  # the scaled copies of one image's map sent to the scores at once
+
+LAYER_KEY = "heatmaps_from"  # the features graph's metadata: the layer its maps come from
+FEATURE_MAP_NAME = "feature_map"  # the scores graph's input
 
 # (feature maps, float64 (n, height, width, channels)) -> class scores before the softmax or sigmoid, (n, classes)
 Scores = Callable[[np.ndarray], np.ndarray]
@@ -90,3 +104,67 @@ def heatmaps_by_differences(feature_maps_of: Callable[[np.ndarray], np.ndarray],
                     for feature_map, class_index in zip(feature_maps, classes[start:start + batch_size], strict=True))
     height, width = images.shape[1:3]
     return scaled_to_images(maps, height, width)
+
+
+@dataclass(frozen=True)
+class OnnxHeatmaps:
+    """The two graphs of a model folder's ``heatmaps/`` (:mod:`imgclf.serving.heatmap_models`) in
+    ONNX Runtime: ``features`` maps images to the last spatial feature map, ``scores`` that map to
+    the class scores before the softmax, in float64."""
+
+    features: onnxruntime.InferenceSession
+    scores: onnxruntime.InferenceSession
+    layer: str
+
+    @classmethod
+    def open(cls, features_file: Path, scores_file: Path) -> OnnxHeatmaps:
+        import onnxruntime
+
+        def session(path: Path) -> onnxruntime.InferenceSession:
+            options = onnxruntime.SessionOptions()
+            options.enable_cpu_mem_arena = False  # as imgclf.serving.export.onnx_session: no arena kept
+            return onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+        features = session(features_file)
+        layer = features.get_modelmeta().custom_metadata_map.get(LAYER_KEY, "the last feature map")
+        return cls(features, session(scores_file), layer)
+
+    def heatmaps(self, images: np.ndarray, classes: Sequence[int] | np.ndarray) -> list[np.ndarray | None]:
+        """As :meth:`imgclf.reporting.explain.GradCam.heatmaps`: one map in [0, 1] per image, or None."""
+        image_input = self.features.get_inputs()[0].name
+
+        def feature_maps_of(batch: np.ndarray) -> np.ndarray:
+            return self.features.run(None, {image_input: batch.astype(np.float32)})[0]
+
+        def scores_of(feature_maps: np.ndarray) -> np.ndarray:
+            return self.scores.run(None, {FEATURE_MAP_NAME: feature_maps.astype(np.float64)})[0]
+
+        return heatmaps_by_differences(feature_maps_of, scores_of, images, classes)
+
+
+def main(arguments: Sequence[str] | None = None) -> None:
+    """The process of :class:`imgclf.reporting.heatmap_galleries.HeatmapGalleries` for a model folder
+    with ONNX heatmap graphs: as :func:`imgclf.reporting.explain.main`, without Keras."""
+    from imgclf.data.dataset import open_split
+    from imgclf.reporting.heatmap_galleries import draw_galleries
+
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("--job", type=Path, required=True,
+                        help="folder of job.json (the graphs, the split, the gallery sizes) and probabilities.npy")
+    parser.add_argument("--folder", type=Path, required=True, help="where the galleries are drawn")
+    args = parser.parse_args(arguments)
+    job = json.loads((args.job / "job.json").read_text())
+    graphs = OnnxHeatmaps.open(Path(job["features"]), Path(job["scores"]))
+    if sys.stdin.readline().strip() != "draw":
+        return
+    probabilities = np.load(args.job / "probabilities.npy")
+    with open_split(Path(job["split"]), job["class_names"]) as split:
+        draw_galleries(graphs.heatmaps, split, probabilities, job["class_names"], job["mistakes"], job["per_class"],
+                       args.folder)
+    (args.job / "report.json").write_text(json.dumps({"heatmaps_from": f"heatmaps from {graphs.layer}"}))
+
+
+if __name__ == "__main__":
+    from imgclf.plumbing.stage import run_stage
+
+    run_stage(main)

@@ -25,72 +25,35 @@ a process of its own, as before.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 
-from imgclf.reporting.heatmaps import heatmaps_by_differences
-from imgclf.serving.export import onnx_session
+from imgclf.reporting.heatmaps import FEATURE_MAP_NAME, LAYER_KEY, OnnxHeatmaps
 
 if TYPE_CHECKING:
     import keras
-    import onnxruntime
-
-    from imgclf.reporting.figures import Heatmaps
 
 logger = logging.getLogger(__name__)
 
 HEATMAPS_FOLDER = "heatmaps"
 FEATURES_FILE = "features.onnx"
 SCORES_FILE = "scores.onnx"
-LAYER_KEY = "heatmaps_from"  # features.onnx's metadata: the layer the maps come from
-FEATURE_MAP_NAME = "feature_map"  # scores.onnx's input
 
 MAX_POSITIONS = 256  # 16x16: two score evaluations per position, where Keras needs one gradient
 CHECK_IMAGES = 16  # of the check split, compared with Keras' heatmaps before the graphs are kept
 CHECK_TOLERANCE = 1e-4  # the largest difference allowed, as a share of a map's peak (measured: 3e-7)
 
 
-@dataclass(frozen=True)
-class HeatmapModels:
-    """``features.onnx`` and ``scores.onnx`` of a model folder, in ONNX Runtime sessions."""
-
-    features: onnxruntime.InferenceSession
-    scores: onnxruntime.InferenceSession
-    layer: str
-
-    @classmethod
-    def open(cls, model_dir: Path) -> HeatmapModels | None:
-        """The graphs of ``model_dir/heatmaps``, or None where the train stage wrote none."""
-        folder = Path(model_dir) / HEATMAPS_FOLDER
-        if not (folder / FEATURES_FILE).is_file() or not (folder / SCORES_FILE).is_file():
-            logger.debug("no %s: the heatmaps need Keras", folder)
-            return None
-        return cls._of_folder(folder)
-
-    @classmethod
-    def _of_folder(cls, folder: Path) -> HeatmapModels:
-        features = onnx_session(folder / FEATURES_FILE)
-        layer = features.get_modelmeta().custom_metadata_map.get(LAYER_KEY, "the last feature map")
-        return cls(features, onnx_session(folder / SCORES_FILE), layer)
-
-    def heatmaps(self, images: np.ndarray, classes: np.ndarray) -> list[np.ndarray | None]:
-        """As :meth:`imgclf.reporting.explain.GradCam.heatmaps`: one map in [0, 1] per image, or None."""
-        image_input = self.features.get_inputs()[0].name
-
-        def feature_maps_of(batch: np.ndarray) -> np.ndarray:
-            return self.features.run(None, {image_input: batch.astype(np.float32)})[0]
-
-        def scores_of(feature_maps: np.ndarray) -> np.ndarray:
-            return self.scores.run(None, {FEATURE_MAP_NAME: feature_maps.astype(np.float64)})[0]
-
-        return heatmaps_by_differences(feature_maps_of, scores_of, images, classes)
-
-    def explainer(self) -> tuple[Heatmaps, str]:
-        """What :class:`imgclf.reporting.heatmap_galleries.HeatmapGalleries` draws in process."""
-        return self.heatmaps, f"heatmaps from {self.layer}"
+def heatmap_graphs(model_dir: Path) -> tuple[Path, Path] | None:
+    """The features and scores graphs of ``model_dir``, or None where the train stage wrote none."""
+    folder = Path(model_dir) / HEATMAPS_FOLDER
+    graphs = folder / FEATURES_FILE, folder / SCORES_FILE
+    if not all(path.is_file() for path in graphs):
+        logger.debug("no %s: the heatmaps need Keras", folder)
+        return None
+    return graphs
 
 
 class HeatmapModelsError(Exception):
@@ -148,7 +111,7 @@ def _write_checked(model: keras.Model, check_split: Path, staging: Path) -> None
     else:
         classes = probabilities.argmax(axis=1)
     expected = cut.heatmaps(images, classes)
-    actual = HeatmapModels._of_folder(staging).heatmaps(images, classes)
+    actual = OnnxHeatmaps.open(staging / FEATURES_FILE, staging / SCORES_FILE).heatmaps(images, classes)
     difference = max((_difference(one, other) for one, other in zip(expected, actual, strict=True)), default=0.0)
     if difference > CHECK_TOLERANCE:
         raise HeatmapModelsError(f"its heatmaps differ from Keras' by up to {difference:.2e} of a map's peak "

@@ -40,6 +40,7 @@ from imgclf.modeling.optim import (
 from imgclf.modeling.params import TrainParams
 from imgclf.plumbing.errors import PipelineError
 from imgclf.training.checkpoints import Checkpoints
+from imgclf.training.lookahead import Lookahead
 from imgclf.training.records import HISTORY_KEYS, EpochTiming, TrainingResult, TrainingState
 from imgclf.training.sinks import EpochSink
 
@@ -159,8 +160,10 @@ def train(build: Callable[[], keras.Model], train_set: Split, val_set: Split, pa
     if params.batch_size % processes:
         raise TrainingError(f"train.batch_size {params.batch_size} must be divisible by the {processes} processes "
                             "training together: each feeds the same share of every batch.")
-    model, best_weights, state = _start(build, params, steps_per_epoch(len(train_set), params.batch_size),
-                                        checkpoints, scope)
+    steps = steps_per_epoch(len(train_set), params.batch_size)
+    model, best_weights, state = _start(build, params, steps, checkpoints, scope)
+    if params.lookahead:
+        callbacks = [*callbacks, Lookahead(steps, params.total_epochs, first_epoch=state.epoch)]
     for epoch, _ in enumerate(state.history.get("loss", []), start=1):  # a resumed run's curves, again
         for sink in sinks:
             sink.log_epoch(epoch, {key: values[epoch - 1] for key, values in state.history.items()})
