@@ -25,10 +25,7 @@ Keras while the stage goes on with everything else.
 
 from __future__ import annotations
 
-import argparse
-import json
 import logging
-import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -201,26 +198,17 @@ def draw_heatmap_galleries(model: keras.Model, split: Split, probabilities: np.n
 
 
 def main(arguments: Sequence[str] | None = None) -> None:
-    """The process of :class:`imgclf.reporting.heatmap_galleries.HeatmapGalleries`: both heatmap galleries of one
-    split, drawn once the line "draw" on stdin says the probabilities are there (at end of input
-    without it, nothing is drawn)."""
-    parser = argparse.ArgumentParser(description=main.__doc__)
-    parser.add_argument("--job", type=Path, required=True,
-                        help="folder of job.json (the model, the split, the gallery sizes) and probabilities.npy")
-    parser.add_argument("--folder", type=Path, required=True, help="where the galleries are drawn")
-    args = parser.parse_args(arguments)
-    from imgclf.data.dataset import open_split
+    """The process of :class:`imgclf.reporting.heatmap_galleries.HeatmapGalleries` for a model whose
+    heatmaps need Keras: both galleries of one split, from the gradients."""
     from imgclf.modeling.modelio import load_model
+    from imgclf.reporting.heatmap_galleries import DrawGalleries, serve_galleries_job
 
-    job = json.loads((args.job / "job.json").read_text())
-    model = load_model(Path(job["model"]))
-    if sys.stdin.readline().strip() != "draw":
-        return
-    probabilities = np.load(args.job / "probabilities.npy")
-    with open_split(Path(job["split"]), job["class_names"]) as split:
-        heatmaps_from = draw_heatmap_galleries(model, split, probabilities, job["class_names"], job["mistakes"],
-                                               job["per_class"], args.folder)
-    (args.job / "report.json").write_text(json.dumps({"heatmaps_from": heatmaps_from}))
+    def prepare(job: dict[str, Any]) -> DrawGalleries:
+        model = load_model(Path(job["model"]))
+        return lambda split, probabilities, folder: draw_heatmap_galleries(
+            model, split, probabilities, job["class_names"], job["mistakes"], job["per_class"], folder)
+
+    serve_galleries_job(arguments, main.__doc__ or "", prepare)
 
 
 if __name__ == "__main__":

@@ -11,15 +11,16 @@ so that the stage can start the process first thing.
 
 from __future__ import annotations
 
+import argparse
 import json
 import logging
 import subprocess
 import sys
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -133,3 +134,31 @@ def draw_galleries(heatmaps: Heatmaps, split: Split, probabilities: np.ndarray, 
                                     (mistakes, per_class), strict=True):
         gallery(split.read, split.labels, probabilities, class_names, count, folder / f"{name}_heatmaps.png",
                 heatmaps=heatmaps)
+
+
+# What a heatmaps' process prepares from its job (the model, loaded while the stage predicts): a
+# function that draws both galleries of a split with its probabilities into a folder, and returns
+# what the heatmaps come from ("heatmaps from <layer>"), or None where there are none.
+DrawGalleries = Callable[["Split", np.ndarray, Path], "str | None"]
+
+
+def serve_galleries_job(arguments: Sequence[str] | None, description: str,
+                        prepare: Callable[[dict[str, Any]], DrawGalleries]) -> None:
+    """The process side of :class:`HeatmapGalleries` (``python -m imgclf.reporting.explain`` or
+    ``imgclf.reporting.heatmaps``): ``prepare`` the job, then draw once the line "draw" on stdin
+    says the probabilities are there (at end of input without it, nothing is drawn)."""
+    from imgclf.data.dataset import open_split
+
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--job", type=Path, required=True,
+                        help="folder of job.json (the model, the split, the gallery sizes) and probabilities.npy")
+    parser.add_argument("--folder", type=Path, required=True, help="where the galleries are drawn")
+    args = parser.parse_args(arguments)
+    job = json.loads((args.job / "job.json").read_text())
+    draw = prepare(job)
+    if sys.stdin.readline().strip() != "draw":
+        return
+    probabilities = np.load(args.job / "probabilities.npy")
+    with open_split(Path(job["split"]), job["class_names"]) as split:
+        heatmaps_from = draw(split, probabilities, args.folder)
+    (args.job / "report.json").write_text(json.dumps({"heatmaps_from": heatmaps_from}))

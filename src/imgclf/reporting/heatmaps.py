@@ -19,19 +19,18 @@ Nothing here imports Keras or TensorFlow; the functions take plain callables.
 
 from __future__ import annotations
 
-import argparse
-import json
-import sys
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from PIL import Image
 
 if TYPE_CHECKING:
     import onnxruntime
+
+    from imgclf.data.dataset import Split
 
 STEP = 1e-6  # h: the relative scaling of a position's features; float64 keeps its rounding near 1e-10
 COPIES_BYTES = 32 * 2**20  # the scaled copies of one image's map sent to the scores at once
@@ -144,24 +143,20 @@ class OnnxHeatmaps:
 
 def main(arguments: Sequence[str] | None = None) -> None:
     """The process of :class:`imgclf.reporting.heatmap_galleries.HeatmapGalleries` for a model folder
-    with ONNX heatmap graphs: as :func:`imgclf.reporting.explain.main`, without Keras."""
-    from imgclf.data.dataset import open_split
-    from imgclf.reporting.heatmap_galleries import draw_galleries
+    with ONNX heatmap graphs: both galleries of one split, without Keras."""
+    from imgclf.reporting.heatmap_galleries import DrawGalleries, draw_galleries, serve_galleries_job
 
-    parser = argparse.ArgumentParser(description=main.__doc__)
-    parser.add_argument("--job", type=Path, required=True,
-                        help="folder of job.json (the graphs, the split, the gallery sizes) and probabilities.npy")
-    parser.add_argument("--folder", type=Path, required=True, help="where the galleries are drawn")
-    args = parser.parse_args(arguments)
-    job = json.loads((args.job / "job.json").read_text())
-    graphs = OnnxHeatmaps.open(Path(job["features"]), Path(job["scores"]))
-    if sys.stdin.readline().strip() != "draw":
-        return
-    probabilities = np.load(args.job / "probabilities.npy")
-    with open_split(Path(job["split"]), job["class_names"]) as split:
-        draw_galleries(graphs.heatmaps, split, probabilities, job["class_names"], job["mistakes"], job["per_class"],
-                       args.folder)
-    (args.job / "report.json").write_text(json.dumps({"heatmaps_from": f"heatmaps from {graphs.layer}"}))
+    def prepare(job: dict[str, Any]) -> DrawGalleries:
+        graphs = OnnxHeatmaps.open(Path(job["features"]), Path(job["scores"]))
+
+        def draw(split: Split, probabilities: np.ndarray, folder: Path) -> str:
+            draw_galleries(graphs.heatmaps, split, probabilities, job["class_names"], job["mistakes"],
+                           job["per_class"], folder)
+            return f"heatmaps from {graphs.layer}"
+
+        return draw
+
+    serve_galleries_job(arguments, main.__doc__ or "", prepare)
 
 
 if __name__ == "__main__":
