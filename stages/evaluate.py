@@ -1,9 +1,10 @@
 """Evaluate stage: score the trained model on the test split and draw where it fails.
 
 Reads:  models/ (model.onnx, run by ONNX Runtime, or where it is missing model.keras; classes.json;
-        heatmaps/, the heatmaps' ONNX graphs, or where the train stage wrote none, model.keras in
-        Keras: either by a process of their own while this one draws the rest), data/resized/test/ and
-        val/ (batch by batch), params.yaml ``evaluate`` and ``train.backend`` (that Keras' backend)
+        for the heatmaps, read by a process of their own while this one draws the rest: heatmaps/,
+        their ONNX graphs, or where the train stage wrote none, model.keras in Keras),
+        data/resized/test/ and val/ (batch by batch), params.yaml ``evaluate`` and ``train.backend``
+        (that Keras' backend)
 Writes: metrics/evaluate.json (the headline: accuracy, top-k accuracy, loss, macro F1, ROC AUC,
         calibration error), metrics/class_scores.csv (each class's precision, recall, F1, ROC AUC and
         support, with their macro and weighted averages), metrics/predictions.csv (file, actual,
