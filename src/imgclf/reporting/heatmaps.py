@@ -27,6 +27,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from PIL import Image
 
+from imgclf.plumbing.onnx_runtime import onnx_session
+
 if TYPE_CHECKING:
     import onnxruntime
 
@@ -117,16 +119,9 @@ class OnnxHeatmaps:
 
     @classmethod
     def open(cls, features_file: Path, scores_file: Path) -> OnnxHeatmaps:
-        import onnxruntime
-
-        def session(path: Path) -> onnxruntime.InferenceSession:
-            options = onnxruntime.SessionOptions()
-            options.enable_cpu_mem_arena = False  # as imgclf.serving.export.onnx_session: no arena kept
-            return onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-
-        features = session(features_file)
+        features = onnx_session(features_file)
         layer = features.get_modelmeta().custom_metadata_map.get(LAYER_KEY, "the last feature map")
-        return cls(features, session(scores_file), layer)
+        return cls(features, onnx_session(scores_file), layer)
 
     def heatmaps(self, images: np.ndarray, classes: Sequence[int] | np.ndarray) -> list[np.ndarray | None]:
         """As :meth:`imgclf.reporting.explain.GradCam.heatmaps`: one map in [0, 1] per image, or None."""

@@ -30,11 +30,11 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from imgclf.plumbing.errors import PipelineError
+from imgclf.plumbing.onnx_runtime import onnx_session
 from imgclf.plumbing.stage import exit_reason
 
 if TYPE_CHECKING:
     import keras
-    import onnxruntime
 
     from imgclf.data.dataset import Split
 
@@ -183,20 +183,6 @@ def saved_model_runner(path: Path) -> Runner:
 
     loaded = tf.saved_model.load(str(path))  # held by the closure: its variables die with it
     return lambda batch: loaded.serve(batch).numpy()
-
-
-def onnx_session(path: Path) -> onnxruntime.InferenceSession:
-    """An ONNX Runtime session of ``path`` on the CPU: what the check, the evaluate stage and
-    ``imgclf predict`` run.
-
-    Without ONNX Runtime's memory arena, which keeps the largest batch's buffers until the session
-    ends: the evaluate stage's heatmap process takes its memory while the stage still holds its own.
-    """
-    import onnxruntime
-
-    options = onnxruntime.SessionOptions()
-    options.enable_cpu_mem_arena = False
-    return onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
 def onnx_runner(path: Path) -> Runner:

@@ -36,7 +36,8 @@ import numpy as np
 from imgclf.data.preprocessing import Preprocessing
 from imgclf.plumbing.errors import PipelineError
 from imgclf.plumbing.files import read_json, write_json
-from imgclf.serving.export import SERVING_FORMATS, ExportCheck, ExportError, export_in_own_process, onnx_session
+from imgclf.plumbing.onnx_runtime import onnx_session
+from imgclf.serving.export import SERVING_FORMATS, ExportCheck, ExportError, export_in_own_process
 
 if TYPE_CHECKING:
     import keras
