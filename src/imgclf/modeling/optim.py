@@ -72,14 +72,62 @@ def learning_rate_schedule(params: TrainParams,
     raise ValueError(f"unknown schedule {params.schedule!r}")
 
 
-def make_optimizer(params: TrainParams, learning_rate: Any) -> keras.optimizers.Optimizer:
+@keras.saving.register_keras_serializable(package="imgclf")
+class ScaledRateSGD(keras.optimizers.SGD):
+    """SGD in which the variables at ``scaled_paths`` learn ``rate_scale`` times as fast.
+
+    Their gradients are multiplied by ``rate_scale`` before the update. With momentum (Nesterov's or
+    not) the update is linear in the gradients, so this is the same as a learning rate
+    ``rate_scale`` times larger for those variables alone; weight decay, decoupled, shrinks them by
+    ``lr * weight_decay`` each step as it does every other variable. Airbench94 trains its batch-norm
+    shifts this way at 64 times the rate (``train.norm_shift_lr``): PyTorch gives them a parameter
+    group of their own, which Keras' optimizers do not have.
+    """
+
+    def __init__(self, *args: Any, scaled_paths: list[str] | tuple[str, ...] = (), rate_scale: float = 1.0,
+                 **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.scaled_paths = list(scaled_paths)
+        self.rate_scale = rate_scale
+
+    def apply(self, grads, trainable_variables=None):
+        # JAX's stateless step passes no variables: the gradients follow the optimizer's own list
+        variables = self._trainable_variables if trainable_variables is None else list(trainable_variables)
+        scaled = set(self.scaled_paths)
+        grads = [grad * self.rate_scale if grad is not None and variable.path in scaled else grad
+                 for grad, variable in zip(grads, variables, strict=True)]
+        return super().apply(grads, trainable_variables)
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "scaled_paths": self.scaled_paths, "rate_scale": self.rate_scale}
+
+
+def norm_shift_paths(model: keras.Model) -> list[str]:
+    """The paths of the trainable shifts (``beta``) of every batch normalisation in ``model``,
+    nested models included."""
+    def layers_of(layer: keras.layers.Layer) -> list[keras.layers.Layer]:
+        inner = getattr(layer, "layers", [])
+        return [*inner, *(nested for sub in inner for nested in layers_of(sub))]
+
+    return [layer.beta.path for layer in layers_of(model)
+            if isinstance(layer, keras.layers.BatchNormalization) and layer.center]
+
+
+def make_optimizer(params: TrainParams, learning_rate: Any, norm_shifts: list[str] | None = None
+                   ) -> keras.optimizers.Optimizer:
     """``train.optimizer`` with ``learning_rate`` (a float or a schedule) and ``train.weight_decay``.
 
     Weight decay is decoupled (the weights shrink by ``lr * weight_decay`` each step) for every
-    optimizer; ``adamw`` is Adam with it, as in Loshchilov and Hutter.
+    optimizer; ``adamw`` is Adam with it, as in Loshchilov and Hutter. With SGD and
+    ``train.norm_shift_lr`` other than 1, the batch-norm shifts ``norm_shifts`` (variable paths, from
+    :func:`norm_shift_paths`) learn that many times as fast (:class:`ScaledRateSGD`).
     """
     decay = params.weight_decay or None
     if params.optimizer == "sgd":
+        if params.norm_shift_lr != 1.0:
+            return ScaledRateSGD(learning_rate, momentum=params.momentum, nesterov=params.nesterov,
+                                 weight_decay=decay, scaled_paths=norm_shifts or [],
+                                 rate_scale=params.norm_shift_lr)
         return keras.optimizers.SGD(learning_rate, momentum=params.momentum, nesterov=params.nesterov,
                                     weight_decay=decay)
     if params.optimizer == "adam":

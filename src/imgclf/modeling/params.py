@@ -119,6 +119,7 @@ class TrainParams(Section):
     whiten: bool = False  # the first convolution starts as the training patches' whitening (airbench only)
     identity_init: bool = False  # 3x3 convolutions start as the identity in their first filters
     lookahead: bool = False  # airbench's: a slow copy of the weights, moved every 5 steps (training/lookahead.py)
+    norm_shift_lr: float = 1.0  # sgd: the batch-norm shifts' learning rate over train.learning_rate (airbench: 64)
     rescale: float | None = None  # null: the network's own (1/255; a backbone's own preprocessing)
     featurewise_center: bool = False  # subtract the training split's mean per channel
     featurewise_std_normalization: bool = False  # and divide by its standard deviation
@@ -141,6 +142,11 @@ class TrainParams(Section):
         require_positive(f"{section}.learning_rate", self.learning_rate)
         require_non_negative(f"{section}.weight_decay", self.weight_decay)
         require_non_negative(f"{section}.onnx_in_process_mb", self.onnx_in_process_mb)
+        require_positive(f"{section}.norm_shift_lr", self.norm_shift_lr)
+        if self.norm_shift_lr != 1.0 and self.optimizer != "sgd":
+            fail(f"{section}.norm_shift_lr", self.norm_shift_lr,
+                 f"1 with train.optimizer {self.optimizer!r}: an adaptive optimizer's steps do not grow with the "
+                 "gradients, so only sgd can give the batch-norm shifts a rate of their own")
         if not 0.0 <= self.momentum < 1.0:
             fail(f"{section}.momentum", self.momentum, "use a value from 0 up to, not including, 1")
         if not 0.0 <= self.label_smoothing < 1.0:

@@ -35,6 +35,7 @@ from imgclf.modeling.optim import (
     learning_rate_schedule,
     make_loss,
     make_optimizer,
+    norm_shift_paths,
     steps_per_epoch,
 )
 from imgclf.modeling.params import TrainParams
@@ -72,8 +73,9 @@ def compile_model(model: keras.Model, params: TrainParams, steps: int = 1, learn
     if learning_rate is None:
         learning_rate = learning_rate_schedule(params, steps)
     binary = model.output_shape[-1] == 1
-    model.compile(optimizer=make_optimizer(params, learning_rate), loss=make_loss(binary, params.label_smoothing),
-                  metrics=["accuracy"], jit_compile=params.jit_compile)
+    optimizer = make_optimizer(params, learning_rate, norm_shift_paths(model))
+    model.compile(optimizer=optimizer, loss=make_loss(binary, params.label_smoothing), metrics=["accuracy"],
+                  jit_compile=params.jit_compile)
 
 
 class EpochTimer(keras.callbacks.Callback):
