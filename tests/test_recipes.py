@@ -123,6 +123,6 @@ def test_the_airbench_recipe_runs_on_real_cifar10_images_with_every_method_on(tm
     assert augmentation == [AlternatingFlip, RandomTranslate]
     params = YAML(typ="safe").load((project / "params.yaml").read_text())
     assert params["evaluate"]["tta"] == "flip_translate" and params["train"]["identity_init"] is True
-    assert params["train"]["lookahead"] is True
+    assert params["train"]["lookahead"] is True and params["train"]["norm_shift_lr"] == 64
     assert json.loads((project / "metrics/train.json").read_text())["epochs"] == 3
     assert json.loads((project / "metrics/evaluate.json").read_text())["test_images"] == 40
