@@ -96,15 +96,15 @@ class ScaledRateSGD(keras.optimizers.SGD):
         scaled = set(self.scaled_paths)
         grads = [grad * self.rate_scale if grad is not None and variable.path in scaled else grad
                  for grad, variable in zip(grads, variables, strict=True)]
-        return super().apply(grads, trainable_variables)
+        return super().apply(grads, None if trainable_variables is None else variables)
 
     def get_config(self) -> dict[str, Any]:
         return {**super().get_config(), "scaled_paths": self.scaled_paths, "rate_scale": self.rate_scale}
 
 
 def norm_shift_paths(model: keras.Model) -> list[str]:
-    """The paths of the trainable shifts (``beta``) of every batch normalisation in ``model``,
-    nested models included."""
+    """The paths of the shifts (``beta``) of every batch normalisation in ``model``, nested models
+    included; a frozen one's is never in an update, so it changes nothing."""
     def layers_of(layer: keras.layers.Layer) -> list[keras.layers.Layer]:
         inner = getattr(layer, "layers", [])
         return [*inner, *(nested for sub in inner for nested in layers_of(sub))]
