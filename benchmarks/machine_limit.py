@@ -9,7 +9,10 @@ In the same run, alternating so that a slower moment of the machine meets both:
    few seconds of repeats each, before and after the training);
 2. ``dvc repro train`` on the first ``--per-class`` real CIFAR-10 training images of each class,
    with the ``airbench`` recipe (or ``--recipe``) and ``--model``, once per ``train.mixed_precision``
-   of ``--precisions``: its images per second (``logs/train_timing.json``, the median of epochs 2 on).
+   of ``--precisions``: its images per second (``logs/train_timing.json``, the median of epochs 2 on);
+3. with ``--split``, after each training: the same network's training steps on random images in
+   memory, as the stage builds it, without its augmentation, and without its batch norms and
+   activations too (:func:`step_rates`): what each part of the network costs of a step.
 
 The training's FLOP/s are its images per second times the model's FLOPs per training image (three
 times the forward pass's multiply-adds of its convolutions and dense layers, counted from the model
@@ -27,6 +30,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # the project copy is made as the end-to-end tests make theirs
@@ -85,6 +89,86 @@ def forward_flops(model_name: str, size: int, classes: int) -> int:
     return total
 
 
+SPLIT_IMAGES = 8192  # random images per epoch of the step split (8 batches of 1,024)
+
+
+def step_rates(params: dict, precision: str, epochs: int = 4) -> dict[str, float]:
+    """Images per second of ``model.fit`` stepping on one batch of random images held in TensorFlow, over
+    and over (no input path at all: Keras' own from NumPy arrays capped some cuts at about 400 images/s
+    here), the median of epochs 2 on,
+    for cuts of ``params``' network in ``precision``: as the stage builds it (with its augmentation);
+    without the augmentation; that with GELU's tanh approximation; without the activations; and
+    without the batch norms too (its convolutions, poolings and classifier alone). Every cut has the
+    same FLOPs in its convolutions and classifier."""
+    import keras
+    import numpy as np
+
+    from imgclf.modeling.models import build_model
+    from imgclf.modeling.params import AugmentParams
+
+    keras.mixed_precision.set_global_policy("float32" if precision == "off" else f"mixed_{precision}")
+    size = int(params.get("resize.size", [32, 32])[0])
+    augment = AugmentParams(**{key.removeprefix("train.augment."): value for key, value in params.items()
+                               if key.startswith("train.augment.")})
+    import tensorflow as tf
+
+    batch_size = params["train.batch_size"]
+    generator = np.random.default_rng(0)
+    batch = (tf.constant(generator.integers(0, 256, (batch_size, size, size, 3), dtype=np.uint8)),
+             tf.constant(generator.integers(0, 10, batch_size, dtype=np.int32)))
+    steps = SPLIT_IMAGES // batch_size
+    repeated = tf.data.Dataset.from_tensors(batch).repeat()
+
+    class Skipped(keras.layers.Layer):
+        """A removed layer: its input passes unchanged (whatever the graph's call passes beside it)."""
+
+        def call(self, inputs: Any, training: Any = None, mask: Any = None) -> Any:
+            return inputs
+
+    def without(kinds: tuple[type, ...]) -> Any:
+        """A clone function that skips the layers of ``kinds`` and copies the others' configuration."""
+        def clone(layer: keras.layers.Layer) -> keras.layers.Layer:
+            return Skipped() if isinstance(layer, kinds) else layer.__class__.from_config(layer.get_config())
+        return clone
+
+    def tanh_gelu(layer: keras.layers.Layer) -> keras.layers.Layer:
+        if isinstance(layer, keras.layers.Activation) and layer.get_config()["activation"] == "gelu":
+            return keras.layers.Activation(lambda x: keras.activations.gelu(x, approximate=True))
+        return layer.__class__.from_config(layer.get_config())
+
+    cuts = {"the stage's network": build_model(params["train.model"], (size, size, 3), 10, augment=augment, seed=0),
+            "without augmentation": build_model(params["train.model"], (size, size, 3), 10)}
+    plain = cuts["without augmentation"]
+    cuts["GELU's tanh approximation instead of its erf"] = keras.models.clone_model(plain, clone_function=tanh_gelu)
+    cuts["without the activations"] = keras.models.clone_model(
+        plain, clone_function=without((keras.layers.Activation,)))
+    cuts["convolutions, poolings, classifier"] = keras.models.clone_model(
+        plain, clone_function=without((keras.layers.BatchNormalization, keras.layers.Activation)))
+    class EpochSeconds(keras.callbacks.Callback):
+        """Each epoch from its first step to its end, inside ``fit``: not the release of Keras' input
+        pipeline after it, which can take as long as the steps (benchmarks/README.md, "epoch_time.py")."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.seconds: list[float] = []
+
+        def on_epoch_begin(self, epoch: int, logs: Any = None) -> None:
+            self.start = time.perf_counter()
+
+        def on_epoch_end(self, epoch: int, logs: Any = None) -> None:
+            self.seconds.append(time.perf_counter() - self.start)
+
+    rates = {}
+    for name, model in cuts.items():
+        model.compile(optimizer=keras.optimizers.SGD(0.01, momentum=0.85, nesterov=True, weight_decay=5e-4),
+                      loss="sparse_categorical_crossentropy")
+        timer = EpochSeconds()
+        model.fit(repeated, steps_per_epoch=steps, epochs=epochs, verbose=0, shuffle=False, callbacks=[timer])
+        rates[name] = steps * batch_size / statistics.median(timer.seconds[1:])
+    keras.mixed_precision.set_global_policy("float32")
+    return rates
+
+
 def train_rate(scratch: Path, images: Path, params: dict, precision: str) -> dict:
     """``dvc repro train`` with ``params`` and ``train.mixed_precision: precision``: metrics/train.json
     with logs/train_timing.json (its ``train_images_per_second``, the median of epochs 2 on)."""
@@ -104,6 +188,9 @@ def main() -> int:
     parser.add_argument("--per-class", type=int, default=400, help="CIFAR-10 training images per class")
     parser.add_argument("--epochs", type=int, default=4, help="train.epochs (the first is left out of the rate)")
     parser.add_argument("--precisions", nargs="+", default=["off", "bfloat16"], help="train.mixed_precision values")
+    parser.add_argument("--split", action="store_true",
+                        help="also time the network's training steps on images in memory, whole and cut down")
+    parser.add_argument("--split-only", action="store_true", help="--split without the train stage's runs")
     args = parser.parse_args()
     params = {**load_recipe(args.recipe, ROOT / "recipes").settings, "train.epochs": args.epochs,
               "train.warmup_epochs": 1.0, "split.val": 0.1}
@@ -118,12 +205,16 @@ def main() -> int:
 
     rates: dict[str, list[float]] = {"float32": [], "bfloat16": []}
     trained = {}
+    split: dict[str, dict[str, float]] = {}
     with tempfile.TemporaryDirectory(prefix="machine-limit-") as scratch:
         images = extract_cifar10_subset(Path(scratch) / "cifar", args.per_class, 20)
         for precision in args.precisions:
             for dtype in rates:
                 rates[dtype].append(matmul_rate(dtype))
-            trained[precision] = train_rate(Path(scratch), images, params, precision)
+            if not args.split_only:
+                trained[precision] = train_rate(Path(scratch), images, params, precision)
+            if args.split or args.split_only:
+                split[precision] = step_rates(params, precision)
         for dtype in rates:
             rates[dtype].append(matmul_rate(dtype))
 
@@ -132,9 +223,10 @@ def main() -> int:
         print(f"matrix multiply {MATMUL_SIZE}x{MATMUL_SIZE} {dtype}: best {best[dtype]:.0f} GFLOP/s "
               f"(each measurement: {', '.join(f'{value:.0f}' for value in values)})")
     fastest = max(best.values())
-    print("| train.mixed_precision | images/s | training GFLOP/s | share of its precision's multiply | "
-          "share of the fastest |")
-    print("| --- | --- | --- | --- | --- |")
+    if trained:
+        print("| train.mixed_precision | images/s | training GFLOP/s | share of its precision's multiply | "
+              "share of the fastest |")
+        print("| --- | --- | --- | --- | --- |")
     shares = []
     for precision, record in trained.items():
         speed = record["train_images_per_second"]
@@ -142,8 +234,18 @@ def main() -> int:
         own = best["bfloat16" if precision == "bfloat16" else "float32"]
         shares.append(achieved / fastest)
         print(f"| {precision} | {speed:.0f} | {achieved:.0f} | {achieved / own:.2f} | {achieved / fastest:.2f} |")
-    print(f"target: at least {TARGET_SHARE} of the fastest multiply rate: "
-          f"{targets.check('share of the machine limit', max(shares) >= TARGET_SHARE)}")
+    if split:
+        print("Training steps on one batch of random images held in TensorFlow (model.fit, median of epochs 2 on):")
+        print("| train.mixed_precision | cut of the network | images/s | GFLOP/s | share of its precision's multiply |")
+        print("| --- | --- | --- | --- | --- |")
+        for precision, cut_rates in split.items():
+            own = best["bfloat16" if precision == "bfloat16" else "float32"]
+            for name, speed in cut_rates.items():
+                print(f"| {precision} | {name} | {speed:.0f} | {speed * flops / 1e9:.0f} | "
+                      f"{speed * flops / 1e9 / own:.2f} |")
+    if shares:
+        print(f"target: at least {TARGET_SHARE} of the fastest multiply rate: "
+              f"{targets.check('share of the machine limit', max(shares) >= TARGET_SHARE)}")
     print(f"median matmul float32 {statistics.median(rates['float32']):.0f} GFLOP/s")
     return targets.exit_status()
 
