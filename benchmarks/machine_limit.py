@@ -10,9 +10,9 @@ In the same run, alternating so that a slower moment of the machine meets both:
 2. ``dvc repro train`` on the first ``--per-class`` real CIFAR-10 training images of each class,
    with the ``airbench`` recipe (or ``--recipe``) and ``--model``, once per ``train.mixed_precision``
    of ``--precisions``: its images per second (``logs/train_timing.json``, the median of epochs 2 on);
-3. with ``--split``, after each training: the same network's training steps on random images in
-   memory, as the stage builds it, without its augmentation, and without its batch norms and
-   activations too (:func:`step_rates`): what each part of the network costs of a step.
+3. with ``--split`` (after each training) or ``--split-only`` (instead of them): the same network's
+   training steps on one batch held in memory, as the stage builds it and cut down, without its
+   augmentation, its activations, its batch norms (:func:`step_rates`): what each part costs of a step.
 
 The training's FLOP/s are its images per second times the model's FLOPs per training image (three
 times the forward pass's multiply-adds of its convolutions and dense layers, counted from the model
@@ -93,15 +93,19 @@ SPLIT_IMAGES = 8192  # random images per epoch of the step split (8 batches of 1
 
 
 def step_rates(params: dict, precision: str, epochs: int = 4) -> dict[str, float]:
-    """Images per second of ``model.fit`` stepping on one batch of random images held in TensorFlow, over
-    and over (no input path at all: Keras' own from NumPy arrays capped some cuts at about 400 images/s
-    here), the median of epochs 2 on,
-    for cuts of ``params``' network in ``precision``: as the stage builds it (with its augmentation);
-    without the augmentation; that with GELU's tanh approximation; without the activations; and
-    without the batch norms too (its convolutions, poolings and classifier alone). Every cut has the
-    same FLOPs in its convolutions and classifier."""
+    """Images per second of ``params``' network training in ``precision``, whole and cut down.
+
+    ``model.fit`` steps on one batch of random images held in TensorFlow, over and over: no input
+    path at all (fitting on NumPy arrays, Keras' own input path capped some cuts at about 400
+    images/s here). The rate is the median of epochs 2 on, each timed inside ``fit``. The cuts: the
+    network as the stage builds it (with its augmentation); without the augmentation; that with
+    GELU's tanh approximation; without the activations; without the batch norms too (convolutions,
+    poolings and classifier alone). Every cut does the same convolutions and classifier, so the
+    FLOPs per image are the same.
+    """
     import keras
     import numpy as np
+    import tensorflow as tf
 
     from imgclf.modeling.models import build_model
     from imgclf.modeling.params import AugmentParams
@@ -110,8 +114,6 @@ def step_rates(params: dict, precision: str, epochs: int = 4) -> dict[str, float
     size = int(params.get("resize.size", [32, 32])[0])
     augment = AugmentParams(**{key.removeprefix("train.augment."): value for key, value in params.items()
                                if key.startswith("train.augment.")})
-    import tensorflow as tf
-
     batch_size = params["train.batch_size"]
     generator = np.random.default_rng(0)
     batch = (tf.constant(generator.integers(0, 256, (batch_size, size, size, 3), dtype=np.uint8)),
@@ -144,6 +146,7 @@ def step_rates(params: dict, precision: str, epochs: int = 4) -> dict[str, float
         plain, clone_function=without((keras.layers.Activation,)))
     cuts["convolutions, poolings, classifier"] = keras.models.clone_model(
         plain, clone_function=without((keras.layers.BatchNormalization, keras.layers.Activation)))
+
     class EpochSeconds(keras.callbacks.Callback):
         """Each epoch from its first step to its end, inside ``fit``: not the release of Keras' input
         pipeline after it, which can take as long as the steps (benchmarks/README.md, "epoch_time.py")."""
@@ -189,7 +192,7 @@ def main() -> int:
     parser.add_argument("--epochs", type=int, default=4, help="train.epochs (the first is left out of the rate)")
     parser.add_argument("--precisions", nargs="+", default=["off", "bfloat16"], help="train.mixed_precision values")
     parser.add_argument("--split", action="store_true",
-                        help="also time the network's training steps on images in memory, whole and cut down")
+                        help="also time the network's training steps on one batch in memory, whole and cut down")
     parser.add_argument("--split-only", action="store_true", help="--split without the train stage's runs")
     args = parser.parse_args()
     params = {**load_recipe(args.recipe, ROOT / "recipes").settings, "train.epochs": args.epochs,
