@@ -127,23 +127,28 @@ def jpeg_generation(pixels: np.ndarray, quality: int, offset: int = 0) -> tuple[
     return encoded.getvalue(), decoded[offset:offset + pixels.shape[0], offset:offset + pixels.shape[1]]
 
 
+def squared_error(first: np.ndarray, second: np.ndarray) -> float:
+    """The mean squared difference of two images' pixels (0-255)."""
+    return float(np.mean((first.astype(np.float64) - second.astype(np.float64)) ** 2))
+
+
 def reencode(folder: Path, quality: int, offset: int = 0) -> tuple[int, float]:
     """Every JPEG under ``folder`` through one more :func:`jpeg_generation`: without an offset, the new
     JPEG in its place; with one, the decoded pixels as a lossless PNG beside it, the JPEG removed.
     Their count and the mean squared error the generation added (pixels 0-255)."""
     paths = sorted(folder.rglob("*.jpg"))
-    squared_error = 0.0
+    total_error = 0.0
     for path in paths:
         with Image.open(path) as image:
             pixels = np.asarray(image.convert("RGB"))
         encoded, decoded = jpeg_generation(pixels, quality, offset)
-        squared_error += float(np.mean((decoded.astype(np.float64) - pixels) ** 2))
+        total_error += squared_error(pixels, decoded)
         if offset:
             Image.fromarray(decoded).save(path.with_suffix(".png"))
             path.unlink()
         else:
             path.write_bytes(encoded)
-    return len(paths), squared_error / max(len(paths), 1)
+    return len(paths), total_error / max(len(paths), 1)
 
 
 def main() -> int:

@@ -1,6 +1,6 @@
 """What one JPEG generation does to 32x32 pixels: the error the shared CIFAR-10 copy's re-encoding added.
 
-    .venv/bin/python benchmarks/jpeg_generations.py     # about a minute; needs ../shared/datasets
+    .venv/bin/python benchmarks/jpeg_generations.py     # about 15 seconds; needs ../shared/datasets
 
 The shared CIFAR-10 copy was saved from the official pixels as JPEG at quality 75 with 4:2:0
 chroma subsampling; the official pixels are not here, so the error of that first generation cannot
@@ -34,16 +34,12 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parents[1]
 DATASETS = ROOT.parent / "shared" / "datasets"
 
-from cifar_time_to_accuracy import jpeg_generation  # noqa: E402  (benchmarks/, beside this script)
+from cifar_time_to_accuracy import jpeg_generation, squared_error  # noqa: E402  (benchmarks/, beside this script)
 from targets import Targets  # noqa: E402
 
 SIZE = 32
 QUALITY = 75  # the shared copy's
 MOVED = 4  # pixels: half a luminance block, a quarter of a 4:2:0 chroma block
-
-
-def squared_error(first: np.ndarray, second: np.ndarray) -> float:
-    return float(np.mean((first.astype(np.float64) - second.astype(np.float64)) ** 2))
 
 
 def thumbnail(path: Path) -> np.ndarray:
