@@ -19,9 +19,10 @@ grows with the weights: VGG-16 (466 MiB) ran out of 24 GB. Two causes, each remo
 Together: 1.5 s and about 4.4x the weights above the loaded model (the same graph: the same op counts,
 outputs within 1.3e-7 of the former conversion's).
 
-tf2onnx also names what it adds with a process-wide counter and lists independent branches in
-either order; :func:`canonical_onnx_names` makes the bytes depend on the model only, so DVC records
-the same hash for the same model.
+tf2onnx also names what it adds with a process-wide counter, lists independent branches in either
+order, and writes the traced function's name, numbered by another process-wide counter, into the
+graph's doc string; :func:`canonical_onnx_names` makes the bytes depend on the model only, so DVC
+records the same hash for the same model.
 """
 
 from __future__ import annotations
@@ -135,11 +136,15 @@ def canonical_onnx_names(model: onnx.ModelProto) -> None:
     of equal constants under whichever name a hash-ordered set gave first, and lists independent
     branches in either order: the graph was the same from run to run, its bytes were not. The order
     here is a topological one whose ties go to the node's layer path (counters left out), its op,
-    and what it reads (a constant by its content).
+    and what it reads (a constant by its content). The graph's doc string, "converted from
+    b'__inference_<lambda>_705'", numbers the traced function by how many TensorFlow traced before it
+    in the process (once in three runs of the same script, another number): it is replaced by one
+    without the number.
     """
     import onnx
 
     graph = model.graph
+    graph.doc_string = re.sub(r"_\d+'$", "'", graph.doc_string)
     kept = {entry.name for entry in (*graph.input, *graph.output)}
     constants = {}
     for initializer in graph.initializer:
