@@ -17,7 +17,9 @@ Either way :data:`READ_THREADS` threads read ahead while the model steps on the 
 
 The order of the rows is the caller's: training passes each epoch's permutation
 (:func:`imgclf.training.loop.epoch_order`, a function of the seed and the epoch), so a global shuffle
-costs one index array and the batches of an epoch are the same in every run, resumed or not.
+costs one index array and the batches of an epoch are the same in every run, resumed or not. With
+``train.mixup`` or ``train.cutmix``, training batches are mixed as they are read
+(:class:`imgclf.modeling.mixing.Mixing`), batch by batch, and their labels are float shares per class.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ import keras
 import numpy as np
 
 from imgclf.data.dataset import Split
+from imgclf.modeling.mixing import Mixing
 
 READ_THREADS = 2
 QUEUED_BATCHES = 4
@@ -45,43 +48,70 @@ def read_batch(split: Split, rows: np.ndarray, *, labels: bool = True, flip: boo
     return (images, np.asarray(split.labels[rows], dtype=np.int32)) if labels else (images,)
 
 
+def read_mixed(split: Split, rows: np.ndarray, mixing: Mixing, batch_size: int,
+               first_batch: int) -> tuple[np.ndarray, np.ndarray]:
+    """``(images, label shares)`` of ``rows``, the batches ``first_batch``, ``first_batch + 1``, ...
+    of an epoch, each mixed on its own."""
+    images, labels = read_batch(split, rows)
+    parts = [mixing(images[start:start + batch_size], labels[start:start + batch_size], first_batch + number)
+             for number, start in enumerate(range(0, len(rows), batch_size))]
+    return np.concatenate([part[0] for part in parts]), np.concatenate([part[1] for part in parts])
+
+
 class SplitBatches(keras.utils.PyDataset):
     """``rows`` of ``split`` (all of them, in order, when None) in batches of ``batch_size``:
-    ``(images, labels)``, or ``(images,)`` without ``labels``; ``flip`` mirrors each image left-right."""
+    ``(images, labels)``, or ``(images,)`` without ``labels``; ``flip`` mirrors each image left-right;
+    ``mixing`` mixes each batch and gives its labels as shares."""
 
     def __init__(self, split: Split, rows: np.ndarray | None, batch_size: int, *, labels: bool = True,
-                 flip: bool = False, workers: int = READ_THREADS, queued: int = QUEUED_BATCHES) -> None:
+                 flip: bool = False, mixing: Mixing | None = None, workers: int = READ_THREADS,
+                 queued: int = QUEUED_BATCHES) -> None:
         super().__init__(workers=workers, use_multiprocessing=False, max_queue_size=queued)
         self.split = split
         self.rows = np.arange(len(split)) if rows is None else np.asarray(rows, dtype=np.int64)
         self.batch_size = batch_size
         self.with_labels = labels
         self.flip = flip
+        self.mixing = mixing
 
     def __len__(self) -> int:
         return math.ceil(len(self.rows) / self.batch_size)
 
     def __getitem__(self, index: int) -> tuple[np.ndarray, ...]:
         rows = self.rows[index * self.batch_size:(index + 1) * self.batch_size]
+        if self.mixing is not None:
+            return read_mixed(self.split, rows, self.mixing, self.batch_size, index)
         return read_batch(self.split, rows, labels=self.with_labels, flip=self.flip)
 
 
 def split_batches(split: Split, rows: np.ndarray | None, batch_size: int, *, labels: bool = True,
-                  flip: bool = False) -> Any:
+                  flip: bool = False, mixing: Mixing | None = None) -> Any:
     """``rows`` of ``split`` (all, in order, when None) in batches of ``batch_size``, as the current
-    backend reads them fastest: a ``tf.data.Dataset`` with TensorFlow, else :class:`SplitBatches`."""
+    backend reads them fastest: a ``tf.data.Dataset`` with TensorFlow, else :class:`SplitBatches`.
+    ``mixing`` (training only) mixes each batch; its labels are then float32 shares, ``(n, outputs)``
+    (``(n,)`` for one sigmoid output)."""
+    if mixing is not None and (flip or not labels):
+        raise ValueError("mixing needs the labels and no flip: it is for training batches")
     if keras.backend.backend() != "tensorflow":
-        return SplitBatches(split, rows, batch_size, labels=labels, flip=flip)
+        return SplitBatches(split, rows, batch_size, labels=labels, flip=flip, mixing=mixing)
     import tensorflow as tf
 
     rows = np.arange(len(split)) if rows is None else np.asarray(rows, dtype=np.int64)
     batch_bytes = batch_size * int(np.prod(split.image_shape))
     block = batch_size * max(1, BLOCK_BYTES // batch_bytes)
-    kinds = (tf.uint8, tf.int32) if labels else (tf.uint8,)
-    shapes = ((None, *split.image_shape), (None,))[:len(kinds)]
+    shapes: list[tuple[int | None, ...]] = [(None, *split.image_shape)]
+    kinds = [tf.uint8]
+    if mixing is not None:  # the labels as shares per output
+        kinds.append(tf.float32)
+        shapes.append((None,) if mixing.outputs == 1 else (None, mixing.outputs))
+    elif labels:
+        kinds.append(tf.int32)
+        shapes.append((None,))
 
     def read_block(index: np.ndarray) -> tuple[np.ndarray, ...]:
         start = int(index) * block
+        if mixing is not None:
+            return read_mixed(split, rows[start:start + block], mixing, batch_size, start // batch_size)
         return read_batch(split, rows[start:start + block], labels=labels, flip=flip)
 
     def typed(index: Any) -> Any:

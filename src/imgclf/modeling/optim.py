@@ -144,7 +144,12 @@ def make_optimizer(params: TrainParams, learning_rate: Any, norm_shifts: list[st
 @keras.saving.register_keras_serializable(package="imgclf")
 class SparseCategoricalCrossentropyWithSmoothing(keras.losses.Loss):
     """Cross-entropy of integer labels with label smoothing, which Keras' sparse loss lacks:
-    the target puts ``1 - label_smoothing`` on the true class, the rest spread over all classes."""
+    the target puts ``1 - label_smoothing`` on the true class, the rest spread over all classes.
+
+    It also takes labels given as shares per class, ``(n, classes)``: the training batches of
+    ``train.mixup`` and ``train.cutmix`` (:mod:`imgclf.modeling.mixing`), whose validation labels
+    stay integers. The shares are smoothed the same way.
+    """
 
     def __init__(self, label_smoothing: float = 0.0, name: str = "sparse_categorical_crossentropy_smoothed",
                  **kwargs: Any) -> None:
@@ -152,21 +157,53 @@ class SparseCategoricalCrossentropyWithSmoothing(keras.losses.Loss):
         self.label_smoothing = label_smoothing
 
     def call(self, y_true, y_pred):
-        classes = ops.shape(y_pred)[-1]
-        one_hot = ops.one_hot(ops.cast(ops.reshape(y_true, (-1,)), "int32"), classes, dtype=y_pred.dtype)
-        return keras.losses.categorical_crossentropy(one_hot, y_pred, label_smoothing=self.label_smoothing)
+        targets = label_shares(y_true, y_pred)
+        return keras.losses.categorical_crossentropy(targets, y_pred, label_smoothing=self.label_smoothing)
 
     def get_config(self) -> dict[str, Any]:
         return {**super().get_config(), "label_smoothing": self.label_smoothing}
 
 
-def make_loss(binary: bool, label_smoothing: float) -> keras.losses.Loss:
-    """Binary cross-entropy for one sigmoid output, sparse categorical for a softmax."""
+def label_shares(y_true, y_pred):
+    """``y_true`` as shares per class of ``y_pred``'s softmax: one-hot rows of integer labels
+    (``(n,)`` or ``(n, 1)``), or the shares themselves when they are given, ``(n, classes)``."""
+    classes = y_pred.shape[-1]
+    if len(y_true.shape) == len(y_pred.shape) and y_true.shape[-1] == classes and classes != 1:
+        return ops.cast(y_true, y_pred.dtype)
+    return ops.one_hot(ops.cast(ops.reshape(y_true, (-1,)), "int32"), ops.shape(y_pred)[-1], dtype=y_pred.dtype)
+
+
+@keras.saving.register_keras_serializable(package="imgclf")
+def top1_accuracy(y_true, y_pred):
+    """1 for each image whose most likely class is its label, else 0. The label of a mixed training
+    image (shares per class, or a share of class 1 for one sigmoid output) is its larger share:
+    Keras' ``"accuracy"`` picks its kind from the first (training) batch, and would then misread the
+    validation split's integer labels."""
+    if y_pred.shape[-1] == 1:
+        predicted = ops.cast(ops.reshape(y_pred, (-1,)) > 0.5, "int32")
+        labels = ops.cast(ops.round(ops.reshape(ops.cast(y_true, "float32"), (-1,))), "int32")
+    else:
+        predicted = ops.argmax(y_pred, axis=-1)
+        labels = ops.argmax(label_shares(y_true, y_pred), axis=-1)
+    return ops.cast(ops.equal(predicted, ops.cast(labels, predicted.dtype)), "float32")
+
+
+def make_loss(binary: bool, label_smoothing: float, mixed_labels: bool = False) -> keras.losses.Loss:
+    """Binary cross-entropy for one sigmoid output, sparse categorical for a softmax; with
+    ``mixed_labels`` (mixed training batches), one that also takes labels as shares per class."""
     if binary:
         return keras.losses.BinaryCrossentropy(label_smoothing=label_smoothing)
-    if label_smoothing:
+    if label_smoothing or mixed_labels:
         return SparseCategoricalCrossentropyWithSmoothing(label_smoothing)
     return keras.losses.SparseCategoricalCrossentropy()
+
+
+def make_metrics(mixed_labels: bool) -> list[Any]:
+    """The accuracy reported as ``accuracy`` and ``val_accuracy``: Keras' own, or with ``mixed_labels``
+    one that reads the mixed training batches' labels and the validation split's alike."""
+    if mixed_labels:
+        return [keras.metrics.MeanMetricWrapper(top1_accuracy, name="accuracy")]
+    return ["accuracy"]
 
 
 def balanced_class_weights(labels: np.ndarray, num_classes: int) -> dict[int, float]:

@@ -120,6 +120,9 @@ class TrainParams(Section):
     identity_init: bool = False  # 3x3 convolutions start as the identity in their first filters
     lookahead: bool = False  # airbench's: a slow copy of the weights, moved every 5 steps (training/lookahead.py)
     norm_shift_lr: float = 1.0  # sgd: the batch-norm shifts' learning rate over train.learning_rate (airbench: 64)
+    # Beta(alpha, alpha) of each batch's mixing share (0: off); both on: one or the other per batch
+    mixup: float = 0.0  # blend pairs of training images (modeling/mixing.py)
+    cutmix: float = 0.0  # paste a box of one training image into another
     rescale: float | None = None  # null: the network's own (1/255; a backbone's own preprocessing)
     featurewise_center: bool = False  # subtract the training split's mean per channel
     featurewise_std_normalization: bool = False  # and divide by its standard deviation
@@ -143,6 +146,8 @@ class TrainParams(Section):
         require_non_negative(f"{section}.weight_decay", self.weight_decay)
         require_non_negative(f"{section}.onnx_in_process_mb", self.onnx_in_process_mb)
         require_positive(f"{section}.norm_shift_lr", self.norm_shift_lr)
+        require_non_negative(f"{section}.mixup", self.mixup)
+        require_non_negative(f"{section}.cutmix", self.cutmix)
         if self.norm_shift_lr != 1.0 and self.optimizer != "sgd":
             fail(f"{section}.norm_shift_lr", self.norm_shift_lr,
                  f"1 with train.optimizer {self.optimizer!r}: an adaptive optimizer's steps do not grow with the "
@@ -190,6 +195,11 @@ class TrainParams(Section):
         if self.fine_tune.epochs and not self.freeze_base:
             fail(f"{section}.fine_tune.epochs", self.fine_tune.epochs,
                   "0 when train.freeze_base is false: the whole backbone trains from the first epoch")
+
+    @property
+    def mixes(self) -> bool:
+        """Whether training batches are mixed (``train.mixup`` or ``train.cutmix``), their labels shares."""
+        return self.mixup > 0 or self.cutmix > 0
 
     @property
     def pretrained_weights(self) -> str | None:

@@ -29,11 +29,13 @@ import numpy as np
 from imgclf.data.dataset import Split
 from imgclf.modeling.augment import start_epoch
 from imgclf.modeling.batches import split_batches
+from imgclf.modeling.mixing import Mixing
 from imgclf.modeling.models import unfreeze_backbone
 from imgclf.modeling.optim import (
     balanced_class_weights,
     learning_rate_schedule,
     make_loss,
+    make_metrics,
     make_optimizer,
     norm_shift_paths,
     steps_per_epoch,
@@ -74,8 +76,8 @@ def compile_model(model: keras.Model, params: TrainParams, steps: int = 1, learn
         learning_rate = learning_rate_schedule(params, steps)
     binary = model.output_shape[-1] == 1
     optimizer = make_optimizer(params, learning_rate, norm_shift_paths(model))
-    model.compile(optimizer=optimizer, loss=make_loss(binary, params.label_smoothing), metrics=["accuracy"],
-                  jit_compile=params.jit_compile)
+    model.compile(optimizer=optimizer, loss=make_loss(binary, params.label_smoothing, params.mixes),
+                  metrics=make_metrics(params.mixes), jit_compile=params.jit_compile)
 
 
 class EpochTimer(keras.callbacks.Callback):
@@ -300,7 +302,9 @@ def _fit_epoch(model: keras.Model, train_set: Split, val_set: Split, params: Tra
     learning_rate = current_learning_rate(model)
     batch_size = params.batch_size // processes
     start_epoch(model, epoch)  # train.augment.horizontal_flip: alternate
-    logs = model.fit(split_batches(train_set, order, batch_size),
+    mixing = (Mixing(params.mixup, params.cutmix, model.output_shape[-1], params.seed, epoch)
+              if params.mixes else None)
+    logs = model.fit(split_batches(train_set, order, batch_size, mixing=mixing),
                      validation_data=split_batches(val_set, val_rows, batch_size),
                      epochs=epoch + 1, initial_epoch=epoch, shuffle=False,
                      class_weight=class_weight, callbacks=[timer, *callbacks],
