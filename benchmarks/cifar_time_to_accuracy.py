@@ -54,7 +54,7 @@ from targets import Targets  # noqa: E402  (benchmarks/targets.py, beside this s
 
 from imgclf.modeling.devices import describe_cpu  # noqa: E402
 from imgclf.recipes import load_recipe  # noqa: E402
-from tests.helpers import make_project, set_params  # noqa: E402
+from tests.helpers import make_project, parse_settings, set_params  # noqa: E402
 
 # By default fast_cnn with the speedruns' recipe (recipes/cifar10.yaml: SGD with Nesterov momentum,
 # one-cycle schedule, label smoothing, flips and 2-pixel shifts), validation 4% of the training images.
@@ -177,10 +177,8 @@ def main() -> int:
             print(f"re-encoded {count} images as JPEG at quality {args.reencode}, 4:2:0, the block grid moved by "
                   f"{args.reencode_offset} pixels: mean squared error {error:.1f} (0-255)", flush=True)
         project = make_project(Path(scratch) / "project")
-        from ruamel.yaml import YAML
-
         recipe = {"split.val": 0.04, **load_recipe(args.recipe, ROOT / "recipes").settings}
-        recipe.update({key: YAML(typ="safe").load(value) for key, value in (item.split("=", 1) for item in args.set)})
+        recipe.update(parse_settings(args.set))
         print(f"CPU: {describe_cpu()}; recipe {args.recipe}: {recipe}")
         set_params(project, **{"data.source": "folder", "data.path": str(Path(scratch) / "cifar10"), **recipe})
         run(["git", "commit", "-qam", "CIFAR-10, the recipe"], project)

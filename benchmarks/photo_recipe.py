@@ -30,8 +30,6 @@ import tarfile
 import tempfile
 from pathlib import Path
 
-from ruamel.yaml import YAML
-
 ROOT = Path(__file__).resolve().parents[1]
 ARCHIVE = ROOT.parent / "shared" / "datasets" / "flowers-photos.tar"
 sys.path.insert(0, str(ROOT))  # the project copy is made as the end-to-end tests make theirs
@@ -39,7 +37,7 @@ sys.path.insert(0, str(ROOT))  # the project copy is made as the end-to-end test
 from dvc_overhead import run  # noqa: E402  (the benchmarks' one way to run a command in a project)
 from targets import Targets  # noqa: E402  (benchmarks/targets.py, beside this script)
 
-from tests.helpers import make_project, set_params  # noqa: E402
+from tests.helpers import make_project, parse_settings, set_params  # noqa: E402
 
 
 def run_recipe(scratch: Path, photos: Path, recipe: str, settings: dict[str, object] | None = None,
@@ -83,7 +81,7 @@ def main() -> int:
         tutorial = None if args.skip_tutorial else run_recipe(scratch, scratch / "flowers", "tutorial")
         ours = run_recipe(scratch, scratch / "flowers", args.recipe)
         for variant in args.variant:
-            figures = run_recipe(scratch, scratch / "flowers", args.recipe, settings(variant),
+            figures = run_recipe(scratch, scratch / "flowers", args.recipe, parse_settings(variant.split()),
                                  f"{args.recipe} + {variant}")
             ratio = figures["seconds"] / ours["seconds"]
             print(f"{args.recipe} + {variant}: validation accuracy {100 * figures['val_accuracy']:.2f}% vs the "
@@ -102,17 +100,6 @@ def main() -> int:
           f"{targets.check('no more wall time', ratio <= 1.0)}")
     print(f"validation accuracy points over the tutorial's recipe: {points:+.2f}")
     return targets.exit_status()
-
-
-def settings(variant: str) -> dict[str, object]:
-    """``"train.cutmix=1.0 train.epochs=30"`` as params, each value read as YAML reads it."""
-    values = {}
-    for setting in variant.split():
-        key, separator, value = setting.partition("=")
-        if not separator:
-            sys.exit(f"--variant {variant!r}: give KEY=VALUE settings, e.g. train.cutmix=1.0")
-        values[key] = YAML(typ="safe").load(value)
-    return values
 
 
 if __name__ == "__main__":

@@ -144,6 +144,18 @@ def flat_figures(metrics: dict, prefix: str = "") -> dict:
     return figures
 
 
+def parse_settings(items: Sequence[str]) -> dict[str, object]:
+    """``["train.cutmix=1.0", "train.epochs=30"]`` as dotted params, each value read as YAML, the way
+    ``dvc exp run -S`` reads it (for :func:`set_params`)."""
+    settings = {}
+    for item in items:
+        key, separator, value = item.partition("=")
+        if not separator or not key:
+            raise ValueError(f"{item!r} is not KEY=VALUE, e.g. train.cutmix=1.0")
+        settings[key] = YAML(typ="safe").load(value)
+    return settings
+
+
 def set_params(repo: Path, **values: object) -> None:
     """Set dotted params, e.g. set_params(repo, **{"train.epochs": 2}), keeping the file's comments."""
     yaml = YAML()
