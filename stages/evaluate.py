@@ -28,7 +28,7 @@ from pathlib import Path
 from imgclf.modeling.backend import use_backend
 from imgclf.modeling.params import TrainParams
 from imgclf.plumbing.params import load_section
-from imgclf.plumbing.stage import run_stage
+from imgclf.plumbing.stage import collector_paused, run_stage
 from imgclf.reporting.params import EvaluateParams
 
 logger = logging.getLogger(__name__)
@@ -61,9 +61,10 @@ def main() -> None:
         # Keras and loads the model) while this one imports the rest, predicts and draws
         with HeatmapGalleries(args.model_dir / KERAS_FILE, args.test, class_names, params, staging,
                               onnx_graphs=heatmap_graphs(args.model_dir)) as heatmaps:
-            from imgclf.data.dataset import open_split
-            from imgclf.reporting.results import draw_figures, predict_splits, test_results
-            from imgclf.serving.model_folder import load_classifier
+            with collector_paused():  # scikit-learn, matplotlib, ONNX Runtime: 0.2 s faster
+                from imgclf.data.dataset import open_split
+                from imgclf.reporting.results import draw_figures, predict_splits, test_results
+                from imgclf.serving.model_folder import load_classifier
 
             classifier = load_classifier(args.model_dir)  # ONNX Runtime where the train stage wrote model.onnx
             test_set = open_split(args.test, class_names)

@@ -1,0 +1,66 @@
+"""What a stage's process spends around its work: imports without repeated collections, an exit without one.
+
+``benchmarks/turnaround.py`` measures what these save (the time between DVC's stages and the train
+stage's imports); these tests hold what they do.
+"""
+
+from __future__ import annotations
+
+import gc
+import subprocess
+import sys
+
+import pytest
+
+from imgclf.plumbing.stage import collector_paused, run_stage
+from tests.helpers import command_env
+
+
+def test_the_collector_is_paused_for_the_imports_and_runs_again_after_them():
+    assert gc.isenabled()
+    with collector_paused():
+        assert not gc.isenabled()
+    assert gc.isenabled()
+
+
+def test_the_collector_runs_again_when_an_import_fails():
+    with pytest.raises(ImportError), collector_paused():
+        import imgclf_no_such_module  # noqa: F401
+    assert gc.isenabled()
+
+
+def test_a_collector_that_was_off_stays_off():
+    gc.disable()
+    try:
+        with collector_paused():
+            pass
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
+
+
+def test_a_stage_freezes_its_objects_at_exit_after_the_exit_handlers_of_what_it_imported():
+    """The freeze waits for the exit (a stage run inside another process, as some of these tests run
+    them, leaves that process's collector as it was), and comes after the exit handlers registered
+    by what ``main`` imported (registered later, they run first)."""
+    script = (
+        "import atexit, gc\n"
+        "def frozen(when): print(when, gc.get_freeze_count() > 0)\n"
+        "atexit.register(frozen, 'frozen at exit, at the end:')\n"
+        "def main():\n"
+        "    atexit.register(frozen, 'frozen at exit, by a library of main:')\n"
+        "    frozen('frozen in main:')\n"
+        "from imgclf.plumbing.stage import run_stage\n"
+        "run_stage(main)\n"
+        "frozen('frozen after run_stage:')\n")
+    result = subprocess.run([sys.executable, "-c", script], env=command_env(), text=True, capture_output=True,
+                            check=True)
+    assert result.stdout.splitlines() == [
+        "frozen in main: False", "frozen after run_stage: False",
+        "frozen at exit, by a library of main: False", "frozen at exit, at the end: True"]
+
+
+def test_a_stage_run_in_this_process_freezes_nothing_before_it_ends():
+    frozen_before = gc.get_freeze_count()
+    run_stage(lambda: None)
+    assert gc.get_freeze_count() == frozen_before
