@@ -46,8 +46,9 @@ def collector_paused() -> Iterator[None]:
 
     While imports grow the heap, each full collection walks everything imported so far: importing
     Keras and TensorFlow (450,000 objects) ran 8 of them, 1.0 s of its 3.6 s (AMD EPYC, 2 cores).
-    Paused, the collector walks the new objects once, at its first run after the block, and frees
-    the imports' cyclic garbage then, as it would have.
+    Paused, it frees the imports' cyclic garbage at its first run after the block instead, and the
+    peak memory stays the same (786 against 783 MB after importing Keras; the memory guard's figures
+    are unchanged).
     """
     was_enabled = gc.isenabled()
     gc.disable()
