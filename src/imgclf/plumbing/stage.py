@@ -47,8 +47,8 @@ def collector_paused() -> Iterator[None]:
     While imports grow the heap, each full collection walks everything imported so far: importing
     Keras and TensorFlow (450,000 objects) ran 8 of them, 1.0 s of its 3.6 s (AMD EPYC, 2 cores).
     Paused, it frees the imports' cyclic garbage at its first run after the block instead, and the
-    peak memory stays the same (786 against 783 MB after importing Keras; the memory guard's figures
-    are unchanged).
+    peak memory stays the same (786 against 783 MB after importing Keras; the memory guard's train
+    peaks, 2,620 / 2,736 MB at 128 / 512 photos, against 2,652 / 2,663 MB unpaused in the same hour).
     """
     was_enabled = gc.isenabled()
     gc.disable()
