@@ -1,4 +1,5 @@
-"""What a stage's process spends around its work: imports without repeated collections, an exit without one.
+"""What a stage's process spends around its work: imports without repeated collections, Keras without
+the integrations it never uses, an exit without a collection.
 
 ``benchmarks/turnaround.py`` measures what these save (the time between DVC's stages and the train
 stage's imports); these tests hold what they do.
@@ -7,6 +8,7 @@ stage's imports); these tests hold what they do.
 from __future__ import annotations
 
 import gc
+import json
 import subprocess
 import sys
 
@@ -64,3 +66,34 @@ def test_a_stage_run_in_this_process_freezes_nothing_before_it_ends():
     frozen_before = gc.get_freeze_count()
     run_stage(lambda: None)
     assert gc.get_freeze_count() == frozen_before
+
+
+def _modules_after_import_keras(backend: str, first: str = "") -> dict[str, bool]:
+    """Which of Keras, TensorFlow, scikit-learn and JAX a fresh process on ``backend`` holds after
+    ``first`` (Python statements) and :func:`imgclf.modeling.backend.import_keras`, and whether both
+    hidden libraries then import as usual."""
+    script = (
+        "import json, sys\n"
+        f"{first}\n"
+        "from imgclf.modeling.backend import import_keras, use_backend\n"
+        f"use_backend({backend!r})\n"
+        "import_keras()\n"
+        "held = {name: name in sys.modules for name in ('keras', 'tensorflow', 'sklearn', 'jax')}\n"
+        "import sklearn.base, jax.numpy\n"
+        "held['import afterwards'] = True\n"
+        "print(json.dumps(held))\n")
+    env = command_env()
+    env.pop("KERAS_BACKEND", None)
+    result = subprocess.run([sys.executable, "-c", script], env=env, text=True, capture_output=True, check=False)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return json.loads(result.stdout.splitlines()[-1])
+
+
+def test_keras_imports_without_scikit_learn_and_jax_which_import_as_usual_afterwards():
+    assert _modules_after_import_keras("tensorflow") == {
+        "keras": True, "tensorflow": True, "sklearn": False, "jax": False, "import afterwards": True}
+
+
+def test_the_jax_backend_keeps_its_jax_and_a_library_imported_before_stays():
+    assert _modules_after_import_keras("jax", first="import sklearn") == {
+        "keras": True, "tensorflow": False, "sklearn": True, "jax": True, "import afterwards": True}
