@@ -18,7 +18,6 @@ from pathlib import Path
 
 from imgclf.data.manifest import read_manifest, write_manifest
 from imgclf.data.params import SplitParams
-from imgclf.data.split import DUPLICATES_COLUMNS, split_index
 from imgclf.plumbing.files import write_csv
 from imgclf.plumbing.params import load_section
 from imgclf.plumbing.stage import run_stage
@@ -33,6 +32,9 @@ def main() -> None:
     parser.add_argument("--duplicates", type=Path, required=True, help="CSV of files with the same bytes")
     args = parser.parse_args()
     params = load_section(SplitParams)
+    # here, not above: the hashing workers' server process imports this script, and the split's
+    # scikit-learn (0.6 s) is no use to them
+    from imgclf.data.split import DUPLICATES_COLUMNS, split_index
 
     result = split_index(read_manifest(args.index, "download"), params)
     if result.duplicates:
