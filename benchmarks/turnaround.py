@@ -17,6 +17,11 @@ copy's, the heatmaps'), which overlap their stage; and DVC's own time: the run's
 every stage process (its start, hashing outputs, writing dvc.lock, the experiment's commit).
 With ``--baseline``, a git worktree of that commit is timed the same way, the two taking turns so
 that a slower moment of the machine meets both (this machine's speed varies by half within an hour).
+Both sides import the installed packages of this checkout's .venv; for a change of requirements.txt,
+``--baseline-packages`` gives the baseline the versions it had, installed apart, for example::
+
+    .venv/bin/pip install --no-deps --target /tmp/before ml-dtypes==0.7.0
+    .venv/bin/python benchmarks/turnaround.py --baseline 880ae90 --baseline-packages /tmp/before
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -47,13 +53,15 @@ TARGET_FROM_NOTHING = 25.0
 LEARNING_RATES = ("0.003", "0.002", "0.0015", "0.0025", "0.0012")
 
 
-def timed_run(args: list[str], project: Path) -> dict[str, float]:
+def timed_run(args: list[str], project: Path, packages: Path | None = None) -> dict[str, float]:
     """Run ``args`` in ``project`` (importing the project's own src/, so that a baseline runs its own
-    code) with the timeline on; return the seconds of each of its parts (a baseline from before the
-    timeline: its wall time and, where it wrote logs/train_timing.json, the time outside training)."""
+    code, and then ``packages`` before the installed ones) with the timeline on; return the seconds of
+    each of its parts (a baseline from before the timeline: its wall time and, where it wrote
+    logs/train_timing.json, the time outside training)."""
     timeline = project / "timeline.jsonl"
     timeline.unlink(missing_ok=True)
-    environment = {**command_env(), TIMELINE_VARIABLE: str(timeline), "PYTHONPATH": str(project / "src")}
+    path = [str(project / "src")] + ([str(packages)] if packages else [])
+    environment = {**command_env(), TIMELINE_VARIABLE: str(timeline), "PYTHONPATH": os.pathsep.join(path)}
     start = time.time()
     result = subprocess.run(args, cwd=project, env=environment, text=True, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, check=False)
@@ -100,21 +108,27 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--baseline", help="a commit to time beside this checkout, the two taking turns")
+    parser.add_argument("--baseline-packages", type=Path,
+                        help="a folder of packages that the baseline's processes import before the installed "
+                             "ones, for a change of requirements.txt: pip install --no-deps --target FOLDER "
+                             "NAME==VERSION")
     args = parser.parse_args()
     targets = Targets()
     print(f"machine: {describe_cpu()}")
     with tempfile.TemporaryDirectory(prefix="turnaround-") as scratch_name, contextlib.ExitStack() as stack:
         scratch = Path(scratch_name)
         checkouts = {"ours": ROOT}
+        packages: dict[str, Path | None] = {"ours": None}
         if args.baseline:
             checkouts[f"baseline {args.baseline}"] = stack.enter_context(
                 worktree(args.baseline, scratch / "baseline-checkout"))
+            packages[f"baseline {args.baseline}"] = args.baseline_packages
         from_nothing: dict[str, list[dict[str, float]]] = defaultdict(list)
         projects: dict[str, Path] = {}
         for repeat in range(args.repeats):
             for side, checkout in checkouts.items():
                 projects[side] = make_project(scratch / f"{side.split()[0]}-{repeat}", checkout)
-                from_nothing[side].append(timed_run(["dvc", "repro"], projects[side]))
+                from_nothing[side].append(timed_run(["dvc", "repro"], projects[side], packages[side]))
                 print(f"{side}: dvc repro from nothing, run {repeat + 1}: {from_nothing[side][-1]['wall']:.1f} s",
                       flush=True)
         for project in projects.values():
@@ -124,7 +138,7 @@ def main() -> int:
         experiments: dict[str, list[dict[str, float]]] = defaultdict(list)
         for rate in LEARNING_RATES[:args.repeats]:
             for side, project in projects.items():
-                run = timed_run(["dvc", "exp", "run", "-S", f"train.learning_rate={rate}"], project)
+                run = timed_run(["dvc", "exp", "run", "-S", f"train.learning_rate={rate}"], project, packages[side])
                 experiments[side].append(run)
                 print(f"{side}: dvc exp run -S train.learning_rate={rate}: {run['wall']:.1f} s, "
                       f"{run['outside training']:.1f} s outside training", flush=True)
