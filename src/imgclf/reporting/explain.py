@@ -36,14 +36,12 @@ import numpy as np
 from imgclf.data.dataset import Split
 from imgclf.modeling.backend import import_keras
 from imgclf.plumbing.errors import PipelineError
-from imgclf.plumbing.stage import collector_paused
 from imgclf.reporting.heatmaps import scaled_to_images
 
-with collector_paused():  # Keras, 1 s faster: the heatmaps' process (main, below) starts with this import
-    import_keras()  # 0.6 s faster still
-    import keras
+import_keras()  # the fast way: the heatmaps' process (main, below) starts with this import
+import keras  # noqa: E402  (imported by the line above)
 
-    from imgclf.modeling.models import INPUT_LAYERS  # they see the image, not features of it
+from imgclf.modeling.models import INPUT_LAYERS  # noqa: E402  (they see the image, not features of it)
 
 logger = logging.getLogger(__name__)
 

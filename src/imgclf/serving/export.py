@@ -32,7 +32,7 @@ import numpy as np
 from imgclf.modeling.backend import import_keras
 from imgclf.plumbing.errors import PipelineError
 from imgclf.plumbing.onnx_runtime import onnx_session
-from imgclf.plumbing.stage import collector_paused, exit_reason
+from imgclf.plumbing.stage import exit_reason
 
 if TYPE_CHECKING:
     import keras
@@ -272,9 +272,8 @@ def main(arguments: Sequence[str] | None = None) -> None:
     args = parser.parse_args(arguments)
     _volunteer_for_the_oom_killer()
     try:
-        with collector_paused():  # 1 s faster: imgclf.plumbing.stage.collector_paused
-            import_keras()  # 0.6 s faster still: imgclf.modeling.backend.import_keras
-            import tensorflow  # noqa: F401
+        import_keras()  # the fast way: imgclf.modeling.backend.import_keras
+        import tensorflow  # noqa: F401
     except ImportError:
         raise ExportError("exporting needs TensorFlow, which is not installed here (pip install -r "
                           "requirements.txt installs it)") from None
