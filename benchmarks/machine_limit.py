@@ -98,16 +98,19 @@ def step_rates(params: dict, precision: str, epochs: int = 4) -> dict[str, float
     ``model.fit`` steps on one batch of random images held in TensorFlow, over and over: no input
     path at all (fitting on NumPy arrays, Keras' own input path capped some cuts at about 400
     images/s here). The rate is the median of epochs 2 on, each timed inside ``fit``. The cuts: the
-    network as the stage builds it (with its augmentation); without the augmentation; that with
-    GELU's tanh approximation; without the activations; without the batch norms too (convolutions,
-    poolings and classifier alone). Every cut does the same convolutions and classifier, so the
-    FLOPs per image are the same.
+    network as the stage builds it (with its augmentation), its whitening layer frozen as
+    ``train.whiten`` leaves it (so no gradient goes back through the first block's convolution), and
+    training, as with ``train.whiten_bias_epochs``; then, every layer training: without the
+    augmentation; that with GELU's tanh approximation; without the activations; without the batch
+    norms too (convolutions, poolings and classifier alone). Every cut does the same convolutions and
+    classifier forward, so the FLOPs per image are counted the same.
     """
     import keras
     import numpy as np
     import tensorflow as tf
 
     from imgclf.modeling.models import build_model
+    from imgclf.modeling.networks import WHITENING_LAYER
     from imgclf.modeling.params import AugmentParams
 
     keras.mixed_precision.set_global_policy("float32" if precision == "off" else f"mixed_{precision}")
@@ -138,8 +141,14 @@ def step_rates(params: dict, precision: str, epochs: int = 4) -> dict[str, float
             return keras.layers.Activation(lambda x: keras.activations.gelu(x, approximate=True))
         return layer.__class__.from_config(layer.get_config())
 
-    cuts = {"the stage's network": build_model(params["train.model"], (size, size, 3), 10, augment=augment, seed=0),
-            "without augmentation": build_model(params["train.model"], (size, size, 3), 10)}
+    cuts = {}
+    if params.get("train.whiten"):  # as the stage trains it: train.whiten freezes that layer
+        frozen = build_model(params["train.model"], (size, size, 3), 10, augment=augment, seed=0)
+        frozen.get_layer(WHITENING_LAYER).trainable = False
+        cuts["the stage's network, its whitening layer frozen (train.whiten)"] = frozen
+    # every later cut trains every layer: the whitening layer as train.whiten_bias_epochs leaves it
+    cuts["the stage's network"] = build_model(params["train.model"], (size, size, 3), 10, augment=augment, seed=0)
+    cuts["without augmentation"] = build_model(params["train.model"], (size, size, 3), 10)
     plain = cuts["without augmentation"]
     cuts["GELU's tanh approximation instead of its erf"] = keras.models.clone_model(plain, clone_function=tanh_gelu)
     cuts["without the activations"] = keras.models.clone_model(

@@ -217,6 +217,10 @@ def test_learning_rate_schedules():
     one_cycle = learning_rate_schedule(dataclasses.replace(base, schedule="one_cycle"), 10)
     assert isinstance(one_cycle, OneCycle) and one_cycle.warmup_steps == 30  # 30% of 100 steps
     assert rates(one_cycle, [0, 30, 65, 100]) == pytest.approx([0.004, 0.1, 0.05, 0], abs=1e-6)
+    ends = dataclasses.replace(base, schedule="one_cycle", warmup_epochs=2, one_cycle_start=0.2, one_cycle_end=0.07)
+    # airbench94's: from 0.2 of the peak, linearly up, then linearly down to 0.07 of it
+    assert rates(learning_rate_schedule(ends, 10), [0, 10, 20, 60, 100]) == pytest.approx(
+        [0.02, 0.06, 0.1, 0.1 - 0.5 * 0.093, 0.007], abs=1e-6)
 
 
 @pytest.mark.parametrize(("name", "optimizer_class"), [

@@ -4,8 +4,9 @@
   (:data:`imgclf.modeling.networks.WHITENING_LAYER`), starts as the whitening transform of the
   training split's patches: each filter an eigenvector of the patches' covariance divided by the
   square root of its eigenvalue (plus ``eps``), once as it is and once negated (the GELU after it
-  keeps both signs), its bias centring the patches; the layer is then frozen. The first layer sees
-  decorrelated, unit-variance inputs from the first step.
+  keeps both signs), its bias centring the patches; the layer is then frozen, or with
+  ``train.whiten_bias_epochs`` its kernel alone, the bias training for that many epochs (airbench's
+  3; :func:`whitening_stop_steps`). The first layer sees decorrelated, unit-variance inputs from the first step.
 - **Identity** (``train.identity_init``): each later convolution with an odd square kernel starts as
   the identity in its first ``min(in, out)`` filters (PyTorch's ``dirac_``), the rest as built: the
   block passes its input through until training finds something better.
@@ -86,6 +87,16 @@ def identity_kernel(kernel: np.ndarray) -> np.ndarray:
     return result
 
 
+def whitening_stop_steps(model: keras.Model, params: TrainParams, steps_per_epoch: int) -> dict[str, int]:
+    """``train.whiten_bias_epochs``: the step from which each of the whitening layer's variables keeps
+    its value (the kernel from the first, the bias after that many epochs), for the optimizer
+    (:class:`imgclf.modeling.optim.ScaledRateSGD`); none without it."""
+    if not params.whiten_bias_epochs:
+        return {}
+    layer = model.get_layer(WHITENING_LAYER)
+    return {layer.kernel.path: 0, layer.bias.path: params.whiten_bias_epochs * steps_per_epoch}
+
+
 def initialise(model: keras.Model, params: TrainParams, train_split: Split | None) -> None:
     """Apply ``train.identity_init`` and ``train.whiten`` (from the patches of ``train_split``) to the
     freshly built ``model``."""
@@ -109,4 +120,6 @@ def initialise(model: keras.Model, params: TrainParams, train_split: Split | Non
         filters, bias = whitening_weights(mean, covariance)
         layer.kernel.assign(filters.reshape(layer.kernel.shape).astype(np.float32))
         layer.bias.assign(bias.astype(np.float32))
-        layer.trainable = False
+        # with train.whiten_bias_epochs the layer trains, and the optimizer keeps its kernel and then its
+        # bias as they are (whitening_stop_steps)
+        layer.trainable = bool(params.whiten_bias_epochs)

@@ -18,24 +18,30 @@ from imgclf.modeling.params import TrainParams
 
 @keras.saving.register_keras_serializable(package="imgclf")
 class OneCycle(keras.optimizers.schedules.LearningRateSchedule):
-    """Smith's one-cycle policy: linear warm-up from ``peak / 25`` to ``peak`` over ``warmup_steps``,
-    then linear decay to 0 at ``total_steps`` (as in fast CIFAR-10 training: Page, "How to train
-    your ResNet")."""
+    """Smith's one-cycle policy: linear warm-up from ``start * peak`` to ``peak`` over ``warmup_steps``,
+    then linear decay to ``end * peak`` at ``total_steps``. The defaults (``peak / 25`` up, 0 at the
+    end) are fast CIFAR-10 training's (Page, "How to train your ResNet"); airbench94 runs from 0.2 to
+    0.07."""
 
-    def __init__(self, peak: float, warmup_steps: int, total_steps: int) -> None:
+    def __init__(self, peak: float, warmup_steps: int, total_steps: int, start: float = 0.04,
+                 end: float = 0.0) -> None:
         self.peak = peak
         self.warmup_steps = warmup_steps
         self.total_steps = total_steps
+        self.start = start
+        self.end = end
 
     def __call__(self, step):
         step = ops.cast(step, "float32")
-        start = self.peak / 25
-        warming = start + (self.peak - start) * step / max(self.warmup_steps, 1)
-        decaying = self.peak * (self.total_steps - step) / max(self.total_steps - self.warmup_steps, 1)
-        return ops.maximum(ops.where(step < self.warmup_steps, warming, decaying), 0.0)
+        low, high = self.start * self.peak, self.end * self.peak
+        warming = low + (self.peak - low) * step / max(self.warmup_steps, 1)
+        decaying = high + (self.peak - high) * ops.maximum(self.total_steps - step, 0.0) / max(
+            self.total_steps - self.warmup_steps, 1)
+        return ops.where(step < self.warmup_steps, warming, decaying)
 
     def get_config(self) -> dict[str, Any]:
-        return {"peak": self.peak, "warmup_steps": self.warmup_steps, "total_steps": self.total_steps}
+        return {"peak": self.peak, "warmup_steps": self.warmup_steps, "total_steps": self.total_steps,
+                "start": self.start, "end": self.end}
 
 
 ONE_CYCLE_WARMUP_SHARE = 0.3  # of all epochs, when train.warmup_epochs is 0 (PyTorch's OneCycleLR default)
@@ -68,27 +74,36 @@ def learning_rate_schedule(params: TrainParams,
     if params.schedule == "one_cycle":
         if warmup_steps == 0:
             warmup_steps = round(ONE_CYCLE_WARMUP_SHARE * total_steps)
-        return OneCycle(peak, warmup_steps, total_steps)
+        return OneCycle(peak, warmup_steps, total_steps, params.one_cycle_start, params.one_cycle_end)
     raise ValueError(f"unknown schedule {params.schedule!r}")
 
 
 @keras.saving.register_keras_serializable(package="imgclf")
 class ScaledRateSGD(keras.optimizers.SGD):
-    """SGD in which the variables at ``scaled_paths`` learn ``rate_scale`` times as fast.
+    """SGD in which the variables at ``scaled_paths`` learn ``rate_scale`` times as fast, and each
+    variable at a path of ``stop_steps`` learns only before that step.
 
-    Their gradients are multiplied by ``rate_scale`` before the update. With momentum (Nesterov's or
-    not) the update is linear in the gradients, so this is the same as a learning rate
+    Scaled: their gradients are multiplied by ``rate_scale`` before the update. With momentum
+    (Nesterov's or not) the update is linear in the gradients, so this is the same as a learning rate
     ``rate_scale`` times larger for those variables alone; weight decay, decoupled, shrinks them by
     ``lr * weight_decay`` each step as it does every other variable. Airbench94 trains its batch-norm
     shifts this way at 64 times the rate (``train.norm_shift_lr``): PyTorch gives them a parameter
     group of their own, which Keras' optimizers do not have.
+
+    Stopped: from its step on, each update of a variable in ``stop_steps`` is undone, so it keeps the
+    value it had then: no momentum left over, no weight decay (step 0: it never changes). Airbench94
+    trains its whitening layer's bias for the first 3 epochs and never its kernel
+    (``train.whiten_bias_epochs``). A variable's ``trainable`` would do it for free, but it cannot
+    change inside a run on JAX (the optimizer keeps the list it was built with) and a saved model
+    does not keep it per variable; the optimizer's config does, so a resumed run stops the same.
     """
 
     def __init__(self, *args: Any, scaled_paths: list[str] | tuple[str, ...] = (), rate_scale: float = 1.0,
-                 **kwargs: Any) -> None:
+                 stop_steps: dict[str, int] | None = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.scaled_paths = list(scaled_paths)
         self.rate_scale = rate_scale
+        self.stop_steps = dict(stop_steps or {})
 
     def apply(self, grads, trainable_variables=None):
         # JAX's stateless step passes no variables: the gradients follow the optimizer's own list
@@ -96,10 +111,20 @@ class ScaledRateSGD(keras.optimizers.SGD):
         scaled = set(self.scaled_paths)
         grads = [grad * self.rate_scale if grad is not None and variable.path in scaled else grad
                  for grad, variable in zip(grads, variables, strict=True)]
-        return super().apply(grads, None if trainable_variables is None else variables)
+        stopped = [variable for variable in variables if variable.path in self.stop_steps]
+        if not stopped:
+            return super().apply(grads, None if trainable_variables is None else variables)
+        # read before the update, which counts this step
+        learning = [self.iterations < self.stop_steps[variable.path] for variable in stopped]
+        before = [ops.copy(variable.value) for variable in stopped]
+        result = super().apply(grads, None if trainable_variables is None else variables)
+        for variable, still_learning, value in zip(stopped, learning, before, strict=True):
+            variable.assign(ops.where(still_learning, variable.value, value))
+        return result
 
     def get_config(self) -> dict[str, Any]:
-        return {**super().get_config(), "scaled_paths": self.scaled_paths, "rate_scale": self.rate_scale}
+        return {**super().get_config(), "scaled_paths": self.scaled_paths, "rate_scale": self.rate_scale,
+                "stop_steps": self.stop_steps}
 
 
 def norm_shift_paths(model: keras.Model) -> list[str]:
@@ -113,21 +138,23 @@ def norm_shift_paths(model: keras.Model) -> list[str]:
             if isinstance(layer, keras.layers.BatchNormalization) and layer.center]
 
 
-def make_optimizer(params: TrainParams, learning_rate: Any, norm_shifts: list[str] | None = None
-                   ) -> keras.optimizers.Optimizer:
+def make_optimizer(params: TrainParams, learning_rate: Any, norm_shifts: list[str] | None = None,
+                   stop_steps: dict[str, int] | None = None) -> keras.optimizers.Optimizer:
     """``train.optimizer`` with ``learning_rate`` (a float or a schedule) and ``train.weight_decay``.
 
     Weight decay is decoupled (the weights shrink by ``lr * weight_decay`` each step) for every
     optimizer; ``adamw`` is Adam with it, as in Loshchilov and Hutter. With SGD and
     ``train.norm_shift_lr`` other than 1, the batch-norm shifts ``norm_shifts`` (variable paths, from
-    :func:`norm_shift_paths`) learn that many times as fast (:class:`ScaledRateSGD`).
+    :func:`norm_shift_paths`) learn that many times as fast; the variables of ``stop_steps`` (from
+    :func:`imgclf.modeling.initialisation.whitening_stop_steps`) learn only before their step
+    (:class:`ScaledRateSGD`).
     """
     decay = params.weight_decay or None
     if params.optimizer == "sgd":
-        if params.norm_shift_lr != 1.0:
+        if params.norm_shift_lr != 1.0 or stop_steps:
             return ScaledRateSGD(learning_rate, momentum=params.momentum, nesterov=params.nesterov,
                                  weight_decay=decay, scaled_paths=norm_shifts or [],
-                                 rate_scale=params.norm_shift_lr)
+                                 rate_scale=params.norm_shift_lr, stop_steps=stop_steps)
         return keras.optimizers.SGD(learning_rate, momentum=params.momentum, nesterov=params.nesterov,
                                     weight_decay=decay)
     if params.optimizer == "adam":

@@ -108,6 +108,9 @@ class TrainParams(Section):
     label_smoothing: float = 0.0
     schedule: ScheduleName = "constant"
     warmup_epochs: float = 0.0  # cosine and one_cycle: linear warm-up from 0 (one_cycle: from lr/25)
+    # one_cycle: the rate at the first step and at the last, as shares of learning_rate (airbench: 0.2, 0.07)
+    one_cycle_start: float = 0.04
+    one_cycle_end: float = 0.0
     step_epochs: int = 10  # step: multiply the rate by step_factor every step_epochs
     step_factor: float = 0.1
     class_weight: Literal["balanced"] | None = None
@@ -117,6 +120,7 @@ class TrainParams(Section):
     # None keeps the architecture's published rate (its Network.dropout_rate in modeling/networks.py).
     dropout_rate: float | None = None
     whiten: bool = False  # the first convolution starts as the training patches' whitening (airbench only)
+    whiten_bias_epochs: int = 0  # sgd: the whitening layer's bias trains this many epochs, then freezes (airbench: 3)
     identity_init: bool = False  # 3x3 convolutions start as the identity in their first filters
     lookahead: bool = False  # airbench's: a slow copy of the weights, moved every 5 steps (training/lookahead.py)
     norm_shift_lr: float = 1.0  # sgd: the batch-norm shifts' learning rate over train.learning_rate (airbench: 64)
@@ -148,6 +152,10 @@ class TrainParams(Section):
         require_positive(f"{section}.norm_shift_lr", self.norm_shift_lr)
         require_non_negative(f"{section}.mixup", self.mixup)
         require_non_negative(f"{section}.cutmix", self.cutmix)
+        require_non_negative(f"{section}.whiten_bias_epochs", self.whiten_bias_epochs)
+        for key in ("one_cycle_start", "one_cycle_end"):
+            if not 0.0 <= getattr(self, key) <= 1.0:
+                fail(f"{section}.{key}", getattr(self, key), "use a share of train.learning_rate from 0 to 1")
         if self.norm_shift_lr != 1.0 and self.optimizer != "sgd":
             fail(f"{section}.norm_shift_lr", self.norm_shift_lr,
                  f"1 with train.optimizer {self.optimizer!r}: an adaptive optimizer's steps do not grow with the "
@@ -186,6 +194,9 @@ class TrainParams(Section):
             fail(f"{section}.whiten", self.whiten, "false unless train.model is one of "
                  + ", ".join(name for name, network in NETWORKS.items() if network.whitening)
                  + " (a network whose first convolution is a whitening layer)")
+        if self.whiten_bias_epochs and not (self.whiten and self.optimizer == "sgd"):
+            fail(f"{section}.whiten_bias_epochs", self.whiten_bias_epochs,
+                 "0 unless train.whiten is true and train.optimizer is sgd (the optimizer stops the bias)")
         if self.identity_init and self.model == "transfer":
             fail(f"{section}.identity_init", self.identity_init,
                  "false with train.model transfer: a pretrained backbone keeps its weights")

@@ -29,6 +29,7 @@ import numpy as np
 from imgclf.data.dataset import Split
 from imgclf.modeling.augment import start_epoch
 from imgclf.modeling.batches import split_batches
+from imgclf.modeling.initialisation import whitening_stop_steps
 from imgclf.modeling.mixing import Mixing
 from imgclf.modeling.models import unfreeze_backbone
 from imgclf.modeling.optim import (
@@ -75,7 +76,8 @@ def compile_model(model: keras.Model, params: TrainParams, steps: int = 1, learn
     if learning_rate is None:
         learning_rate = learning_rate_schedule(params, steps)
     binary = model.output_shape[-1] == 1
-    optimizer = make_optimizer(params, learning_rate, norm_shift_paths(model))
+    optimizer = make_optimizer(params, learning_rate, norm_shift_paths(model),
+                               whitening_stop_steps(model, params, steps))
     model.compile(optimizer=optimizer, loss=make_loss(binary, params.label_smoothing, params.mixes),
                   metrics=make_metrics(params.mixes), jit_compile=params.jit_compile)
 
