@@ -50,6 +50,18 @@ def run(args: Sequence[str], cwd: Path, check: bool = True) -> subprocess.Comple
 ALARMING = re.compile(r"\b(ERROR|WARNING|Error|Warning)\b|^[EW]\d{4} ", re.MULTILINE)
 
 
+def on_jax(imports: str, expression: str) -> typing.Any:
+    """The value of ``expression`` (JSON-serialisable) evaluated after ``imports`` in a fresh Python
+    process on Keras' JAX backend: a test's own function run as JAX runs it, in this checkout."""
+    script = (f"import json, sys; sys.path.insert(0, '.'); import keras; {imports}; "
+              f"print(json.dumps([keras.backend.backend(), {expression}]))")
+    result = subprocess.run([sys.executable, "-c", script], cwd=PROJECT_ROOT, capture_output=True, text=True,
+                            env={**command_env(), "KERAS_BACKEND": "jax"}, check=True)
+    backend, value = json.loads(result.stdout.strip().splitlines()[-1])
+    assert backend == "jax", backend
+    return value
+
+
 def alarming_lines(output: str) -> list[str]:
     """The lines of a run's output that say ERROR or WARNING (in words, or as absl's E0000/W0000): a
     good run of the default pipeline prints none (README: a good run is quiet)."""

@@ -180,17 +180,7 @@ def mixed_run_history(num_classes: int) -> dict[str, list[float]]:
 @pytest.mark.slow
 def test_a_mixed_run_learns_on_jax_too():
     """JAX reads the batches through the PyDataset and traces the loss and accuracy with its own shapes."""
-    import json
-    import subprocess
-    import sys
+    from tests.helpers import on_jax
 
-    from tests.helpers import PROJECT_ROOT, command_env
-
-    script = ("import json, sys; sys.path.insert(0, '.'); import keras; "
-              "from tests.test_mixing import mixed_run_history; "
-              "print(json.dumps([keras.backend.backend(), mixed_run_history(3)]))")
-    result = subprocess.run([sys.executable, "-c", script], cwd=PROJECT_ROOT, capture_output=True, text=True,
-                            env={**command_env(), "KERAS_BACKEND": "jax"}, check=True)
-    backend, history = json.loads(result.stdout.strip().splitlines()[-1])
-    assert backend == "jax"
+    history = on_jax("from tests.test_mixing import mixed_run_history", "mixed_run_history(3)")
     assert history["loss"][-1] < history["loss"][0] and max(history["val_accuracy"]) > 0.9

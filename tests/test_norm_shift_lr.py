@@ -4,9 +4,6 @@ the TensorFlow and the JAX backend."""
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
 from pathlib import Path
 
 import keras
@@ -17,7 +14,7 @@ from imgclf.modeling.models import build_model
 from imgclf.modeling.optim import ScaledRateSGD, make_optimizer, norm_shift_paths
 from imgclf.modeling.params import TrainParams
 from imgclf.plumbing.params import ParamsError
-from tests.helpers import PROJECT_ROOT, command_env
+from tests.helpers import on_jax
 
 RATE, SCALE = 0.01, 64.0
 
@@ -61,13 +58,8 @@ def test_the_shifts_step_scale_times_as_far_on_tensorflow():
 
 def test_the_shifts_step_scale_times_as_far_on_jax():
     """JAX's training step calls the optimizer without its variables (``stateless_apply``)."""
-    script = ("import json, sys; sys.path.insert(0, '.'); import keras; "
-              "from tests.test_norm_shift_lr import changes_after_one_step as changes; "
-              f"print(json.dumps([keras.backend.backend(), changes(None), changes({SCALE})]))")
-    result = subprocess.run([sys.executable, "-c", script], cwd=PROJECT_ROOT, capture_output=True, text=True,
-                            env={**command_env(), "KERAS_BACKEND": "jax"}, check=True)
-    backend, plain, scaled = json.loads(result.stdout.strip().splitlines()[-1])
-    assert backend == "jax"
+    plain, scaled = on_jax("from tests.test_norm_shift_lr import changes_after_one_step as changes",
+                           f"[changes(None), changes({SCALE})]")
     assert_only_the_shift_steps_further(plain, scaled)
 
 

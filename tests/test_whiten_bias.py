@@ -5,9 +5,6 @@ compile, and kept by a checkpoint."""
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
 from pathlib import Path
 
 import keras
@@ -21,7 +18,7 @@ from imgclf.modeling.optim import ScaledRateSGD
 from imgclf.modeling.params import TrainParams
 from imgclf.plumbing.params import ParamsError
 from imgclf.training.loop import compile_model
-from tests.helpers import PROJECT_ROOT, command_env
+from tests.helpers import on_jax
 from tests.test_initialisation import correlated_images
 
 STOP_STEP, STEPS = 2, 5
@@ -76,14 +73,7 @@ def test_a_stopped_variable_keeps_its_value_on_tensorflow():
 
 def test_a_stopped_variable_keeps_its_value_on_jax():
     """JAX's training step calls the optimizer without its variables (``stateless_apply``)."""
-    script = ("import json, sys; sys.path.insert(0, '.'); import keras; "
-              "from tests.test_whiten_bias import values_by_step; "
-              "print(json.dumps([keras.backend.backend(), values_by_step()]))")
-    result = subprocess.run([sys.executable, "-c", script], cwd=PROJECT_ROOT, capture_output=True, text=True,
-                            env={**command_env(), "KERAS_BACKEND": "jax"}, check=True)
-    backend, values = json.loads(result.stdout.strip().splitlines()[-1])
-    assert backend == "jax"
-    assert_the_bias_learns_then_stops(values)
+    assert_the_bias_learns_then_stops(on_jax("from tests.test_whiten_bias import values_by_step", "values_by_step()"))
 
 
 def test_the_airbench_whitening_bias_trains_its_epochs_and_the_kernel_never(tmp_path: Path):

@@ -6,7 +6,8 @@
   square root of its eigenvalue (plus ``eps``), once as it is and once negated (the GELU after it
   keeps both signs), its bias centring the patches; the layer is then frozen, or with
   ``train.whiten_bias_epochs`` its kernel alone, the bias training for that many epochs (airbench's
-  3; :func:`whitening_stop_steps`). The first layer sees decorrelated, unit-variance inputs from the first step.
+  3; :func:`whitening_stop_steps`). The first layer sees decorrelated, unit-variance inputs from the
+  first step.
 - **Identity** (``train.identity_init``): each later convolution with an odd square kernel starts as
   the identity in its first ``min(in, out)`` filters (PyTorch's ``dirac_``), the rest as built: the
   block passes its input through until training finds something better.

@@ -107,7 +107,7 @@ class TrainParams(Section):
     weight_decay: float = 0.0  # decoupled weight decay, every optimizer
     label_smoothing: float = 0.0
     schedule: ScheduleName = "constant"
-    warmup_epochs: float = 0.0  # cosine and one_cycle: linear warm-up from 0 (one_cycle: from lr/25)
+    warmup_epochs: float = 0.0  # cosine and one_cycle: linear warm-up from 0 (one_cycle: from one_cycle_start)
     # one_cycle: the rate at the first step and at the last, as shares of learning_rate (airbench: 0.2, 0.07)
     one_cycle_start: float = 0.04
     one_cycle_end: float = 0.0
