@@ -34,7 +34,7 @@ def project(tmp_path) -> Path:
 
 
 def test_the_shipped_recipes_are_the_documented_ones():
-    assert RECIPES == ["airbench", "cifar10", "photos", "photos_long", "tutorial"]
+    assert RECIPES == ["airbench", "airbench95", "cifar10", "photos", "photos_long", "tutorial"]
     assert all(load_recipe(name, PROJECT_ROOT / "recipes").description for name in RECIPES)
 
 
