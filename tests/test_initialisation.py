@@ -92,16 +92,21 @@ def test_train_identity_init_starts_every_3x3_convolution_as_the_identity():
     assert np.count_nonzero(keras.ops.convert_to_numpy(convolutions[0].kernel) == 1.0) == 0  # not the 2x2 layer
 
 
-def test_airbench_is_airbench94s_network():
-    model = build_model("airbench", (32, 32, 3), 10)
+@pytest.mark.parametrize("name, block_widths, trained_parameters", [
+    # airbench94's trained parameters (whitening 312, convolutions, batch norm shifts 1,152, the
+    # 256x10 linear layer); airbench95's the same with its wider blocks (shifts 1,792, 384x10)
+    ("airbench", (64, 256, 256), 1_971_640),
+    ("airbench95", (128, 384, 384), 4_604_728),
+])
+def test_airbench_is_airbench_s_network(name, block_widths, trained_parameters):
+    model = build_model(name, (32, 32, 3), 10)
     assert model.get_layer(WHITENING_LAYER).kernel.shape == (2, 2, 3, 24)
     norms = [layer for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization)]
     assert len(norms) == 6 and all(not norm.scale and norm.momentum == 0.6 for norm in norms)
     widths = [layer.filters for layer in model.layers if isinstance(layer, keras.layers.Conv2D)]
-    assert widths == [24, 64, 64, 256, 256, 256, 256]
-    # airbench94's trained parameters (whitening 312, convolutions, batch norm shifts 1,152, the
-    # 256x10 linear layer), and the bias of our classifier
-    assert sum(int(np.prod(weight.shape)) for weight in model.trainable_weights) == 1_971_640 + 10
+    assert widths == [24] + [width for width in block_widths for _ in range(2)]
+    # and the bias of our classifier
+    assert sum(int(np.prod(weight.shape)) for weight in model.trainable_weights) == trained_parameters + 10
 
 @pytest.mark.parametrize("text, message", [
     ({"model": "simple_cnn", "whiten": True}, "train.whiten.*airbench"),

@@ -68,7 +68,7 @@ def test_missing_keys_take_defaults(tmp_path):
         ("train:\n  learning_rate: '0.01'\n", r"train\.learning_rate = '0\.01' .*a number"),
         ("train:\n  optimizer: adamx\n", r"train\.optimizer = 'adamx' .*sgd, adam, adamw, rmsprop, adadelta"),
         ("train:\n  model: resnet\n",
-         r"train\.model = 'resnet' .*vgg16, resnet20, resnet56, fast_cnn, airbench, transfer"),
+         r"train\.model = 'resnet' .*vgg16, resnet20, resnet56, fast_cnn, airbench, airbench95, transfer"),
         ("train:\n  dropout_rate: 1.5\n", r"train\.dropout_rate = 1\.5"),
         ("train:\n  augment:\n    rotation: 200\n", r"train\.augment\.rotation = 200\.0 .*degrees"),
         ("train:\n  augment:\n    width_shift: 1\n", r"train\.augment\.width_shift = 1\.0 .*fraction"),

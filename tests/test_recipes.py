@@ -102,8 +102,9 @@ def test_an_unknown_recipe_lists_the_known_ones(project):
 
 @pytest.mark.slow
 @pytest.mark.real_data
-def test_the_airbench_recipe_runs_on_real_cifar10_images_with_every_method_on(tmp_path):
-    """`imgclf recipe airbench --apply`, then `dvc exp run` for 3 epochs on a few hundred real CIFAR-10 images."""
+@pytest.mark.parametrize("recipe", ["airbench", "airbench95"])
+def test_the_airbench_recipes_run_on_real_cifar10_images_with_every_method_on(tmp_path, recipe):
+    """`imgclf recipe NAME --apply`, then `dvc exp run` for 3 epochs on a few hundred real CIFAR-10 images."""
     import json
 
     from imgclf.modeling.augment import AlternatingFlip, RandomTranslate
@@ -113,7 +114,7 @@ def test_the_airbench_recipe_runs_on_real_cifar10_images_with_every_method_on(tm
 
     images = extract_cifar10_subset(tmp_path / "cifar", train_per_class=40, test_per_class=4)
     project = make_project(tmp_path / "project", heatmaps=False)
-    run(["imgclf", "recipe", "airbench", "--apply"], project)
+    run(["imgclf", "recipe", recipe, "--apply"], project)
     run(["dvc", "exp", "run", "-S", "data.source=folder", "-S", f"data.path={images}", "-S", "train.epochs=3",
          "-S", "train.warmup_epochs=1.0"], project)
 
@@ -122,6 +123,7 @@ def test_the_airbench_recipe_runs_on_real_cifar10_images_with_every_method_on(tm
     augmentation = [type(layer) for layer in model.get_layer("augmentation").layers]
     assert augmentation == [AlternatingFlip, RandomTranslate]
     params = YAML(typ="safe").load((project / "params.yaml").read_text())
+    assert params["train"]["model"] == recipe
     assert params["evaluate"]["tta"] == "flip_translate" and params["train"]["identity_init"] is True
     assert params["train"]["lookahead"] is True and params["train"]["norm_shift_lr"] == 64
     assert json.loads((project / "metrics/train.json").read_text())["epochs"] == 3

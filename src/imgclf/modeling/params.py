@@ -119,7 +119,7 @@ class TrainParams(Section):
     reduce_lr_factor: float = 0.1
     # None keeps the architecture's published rate (its Network.dropout_rate in modeling/networks.py).
     dropout_rate: float | None = None
-    whiten: bool = False  # the first convolution starts as the training patches' whitening (airbench only)
+    whiten: bool = False  # the first convolution starts as the training patches' whitening (airbench, airbench95)
     whiten_bias_epochs: int = 0  # sgd: the whitening layer's bias trains this many epochs, then freezes (airbench: 3)
     identity_init: bool = False  # 3x3 convolutions start as the identity in their first filters
     lookahead: bool = False  # airbench's: a slow copy of the weights, moved every 5 steps (training/lookahead.py)
