@@ -98,7 +98,7 @@ def test_train_identity_init_starts_every_3x3_convolution_as_the_identity():
     ("airbench", (64, 256, 256), 1_971_640),
     ("airbench95", (128, 384, 384), 4_604_728),
 ])
-def test_airbench_is_airbench_s_network(name, block_widths, trained_parameters):
+def test_the_airbench_networks_are_airbench94s_and_airbench95s(name, block_widths, trained_parameters):
     model = build_model(name, (32, 32, 3), 10)
     assert model.get_layer(WHITENING_LAYER).kernel.shape == (2, 2, 3, 24)
     norms = [layer for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization)]
@@ -107,6 +107,7 @@ def test_airbench_is_airbench_s_network(name, block_widths, trained_parameters):
     assert widths == [24] + [width for width in block_widths for _ in range(2)]
     # and the bias of our classifier
     assert sum(int(np.prod(weight.shape)) for weight in model.trainable_weights) == trained_parameters + 10
+
 
 @pytest.mark.parametrize("text, message", [
     ({"model": "simple_cnn", "whiten": True}, "train.whiten.*airbench"),
