@@ -37,3 +37,30 @@ def test_every_benchmark_returns_its_targets_exit_status(script):
     final = main.body[-1]
     assert isinstance(final, ast.Return) and ast.unparse(final) == "return targets.exit_status()", script
     assert "'met' if" not in source and '"met" if' not in source, f"{script} decides a target outside Targets"
+
+
+# Lines of oneDNN's verbose log as TensorFlow 2.20 wrote them on an AMX Xeon (ONEDNN_VERBOSE=1).
+ONEDNN_LOG = """onednn_verbose,v1,info,oneDNN v3.7.3 (commit N/A)
+onednn_verbose,v1,primitive,exec,cpu,convolution,brg_conv_fwd:avx10_1_512_amx,forward_training,src:bf16::blocked:acdb::f0 wei:bf16:a:blocked:Acdb16a::f0 bia:undef::undef::: dst:bf16::blocked:acdb::f0,,alg:convolution_direct,mb512_ic384oc384_ih7oh7kh3sh1dh0ph1_iw7ow7kw3sw1dw0pw1,50.5
+onednn-profile: timed steps start
+onednn_verbose,v1,primitive,exec,cpu,convolution,brgconv_bwd_w:avx10_1_512_amx,backward_weights,src:bf16::blocked:acdb::f0 wei:bf16:a:blocked:ABcd16b16a2b::f0 bia:undef::undef::: dst:bf16::blocked:acdb::f0,,alg:convolution_direct,mb512_ic384oc384_ih7oh7kh3sh1dh0ph1_iw7ow7kw3sw1dw0pw1,130.741
+onednn_verbose,v1,primitive,exec,cpu,pooling,jit:avx512_core_bf16,forward_training,src:bf16::blocked:acdb::f0 dst:bf16::blocked:acdb::f0 ws:u8::blocked:acdb::f0,,alg:pooling_max,mb512ic128_ih31oh15kh2sh2dh0ph0_iw31ow15kw2sw2dw0pw0,16.0791
+onednn-profile: timed steps end: 8.503 s
+onednn_verbose,v1,primitive,exec,cpu,pooling,jit:avx512_core_bf16,forward_training,src:bf16::blocked:acdb::f0,,alg:pooling_max,mb512ic128_ih31oh15kh2sh2dh0ph0_iw31ow15kw2sw2dw0pw0,9.0"""  # noqa: E501  (the log's lines as written)
+
+
+def test_the_onednn_profile_reads_the_timed_steps_primitives_and_counts_a_convolutions_flops(monkeypatch):
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    profile = importlib.import_module("onednn_profile")
+
+    primitives = profile.parse_log(ONEDNN_LOG.splitlines())
+
+    assert [(p.kind, p.implementation, p.direction, p.milliseconds) for p in primitives] == [
+        ("convolution", "brgconv_bwd_w:avx10_1_512_amx", "backward_weights", 130.741),
+        ("pooling", "jit:avx512_core_bf16", "forward_training", 16.0791)]
+    # 512 images x 7 x 7 outputs x 384 x 384 channels x 3 x 3, two FLOPs a multiply-add
+    assert profile.convolution_flops(primitives[0].shape) == 2 * 512 * 7 * 7 * 384 * 384 * 3 * 3
+    grouped = "mb2_g32ic32oc32_ih8oh8kh3sh1dh0ph1_iw8ow8kw3sw1dw0pw1"  # 32 groups of one channel each
+    assert profile.convolution_flops(grouped) == 2 * 2 * 8 * 8 * 32 * 3 * 3
+    with pytest.raises(ValueError, match="not a 2-D convolution"):
+        profile.convolution_flops(primitives[1].shape)
