@@ -108,6 +108,7 @@ def test_the_airbench_recipes_run_on_real_cifar10_images_with_every_method_on(tm
     import json
 
     from imgclf.modeling.augment import AlternatingFlip, RandomTranslate
+    from imgclf.modeling.devices import has_bf16_units
     from imgclf.modeling.modelio import load_model
     from imgclf.modeling.networks import WHITENING_LAYER
     from tests.helpers import extract_cifar10_subset, make_project
@@ -126,5 +127,9 @@ def test_the_airbench_recipes_run_on_real_cifar10_images_with_every_method_on(tm
     assert params["train"]["model"] == recipe
     assert params["evaluate"]["tta"] == "flip_translate" and params["train"]["identity_init"] is True
     assert params["train"]["lookahead"] is True and params["train"]["norm_shift_lr"] == 64
-    assert json.loads((project / "metrics/train.json").read_text())["epochs"] == 3
+    training = json.loads((project / "metrics/train.json").read_text())
+    assert training["epochs"] == 3
+    # train.mixed_precision: auto, in bfloat16 where the CPU has the units for it (AVX-512 BF16, AMX)
+    assert params["train"]["mixed_precision"] == "auto"
+    assert training["precision"] == ("mixed_bfloat16" if has_bf16_units() else "float32")
     assert json.loads((project / "metrics/evaluate.json").read_text())["test_images"] == 40

@@ -11,7 +11,7 @@ import pytest
 from dvclive import Live
 
 from imgclf.data.dataset import ImageSet
-from imgclf.modeling.devices import describe_cpu
+from imgclf.modeling.devices import describe_cpu, has_bf16_units, resolve_precision
 from imgclf.modeling.models import BACKBONE_LAYER, build_model
 from imgclf.modeling.optim import (
     OneCycle,
@@ -156,6 +156,19 @@ def test_describe_cpu_names_the_model_and_the_widest_vector_instructions():
     assert describe_cpu(f"processor : 0\nmodel name : AMD EPYC\nflags : {flags}\n") == "cpu (AMD EPYC, AVX-512 VNNI)"
     assert describe_cpu("model name : Old\nflags : sse2 avx\n") == "cpu (Old, AVX)"
     assert describe_cpu("") == "cpu"
+
+
+@pytest.mark.parametrize(("flags", "bf16_units"), [("avx2 avx512f avx512_bf16", True),  # AMD EPYC (Zen 4)
+                                                   ("avx512f avx512_bf16 amx_bf16 amx_tile", True),  # Xeon, AMX
+                                                   ("avx2 fma avx512f avx512_vnni", False), ("sse2 avx", False)])
+def test_auto_precision_is_bfloat16_on_a_cpu_with_bf16_units_and_float32_without(flags, bf16_units):
+    cpuinfo = f"processor : 0\nmodel name : Some CPU\nflags : {flags}\n"
+    assert has_bf16_units(cpuinfo) is bf16_units
+    assert resolve_precision("auto", 0, cpu_bf16_units=has_bf16_units(cpuinfo)) == \
+        ("mixed_bfloat16" if bf16_units else "float32")
+    assert resolve_precision("auto", 1, cpu_bf16_units=bf16_units) == "mixed_float16"  # a GPU: its tensor cores
+    assert resolve_precision("off", 0, cpu_bf16_units=bf16_units) == "float32"  # a setting is kept as it is
+    assert has_bf16_units("") is False  # unreadable: float32, never an emulated bfloat16
 
 
 def test_a_diverging_run_says_to_lower_the_learning_rate():

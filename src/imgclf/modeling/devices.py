@@ -66,10 +66,13 @@ def resolve_distribution(setting: str, accelerators: int, cluster: bool) -> str:
     return "mirrored" if accelerators > 1 else "none"
 
 
-def resolve_precision(setting: str, accelerators: int) -> str:
-    """``auto``: float16 mixed precision on a GPU (tensor cores), float32 on a CPU (where it is slower)."""
+def resolve_precision(setting: str, accelerators: int, cpu_bf16_units: bool = False) -> str:
+    """``auto``: float16 mixed precision on a GPU (tensor cores); on a CPU, bfloat16 where it has bf16
+    units that its kernels use (``cpu_bf16_units``), else float32 (where half precision is slower)."""
     if setting == "auto":
-        return "mixed_float16" if accelerators else "float32"
+        if accelerators:
+            return "mixed_float16"
+        return "mixed_bfloat16" if cpu_bf16_units else "float32"
     return PRECISION_POLICIES[setting]
 
 
@@ -107,16 +110,33 @@ CPU_INSTRUCTION_SETS = (("amx_tile", "AMX"), ("avx512_bf16", "AVX-512 BF16"), ("
                         ("avx512f", "AVX-512"), ("avx2", "AVX2"), ("avx", "AVX"))
 
 
-def describe_cpu(cpuinfo: str | None = None) -> str:
-    """``cpu (AMD EPYC, AVX-512 BF16)``: the CPU's model and its widest vector instructions, which
-    decide its floating-point results (read from /proc/cpuinfo; plain ``cpu`` where it cannot be read)."""
+# The x86 flags of the bf16 units that oneDNN multiplies bfloat16 with: train.mixed_precision: auto
+# trains in bfloat16 on a CPU with either (1.26-1.31x float32's speed, benchmarks/README.md); without
+# them bfloat16 is emulated, several times slower than float32.
+BF16_UNIT_FLAGS = ("amx_bf16", "avx512_bf16")
+
+
+def _cpu_fields(cpuinfo: str | None) -> dict[str, str]:
+    """The first processor's fields of /proc/cpuinfo (or of ``cpuinfo``); none where it cannot be read."""
     if cpuinfo is None:
         try:
             cpuinfo = Path("/proc/cpuinfo").read_text()
         except OSError:
-            return "cpu"
+            return {}
     fields = dict(line.split(":", 1) for line in cpuinfo.splitlines() if ":" in line)
-    fields = {key.strip(): value.strip() for key, value in fields.items()}
+    return {key.strip(): value.strip() for key, value in fields.items()}
+
+
+def has_bf16_units(cpuinfo: str | None = None) -> bool:
+    """Whether the CPU has bf16 units oneDNN uses (:data:`BF16_UNIT_FLAGS`)."""
+    flags = set(_cpu_fields(cpuinfo).get("flags", "").split())
+    return any(flag in flags for flag in BF16_UNIT_FLAGS)
+
+
+def describe_cpu(cpuinfo: str | None = None) -> str:
+    """``cpu (AMD EPYC, AVX-512 BF16)``: the CPU's model and its widest vector instructions, which
+    decide its floating-point results (read from /proc/cpuinfo; plain ``cpu`` where it cannot be read)."""
+    fields = _cpu_fields(cpuinfo)
     flags = set(fields.get("flags", "").split())
     widest = next((name for flag, name in CPU_INSTRUCTION_SETS if flag in flags), None)
     details = [part for part in (fields.get("model name"), widest) if part]
@@ -137,7 +157,7 @@ def _setup_tensorflow(setting: str, mixed_precision: str) -> DeviceSetup:
     names = [tf.config.experimental.get_device_details(gpu).get("device_name", gpu.name) for gpu in gpus]
     device = f"{len(gpus)} x {names[0]}" if gpus else describe_cpu()
     distribution = resolve_distribution(setting, len(gpus), cluster)
-    precision = resolve_precision(mixed_precision, len(gpus))
+    precision = resolve_precision(mixed_precision, len(gpus), cpu_bf16_units=has_bf16_units())
     if distribution == "none":
         return DeviceSetup("tensorflow", device, len(gpus), distribution, 1, precision)
     if distribution == "mirrored":
@@ -182,6 +202,7 @@ def _setup_jax(setting: str, mixed_precision: str) -> DeviceSetup:
     accelerators = [d for d in devices if d.platform != "cpu"]
     device = f"{len(accelerators)} x {accelerators[0].device_kind}" if accelerators else describe_cpu()
     distribution = resolve_distribution(setting, len(accelerators), cluster)
+    # auto stays float32 on a CPU here: bfloat16's gain was measured through TensorFlow's oneDNN kernels only
     precision = resolve_precision(mixed_precision, len(accelerators))
     shard = (jax.process_index(), jax.process_count())
     if distribution != "none" and len(devices) > 1:
