@@ -117,7 +117,8 @@ BF16_UNIT_FLAGS = ("amx_bf16", "avx512_bf16")
 
 
 def _cpu_fields(cpuinfo: str | None) -> dict[str, str]:
-    """The first processor's fields of /proc/cpuinfo (or of ``cpuinfo``); none where it cannot be read."""
+    """The fields of /proc/cpuinfo (or of ``cpuinfo``), its last processor's where it lists several (one
+    CPU model, the same fields); none where it cannot be read."""
     if cpuinfo is None:
         try:
             cpuinfo = Path("/proc/cpuinfo").read_text()
