@@ -41,7 +41,8 @@ def test_the_differences_of_a_linear_score_are_its_weights_times_the_map():
 
     for class_index in (0, 1):
         expected = (feature_map * weights[..., class_index]).sum(axis=-1)
-        np.testing.assert_allclose(hires_cam(feature_map, scores, class_index), expected, atol=1e-8)
+        # atol: float64 rounding of the scores over 2h
+        np.testing.assert_allclose(hires_cam(feature_map, scores, class_index), expected, atol=1e-6)
 
 
 def test_the_differences_of_a_relu_head_are_its_gradient_times_the_map():
@@ -55,7 +56,19 @@ def test_the_differences_of_a_relu_head_are_its_gradient_times_the_map():
     active = (feature_map.reshape(-1) @ hidden) > 0
     gradient = (hidden * active) @ classifier[:, 2]  # d score_2 / d map, by hand
     expected = (feature_map.reshape(-1) * gradient).reshape(2, 2, 3).sum(axis=-1)
-    np.testing.assert_allclose(hires_cam(feature_map, scores, 2), expected, atol=1e-8)
+    np.testing.assert_allclose(hires_cam(feature_map, scores, 2), expected, atol=1e-6)
+
+
+def test_the_differences_of_a_max_over_places_credit_only_the_largest_even_one_float32_step_ahead():
+    largest = np.float32(0.67)
+    second = np.nextafter(largest, np.float32(0))  # 6e-8 below it: the closest two places can lie
+    feature_map = np.array([[[largest], [second]], [[0.1], [0.2]]], dtype=np.float32)
+
+    def scores(maps: np.ndarray) -> np.ndarray:  # global max pooling, then one weight per class
+        return maps.max(axis=(1, 2)) * np.array([3.0, -2.0])
+
+    expected = np.array([[3.0 * largest, 0.0], [0.0, 0.0]])  # as the gradient: all of it at the maximum
+    np.testing.assert_allclose(hires_cam(feature_map, scores, 0), expected, atol=1e-6)
 
 
 def test_a_single_sigmoid_unit_scores_class_0_as_minus_its_logit():
@@ -77,6 +90,17 @@ def test_a_map_with_no_evidence_gives_none_and_the_others_are_scaled_to_the_imag
     first, second = heatmaps_by_differences(feature_maps_of, scores, images, [0, 0])
     assert second is None
     assert first is not None and first.shape == (8, 8) and first.max() == 1.0 and first.min() == 0.0
+
+
+def test_feature_maps_differ_by_each_images_share_of_its_own_peak():
+    from imgclf.serving.heatmap_models import feature_map_difference
+
+    expected = np.array([[[[2.0, -4.0]]], [[[0.5, 0.25]]]])  # peaks |-4| and 0.5
+    actual = expected + np.array([[[[0.0, 0.4]]], [[[0.01, 0.0]]]])
+    assert feature_map_difference(expected, actual) == pytest.approx(0.1)  # 0.4 / 4, not 0.4 / 0.5
+    zeros = np.zeros((1, 1, 1, 2))
+    assert feature_map_difference(zeros, zeros) == 0.0
+    assert feature_map_difference(zeros, zeros + 1e-9) == float("inf")
 
 
 def test_a_float64_copy_of_an_onnx_graph_computes_what_the_float32_one_does():
@@ -131,8 +155,11 @@ def trained(name: str, images: np.ndarray, labels: np.ndarray):
     import keras
 
     from imgclf.modeling.models import build_model
+    from imgclf.training.loop import make_deterministic
 
-    keras.utils.set_random_seed(0)
+    # as the train stage: with TensorFlow's op determinism on (process-wide, so on for every test of
+    # the process after it, in whatever order they run), which changes the kernels' rounding
+    make_deterministic(0)
     model = build_model(name, images.shape[1:], len(FLOWER_CLASSES), seed=0)
     model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="sparse_categorical_crossentropy")
     model.fit(images, labels, epochs=2, batch_size=16, verbose=0)  # batch norm statistics that are not the start's
@@ -142,11 +169,24 @@ def trained(name: str, images: np.ndarray, labels: np.ndarray):
 @pytest.mark.slow
 @pytest.mark.parametrize("name", ["simple_cnn", "fast_cnn", "airbench"])  # flatten+dense, max pooling, pool to 1x1
 def test_the_onnx_graphs_give_keras_heatmaps_on_real_photos(name, photo_split, tmp_path):
+    """Each graph gives what Keras does on every photo: the features graph Keras' feature maps, the
+    scores graph Keras' heatmaps from the same maps. Both together give each photo Keras' HiResCAM
+    of the ONNX feature maps, and Keras' own heatmap on all but the rare photo where a channel's
+    largest places are closer than float32's rounding (heatmap_models' docstring)."""
     from imgclf.modeling.models import AUGMENTATION_LAYER
     from imgclf.reporting.explain import GradCam
     from imgclf.reporting.heatmaps import OnnxHeatmaps
     from imgclf.serving.export import without_layer
-    from imgclf.serving.heatmap_models import CHECK_TOLERANCE, add_heatmap_models, heatmap_graphs
+    from imgclf.serving.heatmap_models import (
+        CHECK_TOLERANCE,
+        add_heatmap_models,
+        feature_map_difference,
+        heatmap_difference,
+        heatmap_graphs,
+    )
+
+    def largest_difference(expected: list, actual: list) -> float:
+        return max(heatmap_difference(one, other) for one, other in zip(expected, actual, strict=True))
 
     root, images, labels = photo_split
     model = trained(name, images, labels)
@@ -158,12 +198,19 @@ def test_the_onnx_graphs_give_keras_heatmaps_on_real_photos(name, photo_split, t
     cut = GradCam.of(serving_model, images[:4])
     assert onnx_heatmaps.layer == cut.layer
     classes = serving_model.predict(images, verbose=0).argmax(axis=1)
-    expected, actual = cut.heatmaps(images, classes), onnx_heatmaps.heatmaps(images, classes)
+    keras_maps, onnx_maps = cut.feature_maps(images), onnx_heatmaps.feature_maps(images)
+    expected = cut.heatmaps(images, classes)
+    from_keras_maps = onnx_heatmaps.heatmaps(images, classes, feature_maps_of=cut.feature_maps)
+    actual = onnx_heatmaps.heatmaps(images, classes)
+    keras_of_onnx_maps = cut.heatmaps(images, classes, feature_maps_of=onnx_heatmaps.feature_maps)
+
+    assert feature_map_difference(keras_maps, onnx_maps) <= CHECK_TOLERANCE
     assert sum(heat is not None for heat in expected) >= len(images) // 2
-    for keras_map, onnx_map in zip(expected, actual, strict=True):
-        assert (keras_map is None) == (onnx_map is None)
-        if keras_map is not None:
-            assert np.max(np.abs(keras_map - onnx_map)) <= CHECK_TOLERANCE
+    assert largest_difference(expected, from_keras_maps) <= CHECK_TOLERANCE
+    assert largest_difference(keras_of_onnx_maps, actual) <= CHECK_TOLERANCE
+    apart = [index for index, (one, other) in enumerate(zip(expected, actual, strict=True))
+             if heatmap_difference(one, other) > CHECK_TOLERANCE]
+    assert len(apart) <= len(images) // 20, f"{len(apart)} of {len(images)} photos' heatmaps differ: {apart}"
 
 
 @pytest.mark.slow

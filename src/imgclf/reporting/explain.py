@@ -96,16 +96,23 @@ class GradCam:
             raise ExplainError(f"{model.name} is not a chain after {cut.name}: no Grad-CAM cut reproduces its outputs")
         return explained
 
-    def heatmaps(self, images: np.ndarray, classes: Sequence[int] | np.ndarray) -> list[np.ndarray | None]:
+    def feature_maps(self, images: np.ndarray) -> np.ndarray:
+        """The last spatial feature map of each image: float32 (n, height, width, channels)."""
+        return keras.ops.convert_to_numpy(self.features(images, training=False)).astype(np.float32)
+
+    def heatmaps(self, images: np.ndarray, classes: Sequence[int] | np.ndarray,
+                 feature_maps_of: Callable[[np.ndarray], np.ndarray] | None = None) -> list[np.ndarray | None]:
         """For each image, where the evidence for its class lies: (height, width) in [0, 1], the
-        image's size; ``None`` where the map holds no evidence for the class at all."""
+        image's size; ``None`` where the map holds no evidence for the class at all.
+
+        ``feature_maps_of`` replaces :meth:`feature_maps` (a test gives the ONNX graph's maps)."""
         classes = np.asarray(classes, dtype=np.int64)
+        feature_maps_of = feature_maps_of or self.feature_maps
         maps = []
         # HEATMAP_BATCH images at a time: a gallery may hold 8 images of each of 100 classes, and
         # the activations and gradients of all at once would grow with the number of classes
         for start in range(0, len(images), HEATMAP_BATCH):
-            chunk = images[start:start + HEATMAP_BATCH]
-            feature_maps = keras.ops.convert_to_numpy(self.features(chunk, training=False)).astype(np.float32)
+            feature_maps = np.asarray(feature_maps_of(images[start:start + HEATMAP_BATCH]), dtype=np.float32)
             gradients = _gradients(self.head, self.classifier, feature_maps, classes[start:start + HEATMAP_BATCH])
             # HiResCAM: each position's own gradient times its activation. With Grad-CAM's gradient
             # averaged over the positions, simple_cnn put 0.37 of its map on the square's quadrant of
