@@ -94,6 +94,19 @@ def accuracy_by_time(project: Path) -> list[tuple[int, float, float]]:
     return table
 
 
+def print_time_to_accuracy(history: list[tuple[int, float, float]], unit: str = "minutes") -> None:
+    """:func:`accuracy_by_time`'s table, in ``unit`` (minutes or seconds) of training, and the time
+    to each of the :data:`MILESTONES`."""
+    scale = {"minutes": 60.0, "seconds": 1.0}[unit]
+    print(f"| epoch | training {unit} | validation accuracy |\n| --- | --- | --- |")
+    for epoch, seconds, val_accuracy in history:
+        print(f"| {epoch} | {seconds / scale:.1f} | {val_accuracy:.4f} |")
+    for milestone in MILESTONES:
+        reached = next((seconds for _, seconds, value in history if value >= milestone), None)
+        print(f"validation accuracy {milestone:.0%}: " + (f"after {reached / scale:.1f} {unit} of training"
+                                                        if reached is not None else "not reached"))
+
+
 def exp_run(project: Path, name: str, params: dict) -> str:
     """``dvc exp run`` with ``params`` set; its log."""
     settings = [argument for key, value in params.items() for argument in ("-S", f"{key}={json.dumps(value)}")]
@@ -192,14 +205,7 @@ def main() -> int:
         print(f"recipe: dvc repro {wall / 60:.1f} min from the images to the test metrics; training "
               f"{training / 60:.1f} min ({train['epochs']} epochs, {train['train_images_per_second']:.0f} "
               f"images/s); test accuracy {accuracy:.4f}")
-        history = accuracy_by_time(project)
-        print("| epoch | training minutes | validation accuracy |\n| --- | --- | --- |")
-        for epoch, seconds, val_accuracy in history:
-            print(f"| {epoch} | {seconds / 60:.1f} | {val_accuracy:.4f} |")
-        for milestone in MILESTONES:
-            reached = next((seconds for _, seconds, value in history if value >= milestone), None)
-            print(f"validation accuracy {milestone:.0%}: " + (f"after {reached / 60:.1f} min of training"
-                                                            if reached is not None else "not reached"))
+        print_time_to_accuracy(accuracy_by_time(project))
         if not args.skip_baseline:
             baseline(project, training)
 

@@ -39,6 +39,18 @@ def test_every_benchmark_returns_its_targets_exit_status(script):
     assert "'met' if" not in source and '"met" if' not in source, f"{script} decides a target outside Targets"
 
 
+def test_the_gpu_benchmark_runs_every_stage_of_dvc_yaml_in_its_order_with_all_its_commands(monkeypatch):
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    gpu_train_rate = importlib.import_module("gpu_train_rate")
+
+    stages = gpu_train_rate.stage_commands(PROJECT_ROOT)
+
+    assert [name for name, _ in stages] == ["download", "split", "resize", "train", "evaluate", "export"]
+    train = dict(stages)["train"]
+    assert [command.split()[:2] for command in train] == [["python", "stages/train.py"],
+                                                         ["python", "stages/onnx_copy.py"]]
+
+
 # Lines of oneDNN's verbose log as TensorFlow 2.20 wrote them on an AMX Xeon (ONEDNN_VERBOSE=1).
 ONEDNN_LOG = """onednn_verbose,v1,info,oneDNN v3.7.3 (commit N/A)
 onednn_verbose,v1,primitive,exec,cpu,convolution,brg_conv_fwd:avx10_1_512_amx,forward_training,src:bf16::blocked:acdb::f0 wei:bf16:a:blocked:Acdb16a::f0 bia:undef::undef::: dst:bf16::blocked:acdb::f0,,alg:convolution_direct,mb512_ic384oc384_ih7oh7kh3sh1dh0ph1_iw7ow7kw3sw1dw0pw1,50.5
