@@ -12,12 +12,14 @@ max pooling), the copies stay on the side of the kink where the gradient is take
 they did not: a photo whose channel had its two largest places 1.4e-6 apart got half the credit at
 both, 0.049 of its map's peak away from Keras' heatmap. An exact tie between two places still
 gives each half, as TensorFlow's gradient of a maximum does. In float64 the differences agree with
-TensorFlow's gradients to 2.5e-6 of a map's peak or better (measured on 80 flower photos for
-``simple_cnn``, ``fast_cnn`` and ``airbench``: 2.5e-6, 1.8e-7 and 3.6e-7). This is what lets the evaluate
-stage draw its heatmaps with ONNX Runtime, which has no gradients, instead of importing TensorFlow:
-:class:`OnnxHeatmaps` runs the two ONNX graphs that :mod:`imgclf.serving.heatmap_models` writes
-(checked against Keras' heatmaps), and :func:`main` is the process of
-:class:`imgclf.reporting.heatmap_galleries.HeatmapGalleries` that draws the galleries with them.
+TensorFlow's gradients to 2.5e-6 of a map's peak or better (measured on 80 flower photos:
+``simple_cnn`` 2.5e-6, ``fast_cnn`` 1.8e-7, ``airbench`` 3.6e-7).
+
+This is what lets the evaluate stage draw its heatmaps with ONNX Runtime, which has no gradients,
+instead of importing TensorFlow: :class:`OnnxHeatmaps` runs the two ONNX graphs that
+:mod:`imgclf.serving.heatmap_models` writes (checked against Keras' heatmaps), and :func:`main` is
+the process of :class:`imgclf.reporting.heatmap_galleries.HeatmapGalleries` that draws the
+galleries with them.
 
 Nothing here imports Keras or TensorFlow; the functions take plain callables.
 """

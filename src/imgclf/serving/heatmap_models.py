@@ -25,11 +25,10 @@ float32 rounding: 1.4e-6 apart in one of 80 flower photos through ``fast_cnn``, 
 TensorFlow maps differ by up to 9.5e-7. Where the rounding orders them the other way, each
 heatmap credits a different place, each the photo's HiResCAM to within float32's rounding.
 
-They are written by the training process, for a
-model small enough to be converted there (:func:`imgclf.serving.model_folder.onnx_copy_in_training`),
-and only where the map has at most ``MAX_POSITIONS`` places: a larger map costs more evaluations of
-the scores than one gradient does. Without them the evaluate stage draws its heatmaps with Keras, in
-a process of its own, as before.
+They are written by the training process, for a model small enough to be converted there
+(:func:`imgclf.serving.model_folder.onnx_copy_in_training`), and only where the map has at most
+``MAX_POSITIONS`` places: a larger map costs more evaluations of the scores than one gradient does.
+Without them the evaluate stage draws its heatmaps with Keras, in a process of its own, as before.
 """
 
 from __future__ import annotations
