@@ -29,6 +29,7 @@ from __future__ import annotations
 import argparse
 import itertools
 import os
+import shutil
 import subprocess
 import sys
 import tarfile
@@ -51,8 +52,6 @@ WARM_STEPS = 5  # resident steps before the timed ones: compiling, the allocator
 
 def copy_pipeline(destination: Path) -> Path:
     """The pipeline's files (no outputs, no git or DVC repository: nothing here runs DVC)."""
-    import shutil
-
     destination.mkdir(parents=True)
     for name in PROJECT_FILES:
         source = ROOT / name
@@ -159,8 +158,6 @@ def main() -> int:
         set_params(project, **{"data.source": "folder", "data.path": str(Path(scratch) / "cifar10"), **settings})
         stage_seconds = run_stages(project)
         if args.keep:
-            import shutil
-
             for folder in ("metrics", "logs"):
                 shutil.copytree(project / folder, args.keep / folder, dirs_exist_ok=True)
         accuracy, train = results(project)

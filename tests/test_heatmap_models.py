@@ -157,8 +157,9 @@ def trained(name: str, images: np.ndarray, labels: np.ndarray):
     from imgclf.modeling.models import build_model
     from imgclf.training.loop import make_deterministic
 
-    # as the train stage: with TensorFlow's op determinism on (process-wide, so on for every test of
-    # the process after it, in whatever order they run), which changes the kernels' rounding
+    # as the train stage trains: TensorFlow's op determinism on. It is a process-wide switch that any
+    # earlier training test of the process turns on, and it changes the kernels' rounding: on here,
+    # the test sees the same kernels whichever tests ran before it
     make_deterministic(0)
     model = build_model(name, images.shape[1:], len(FLOWER_CLASSES), seed=0)
     model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="sparse_categorical_crossentropy")

@@ -20,10 +20,11 @@ each to within ``CHECK_TOLERANCE`` of a map's peak.
 
 Each graph is checked on its own: the two together need not give Keras' heatmap to that tolerance
 when both are right. Where a network pools its map by a maximum (``fast_cnn``'s global one,
-``airbench``'s 3x3 windows), a channel's two largest places can lie closer than the feature maps'
+``airbench``'s 3x3 windows), a channel's two largest places can lie as close as the feature maps'
 float32 rounding: 1.4e-6 apart in one of 80 flower photos through ``fast_cnn``, whose ONNX and
-TensorFlow maps differ by up to 9.5e-7. Where the rounding orders them the other way, each
-heatmap credits a different place, each the photo's HiResCAM to within float32's rounding.
+TensorFlow maps differ by up to 9.5e-7. Where two lie closer than the graphs' maps differ, the
+rounding can order them one way in ONNX Runtime and the other in TensorFlow, and each heatmap then
+credits a different place, each the photo's HiResCAM to within float32's rounding.
 
 They are written by the training process, for a model small enough to be converted there
 (:func:`imgclf.serving.model_folder.onnx_copy_in_training`), and only where the map has at most
