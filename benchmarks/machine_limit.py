@@ -2,6 +2,7 @@
 
     .venv/bin/python benchmarks/machine_limit.py                       # about 8 minutes on 2 cores
     .venv/bin/python benchmarks/machine_limit.py --model fast_cnn --precisions off
+    .venv/bin/python benchmarks/machine_limit.py --recipe airbench95 --baseline <commit> --repeats 2
 
 In the same run, alternating so that a slower moment of the machine meets both:
 
@@ -13,6 +14,9 @@ In the same run, alternating so that a slower moment of the machine meets both:
 3. with ``--split`` (after each training) or ``--split-only`` (instead of them): the same network's
    training steps on one batch held in memory, as the stage builds it and cut down, without its
    augmentation, its activations, its batch norms (:func:`step_rates`): what each part costs of a step.
+4. with ``--baseline COMMIT``: the same ``dvc repro train`` from a git worktree of that commit after
+   each of ours, ``--repeats`` times each (the medians compared): how much a change of the train
+   stage's code moved its rate.
 
 The training's FLOP/s are its images per second times the model's FLOPs per training image (three
 times the forward pass's multiply-adds of its convolutions and dense layers, counted from the model
@@ -24,6 +28,7 @@ the matrix-multiply rate of the same precision and of the fastest one. Target (i
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import statistics
 import sys
@@ -35,7 +40,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # the project copy is made as the end-to-end tests make theirs
 
-from dvc_overhead import run  # noqa: E402  (the same way of running a command as the DVC benchmark's)
+from dvc_overhead import run, worktree  # noqa: E402  (the same command runner and worktree as there)
 from targets import Targets  # noqa: E402  (benchmarks/targets.py, beside this script)
 
 from imgclf.modeling.devices import describe_cpu  # noqa: E402
@@ -181,10 +186,11 @@ def step_rates(params: dict, precision: str, epochs: int = 4) -> dict[str, float
     return rates
 
 
-def train_rate(scratch: Path, images: Path, params: dict, precision: str) -> dict:
-    """``dvc repro train`` with ``params`` and ``train.mixed_precision: precision``: metrics/train.json
-    with logs/train_timing.json (its ``train_images_per_second``, the median of epochs 2 on)."""
-    project = make_project(scratch / f"project-{precision}", heatmaps=False)
+def train_rate(project: Path, images: Path, params: dict, precision: str, checkout: Path = ROOT) -> dict:
+    """``dvc repro train`` in a new ``project`` of ``checkout``'s pipeline with ``params`` and
+    ``train.mixed_precision: precision``: metrics/train.json with logs/train_timing.json (its
+    ``train_images_per_second``, the median of epochs 2 on)."""
+    make_project(project, checkout, heatmaps=False)
     set_params(project, **{"data.source": "folder", "data.path": str(images), **params,
                            "train.mixed_precision": precision})
     wall, _ = run(["dvc", "repro", "train"], project)
@@ -203,6 +209,8 @@ def main() -> int:
     parser.add_argument("--split", action="store_true",
                         help="also time the network's training steps on one batch in memory, whole and cut down")
     parser.add_argument("--split-only", action="store_true", help="--split without the train stage's runs")
+    parser.add_argument("--baseline", help="a commit whose train stage runs after each of ours, for the ratio")
+    parser.add_argument("--repeats", type=int, default=1, help="train stage runs per precision (and side)")
     args = parser.parse_args()
     params = {**load_recipe(args.recipe, ROOT / "recipes").settings, "train.epochs": args.epochs,
               "train.warmup_epochs": 1.0, "split.val": 0.1}
@@ -216,17 +224,25 @@ def main() -> int:
           f"({flops / 3e6:.0f} MFLOPs forward, times 3)")
 
     rates: dict[str, list[float]] = {"float32": [], "bfloat16": []}
-    trained = {}
+    trained: dict[str, list[dict]] = {}
+    baseline: dict[str, list[dict]] = {}
     split: dict[str, dict[str, float]] = {}
-    with tempfile.TemporaryDirectory(prefix="machine-limit-") as scratch:
-        images = extract_cifar10_subset(Path(scratch) / "cifar", args.per_class, 20)
-        for precision in args.precisions:
-            for dtype in rates:
-                rates[dtype].append(matmul_rate(dtype))
-            if not args.split_only:
-                trained[precision] = train_rate(Path(scratch), images, params, precision)
-            if args.split or args.split_only:
-                split[precision] = step_rates(params, precision)
+    with tempfile.TemporaryDirectory(prefix="machine-limit-") as scratch_name, contextlib.ExitStack() as stack:
+        scratch = Path(scratch_name)
+        images = extract_cifar10_subset(scratch / "cifar", args.per_class, 20)
+        baseline_checkout = args.baseline and stack.enter_context(worktree(args.baseline, scratch / "baseline"))
+        for repeat in range(args.repeats):
+            for precision in args.precisions:
+                for dtype in rates:
+                    rates[dtype].append(matmul_rate(dtype))
+                if not args.split_only:
+                    trained.setdefault(precision, []).append(
+                        train_rate(scratch / f"ours-{precision}-{repeat}", images, params, precision))
+                if baseline_checkout:
+                    baseline.setdefault(precision, []).append(train_rate(
+                        scratch / f"baseline-{precision}-{repeat}", images, params, precision, baseline_checkout))
+                if (args.split or args.split_only) and repeat == 0:
+                    split[precision] = step_rates(params, precision)
         for dtype in rates:
             rates[dtype].append(matmul_rate(dtype))
 
@@ -240,12 +256,23 @@ def main() -> int:
               "share of the fastest |")
         print("| --- | --- | --- | --- | --- |")
     shares = []
-    for precision, record in trained.items():
-        speed = record["train_images_per_second"]
+    for precision, records in trained.items():
+        speed = statistics.median(record["train_images_per_second"] for record in records)
         achieved = speed * flops / 1e9
         own = best["bfloat16" if precision == "bfloat16" else "float32"]
         shares.append(achieved / fastest)
         print(f"| {precision} | {speed:.0f} | {achieved:.0f} | {achieved / own:.2f} | {achieved / fastest:.2f} |")
+    if baseline:
+        print(f"The train stage against {args.baseline}'s, taking turns "
+              "(images/s of each run; the ratio of the medians):")
+        print("| train.mixed_precision | ours | baseline | ratio |")
+        print("| --- | --- | --- | --- |")
+        for precision, records in baseline.items():
+            ours = [record["train_images_per_second"] for record in trained[precision]]
+            theirs = [record["train_images_per_second"] for record in records]
+            print(f"| {precision} | {', '.join(f'{speed:.0f}' for speed in ours)} | "
+                  f"{', '.join(f'{speed:.0f}' for speed in theirs)} | "
+                  f"{statistics.median(ours) / statistics.median(theirs):.2f}x |")
     if split:
         print("Training steps on one batch of random images held in TensorFlow (model.fit, median of epochs 2 on):")
         print("| train.mixed_precision | cut of the network | images/s | GFLOP/s | share of its precision's multiply |")

@@ -20,6 +20,7 @@ import keras
 # registered layers, schedules and losses, so that models using them load in safe mode
 import imgclf.modeling.augment  # noqa: F401
 import imgclf.modeling.backbones  # noqa: F401
+import imgclf.modeling.batch_norm  # noqa: F401
 import imgclf.modeling.optim  # noqa: F401
 from imgclf.plumbing.errors import PipelineError
 

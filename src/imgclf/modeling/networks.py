@@ -119,12 +119,14 @@ def _resnet_cifar(features: keras.KerasTensor, depth: int, dropout_rate: float) 
     """
     from keras import layers
 
+    from imgclf.modeling.batch_norm import BatchNormalization
+
     blocks = (depth - 2) // 6
 
     def conv_bn(x: keras.KerasTensor, filters: int, kernel: int = 3, strides: int = 1) -> keras.KerasTensor:
         x = layers.Conv2D(filters, kernel, strides=strides, padding="same", use_bias=False,
                           kernel_initializer="he_normal")(x)
-        return layers.BatchNormalization()(x)
+        return BatchNormalization()(x)
 
     x = layers.ReLU()(conv_bn(features, 16))
     for stage, filters in enumerate((16, 32, 64)):
@@ -156,13 +158,15 @@ def fast_cnn(features: keras.KerasTensor, dropout_rate: float) -> keras.KerasTen
     """
     from keras import layers
 
+    from imgclf.modeling.batch_norm import BatchNormalization
+
     features = layers.Conv2D(24, 2, padding="valid", activation="gelu")(features)
     for filters in (32, 128, 128):
         features = layers.Conv2D(filters, 3, padding="same", use_bias=False)(features)
         features = layers.MaxPooling2D()(features)
-        features = layers.Activation("gelu")(layers.BatchNormalization(momentum=0.9)(features))
+        features = layers.Activation("gelu")(BatchNormalization(momentum=0.9)(features))
         features = layers.Conv2D(filters, 3, padding="same", use_bias=False)(features)
-        features = layers.Activation("gelu")(layers.BatchNormalization(momentum=0.9)(features))
+        features = layers.Activation("gelu")(BatchNormalization(momentum=0.9)(features))
     features = layers.GlobalMaxPooling2D()(features)
     return layers.Dropout(dropout_rate)(features) if dropout_rate else features
 
@@ -171,8 +175,10 @@ def _airbench(features: keras.KerasTensor, dropout_rate: float, widths: tuple[in
     """airbench's network with its three blocks ``widths`` filters wide (:func:`airbench`)."""
     from keras import layers
 
+    from imgclf.modeling.batch_norm import BatchNormalization
+
     def norm() -> layers.Layer:
-        return layers.BatchNormalization(momentum=0.6, epsilon=1e-12, scale=False)
+        return BatchNormalization(momentum=0.6, epsilon=1e-12, scale=False)
 
     features = layers.Conv2D(24, 2, padding="valid", name=WHITENING_LAYER)(features)
     features = layers.Activation("gelu")(features)

@@ -19,6 +19,7 @@ import keras
 import numpy as np
 
 from imgclf.data.dataset import Split
+from imgclf.modeling.modelio import load_model
 from imgclf.modeling.params import TrainParams
 from imgclf.plumbing.files import atomic_directory, read_json, write_json
 from imgclf.training.records import TrainingState
@@ -77,7 +78,7 @@ class Checkpoints:
             logger.info("the checkpoint in %s is of other params or data: starting afresh", self.folder)
             return None
         folder = self.folder / pointer["checkpoint"]
-        model = keras.saving.load_model(folder / "model.keras", safe_mode=True)
+        model = load_model(folder / "model.keras")  # with imgclf's layers registered
         with np.load(folder / "random_states.npz") as saved:
             for index, variable in enumerate(_random_states(model)):
                 variable.assign(saved[f"arr_{index}"])
