@@ -55,6 +55,19 @@ def test_a_training_step_gives_keras_outputs_gradients_and_moving_statistics(set
     np.testing.assert_allclose(fused_layer.moving_variance.numpy(), keras_layer.moving_variance.numpy(), rtol=1e-5)
 
 
+def test_a_training_call_on_tensorflow_on_a_cpu_runs_the_fused_kernel_and_inference_does_not():
+    layer = BatchNormalization()
+    layer.build((2, 3, 3, 4))
+
+    def operations(training: bool) -> set[str]:
+        graph = tf.function(lambda images: layer(images, training=training)).get_concrete_function(
+            tf.TensorSpec((2, 3, 3, 4), "float32")).graph
+        return {operation.type for operation in graph.get_operations()}
+
+    assert "FusedBatchNormV3" in operations(training=True)
+    assert "FusedBatchNormV3" not in operations(training=False)
+
+
 def test_a_single_value_a_channel_leaves_a_variance_of_0_not_a_nan():
     keras_layer, fused_layer = twin_layers((1, 1, 1, 3))
     images = np.full((1, 1, 1, 3), 2.0, dtype="float32")

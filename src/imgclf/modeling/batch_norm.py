@@ -4,11 +4,11 @@ Keras 3's ``BatchNormalization`` trains through generic operations: it casts its
 takes the mean and the variance in passes of their own, normalises, casts back, and its gradient
 goes back through each of these. Every pass reads and writes the whole activation. TensorFlow has
 one kernel for the whole training step, ``FusedBatchNormV3``, and one for its gradient, both run
-by oneDNN on a CPU. On an AMX Xeon it trains airbench95 in bfloat16 1.2 times as fast
-(benchmarks/README.md, "Fused batch norm").
+by oneDNN on a CPU. On an AMX Xeon it trains airbench95 1.16 times as fast in bfloat16 and 1.31
+times in float32 (benchmarks/README.md, "Fused batch norm").
 
-:class:`BatchNormalization` is Keras' layer with that one change: on TensorFlow, in training, for
-an input with its channels last, it normalises with the fused kernel. It computes what Keras' layer
+:class:`BatchNormalization` is Keras' layer with that one change: on TensorFlow on a CPU, in
+training, for an input with its channels last, it normalises with the fused kernel. It computes what Keras' layer
 computes, in float32 whatever the input's precision:
 
 - it normalises by the batch's mean and its biased variance, with the layer's own epsilon (the
@@ -18,7 +18,8 @@ computes, in float32 whatever the input's precision:
   variance with Bessel's correction, which is taken off again.
 
 Everywhere else (inference, JAX and PyTorch, a mask, renorm, synchronised batch norm, channels
-first) it is Keras' layer unchanged. Inference is left alone on purpose: the saved model's
+first, and TensorFlow with a GPU, where cuDNN's kernel has an epsilon floor of its own and nothing
+was measured) it is Keras' layer unchanged. Inference is left alone on purpose: the saved model's
 inference graph, which ``tf2onnx`` converts, is the one Keras' layer gives.
 """
 
@@ -31,15 +32,24 @@ import keras
 FUSED_DTYPES = ("float16", "bfloat16", "float32")  # the input types FusedBatchNormV3 takes
 
 
+def _tensorflow_on_a_cpu() -> bool:
+    """Whether Keras runs on TensorFlow and TensorFlow sees no GPU."""
+    if keras.backend.backend() != "tensorflow":
+        return False
+    import tensorflow as tf
+
+    return not tf.config.list_logical_devices("GPU")
+
+
 @keras.saving.register_keras_serializable(package="imgclf")
 class BatchNormalization(keras.layers.BatchNormalization):
     """``keras.layers.BatchNormalization`` whose training call on TensorFlow is one fused kernel."""
 
     def _fuses(self, inputs: Any, training: Any, mask: Any) -> bool:
         """Whether this call takes the fused kernel (the module's docstring says when)."""
-        return (keras.backend.backend() == "tensorflow" and bool(training) and self.trainable and mask is None
-                and not self.renorm and not self.synchronized and len(inputs.shape) == 4
-                and self.axis in (-1, 3) and keras.backend.standardize_dtype(inputs.dtype) in FUSED_DTYPES)
+        return (bool(training) and self.trainable and mask is None and not self.renorm and not self.synchronized
+                and len(inputs.shape) == 4 and self.axis in (-1, 3)
+                and keras.backend.standardize_dtype(inputs.dtype) in FUSED_DTYPES and _tensorflow_on_a_cpu())
 
     def call(self, inputs: Any, training: Any = None, mask: Any = None) -> Any:
         if not self._fuses(inputs, training, mask):
