@@ -47,9 +47,9 @@ class BatchNormalization(keras.layers.BatchNormalization):
 
     def _fuses(self, inputs: Any, training: Any, mask: Any) -> bool:
         """Whether this call takes the fused kernel (the module's docstring says when)."""
-        return (bool(training) and self.trainable and mask is None and not self.renorm and not self.synchronized
-                and len(inputs.shape) == 4 and self.axis in (-1, 3)
-                and keras.backend.standardize_dtype(inputs.dtype) in FUSED_DTYPES and _tensorflow_on_a_cpu())
+        return (_tensorflow_on_a_cpu() and bool(training) and self.trainable and mask is None and not self.renorm
+                and not self.synchronized and len(inputs.shape) == 4 and self.axis in (-1, 3)
+                and keras.backend.standardize_dtype(inputs.dtype) in FUSED_DTYPES)
 
     def call(self, inputs: Any, training: Any = None, mask: Any = None) -> Any:
         if not self._fuses(inputs, training, mask):
