@@ -8,8 +8,8 @@ kernel's high-water mark, ``VmHWM``) is read and summed by stage; a stage's peak
 sum: what the machine had to hold at once, as the kernel's out-of-memory killer counts it, or a
 little more where the processes' own peaks did not fall together. The high-water mark, not the
 resident memory of the moment: a short-lived peak between two samples (the split stage's hashing
-workers live a fraction of a second at 128 photos) is not missed at one size and caught at the
-other, which made the split stage seem to grow by 1.18x in one CI run of many. Used by the CI memory
+workers live only briefly at 128 photos) is not missed at one size and caught at the other, the
+likely cause of the split stage seeming to grow by 1.18x in one CI run of many. Used by the CI memory
 guard (tests/test_memory_guard.py) and by the memory benchmarks (benchmarks/streaming.py,
 benchmarks/after_training.py).
 """
