@@ -230,7 +230,8 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="machine-limit-") as scratch_name, contextlib.ExitStack() as stack:
         scratch = Path(scratch_name)
         images = extract_cifar10_subset(scratch / "cifar", args.per_class, 20)
-        baseline_checkout = args.baseline and stack.enter_context(worktree(args.baseline, scratch / "baseline"))
+        baseline_checkout = (stack.enter_context(worktree(args.baseline, scratch / "baseline"))
+                             if args.baseline else None)
         for repeat in range(args.repeats):
             for precision in args.precisions:
                 for dtype in rates:

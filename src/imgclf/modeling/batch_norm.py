@@ -25,6 +25,7 @@ inference graph, which ``tf2onnx`` converts, is the one Keras' layer gives.
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import keras
@@ -32,8 +33,9 @@ import keras
 FUSED_DTYPES = ("float16", "bfloat16", "float32")  # the input types FusedBatchNormV3 takes
 
 
+@functools.cache
 def _tensorflow_on_a_cpu() -> bool:
-    """Whether Keras runs on TensorFlow and TensorFlow sees no GPU."""
+    """Whether Keras runs on TensorFlow and TensorFlow sees no GPU: fixed for the process, so asked once."""
     if keras.backend.backend() != "tensorflow":
         return False
     import tensorflow as tf
