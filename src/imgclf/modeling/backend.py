@@ -9,6 +9,7 @@ otherwise record one backend and train on the other.
 
 from __future__ import annotations
 
+import functools
 import os
 import sys
 
@@ -56,3 +57,17 @@ def import_keras() -> None:
         for name in hidden:
             if sys.modules.get(name, "") is None:
                 del sys.modules[name]
+
+
+@functools.cache
+def tensorflow_on_a_cpu() -> bool:
+    """Whether Keras runs on TensorFlow and TensorFlow sees no GPU: fixed for the process, so asked
+    once. The layers that train through TensorFlow's CPU kernels of their own ask it
+    (:mod:`imgclf.modeling.batch_norm`, :mod:`imgclf.modeling.gelu`)."""
+    import keras
+
+    if keras.backend.backend() != "tensorflow":
+        return False
+    import tensorflow as tf
+
+    return not tf.config.list_logical_devices("GPU")

@@ -25,22 +25,13 @@ inference graph, which ``tf2onnx`` converts, is the one Keras' layer gives.
 
 from __future__ import annotations
 
-import functools
 from typing import Any
 
 import keras
 
+from imgclf.modeling.backend import tensorflow_on_a_cpu
+
 FUSED_DTYPES = ("float16", "bfloat16", "float32")  # the input types FusedBatchNormV3 takes
-
-
-@functools.cache
-def _tensorflow_on_a_cpu() -> bool:
-    """Whether Keras runs on TensorFlow and TensorFlow sees no GPU: fixed for the process, so asked once."""
-    if keras.backend.backend() != "tensorflow":
-        return False
-    import tensorflow as tf
-
-    return not tf.config.list_logical_devices("GPU")
 
 
 @keras.saving.register_keras_serializable(package="imgclf")
@@ -49,7 +40,7 @@ class BatchNormalization(keras.layers.BatchNormalization):
 
     def _fuses(self, inputs: Any, training: Any, mask: Any) -> bool:
         """Whether this call takes the fused kernel (the module's docstring says when)."""
-        return (_tensorflow_on_a_cpu() and bool(training) and self.trainable and mask is None and not self.renorm
+        return (tensorflow_on_a_cpu() and bool(training) and self.trainable and mask is None and not self.renorm
                 and not self.synchronized and len(inputs.shape) == 4 and self.axis in (-1, 3)
                 and keras.backend.standardize_dtype(inputs.dtype) in FUSED_DTYPES)
 

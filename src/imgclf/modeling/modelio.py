@@ -21,6 +21,7 @@ import keras
 import imgclf.modeling.augment  # noqa: F401
 import imgclf.modeling.backbones  # noqa: F401
 import imgclf.modeling.batch_norm  # noqa: F401
+import imgclf.modeling.gelu  # noqa: F401
 import imgclf.modeling.optim  # noqa: F401
 from imgclf.plumbing.errors import PipelineError
 

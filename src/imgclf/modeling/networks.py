@@ -159,14 +159,15 @@ def fast_cnn(features: keras.KerasTensor, dropout_rate: float) -> keras.KerasTen
     from keras import layers
 
     from imgclf.modeling.batch_norm import BatchNormalization
+    from imgclf.modeling.gelu import GELU
 
-    features = layers.Conv2D(24, 2, padding="valid", activation="gelu")(features)
+    features = GELU()(layers.Conv2D(24, 2, padding="valid")(features))
     for filters in (32, 128, 128):
         features = layers.Conv2D(filters, 3, padding="same", use_bias=False)(features)
         features = layers.MaxPooling2D()(features)
-        features = layers.Activation("gelu")(BatchNormalization(momentum=0.9)(features))
+        features = GELU()(BatchNormalization(momentum=0.9)(features))
         features = layers.Conv2D(filters, 3, padding="same", use_bias=False)(features)
-        features = layers.Activation("gelu")(BatchNormalization(momentum=0.9)(features))
+        features = GELU()(BatchNormalization(momentum=0.9)(features))
     features = layers.GlobalMaxPooling2D()(features)
     return layers.Dropout(dropout_rate)(features) if dropout_rate else features
 
@@ -176,18 +177,19 @@ def _airbench(features: keras.KerasTensor, dropout_rate: float, widths: tuple[in
     from keras import layers
 
     from imgclf.modeling.batch_norm import BatchNormalization
+    from imgclf.modeling.gelu import GELU
 
     def norm() -> layers.Layer:
         return BatchNormalization(momentum=0.6, epsilon=1e-12, scale=False)
 
     features = layers.Conv2D(24, 2, padding="valid", name=WHITENING_LAYER)(features)
-    features = layers.Activation("gelu")(features)
+    features = GELU()(features)
     for filters in widths:
         features = layers.Conv2D(filters, 3, padding="same", use_bias=False)(features)
         features = layers.MaxPooling2D()(features)
-        features = layers.Activation("gelu")(norm()(features))
+        features = GELU()(norm()(features))
         features = layers.Conv2D(filters, 3, padding="same", use_bias=False)(features)
-        features = layers.Activation("gelu")(norm()(features))
+        features = GELU()(norm()(features))
     features = layers.MaxPooling2D(3)(features)
     features = layers.Rescaling(1 / 9, name="features_over_9")(layers.Flatten()(features))
     return layers.Dropout(dropout_rate)(features) if dropout_rate else features
