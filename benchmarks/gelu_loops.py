@@ -1,13 +1,13 @@
 """The GELU's compiled training loops against Keras' chain of operations, in one process, taking turns.
 
-    .venv/bin/python benchmarks/gelu_loops.py            # about 5 minutes on 2 cores
+    .venv/bin/python benchmarks/gelu_loops.py            # about 2-3 minutes on 2 cores
     .venv/bin/python benchmarks/gelu_loops.py --network fast_cnn --size 64 --batch 64 --precisions off
 
 On TensorFlow on a CPU, :class:`imgclf.modeling.gelu.GELU` trains through two functions that XLA
 compiles into one loop each, where Keras' ``gelu`` is a chain of generic operations
 (the module's docstring). Printed, for each precision:
 
-1. one activation of ``--batch`` images of 15x15x128 (the size of airbench's first block), its
+1. one activation of ``--batch`` images of 15x15x128 (the size of airbench95's first block), its
    forward and backward pass: the median time of each way;
 2. whole training steps (``train_on_batch``) of ``--network`` on random images, built twice with
    the same seed: once as the networks are, and once with every GELU layer held to Keras' ``gelu``.
