@@ -13,7 +13,14 @@ from imgclf.data.dataset import ImageSet, save_image_set
 from imgclf.modeling.modelio import load_model
 from imgclf.modeling.models import AUGMENTATION_LAYER, build_model
 from imgclf.modeling.params import AugmentParams
-from imgclf.serving.export import TOLERANCE, ExportError, export_model, without_layer
+from imgclf.serving.export import (
+    TOLERANCE,
+    ExportError,
+    export_model,
+    mixed_precision_of,
+    serving_copy,
+    without_layer,
+)
 from tests.helpers import TINY_MODEL_CLASSES, tiny_model_images
 
 pytestmark = pytest.mark.slow  # they train a small model first (a few seconds)
@@ -88,6 +95,36 @@ def test_the_recipes_networks_export_to_onnx_within_tolerance(network, tmp_path)
                                                            tuple(map(str, range(40))), tuple("abcde")))
     assert check.max_abs_difference < TOLERANCE and check.images == 40
     assert (tmp_path / "model.onnx").is_file()
+
+
+def test_a_model_trained_in_bfloat16_exports_to_onnx_as_its_float32_copy(tmp_path):
+    """tf2onnx has no bfloat16 type: a model of train.mixed_precision bfloat16 (or auto on a CPU with
+    bf16 units) got no ONNX copy. Its export is now its float32 copy: the same weights, the same
+    function, computed in float32."""
+    import keras
+
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy("mixed_bfloat16")
+    try:
+        model = build_model("fast_cnn", (32, 32, 3), 5, augment=AugmentParams(horizontal_flip=True), seed=0)
+    finally:
+        keras.config.set_dtype_policy(previous)
+    images = np.random.default_rng(1).integers(0, 256, size=(40, 32, 32, 3), dtype=np.uint8)
+    check = export_model(model, "onnx", tmp_path, ImageSet(images, np.zeros(40, np.int32),
+                                                           tuple(map(str, range(40))), tuple("abcde")))
+    assert check.max_abs_difference < TOLERANCE and (tmp_path / "model.onnx").is_file()
+
+    copy = serving_copy(model)
+    assert mixed_precision_of(model) == "mixed_bfloat16" and mixed_precision_of(copy) is None
+    assert AUGMENTATION_LAYER not in {layer.name for layer in copy.layers}
+    for layer in copy.layers:
+        for kept, trained in zip(layer.get_weights(), model.get_layer(layer.name).get_weights(), strict=True):
+            np.testing.assert_array_equal(kept, trained)
+    session = onnxruntime.InferenceSession(str(tmp_path / "model.onnx"), providers=["CPUExecutionProvider"])
+    onnx_outputs = session.run(None, {session.get_inputs()[0].name: images.astype(np.float32)})[0]
+    np.testing.assert_allclose(onnx_outputs, copy.predict(images.astype(np.float32), verbose=0), atol=TOLERANCE)
+    # the model itself, in bfloat16 (8 bits of mantissa), gives the same probabilities within its rounding
+    np.testing.assert_allclose(onnx_outputs, model.predict(images.astype(np.float32), verbose=0), atol=0.02)
 
 
 def test_converting_the_same_model_twice_in_one_process_gives_the_same_bytes():

@@ -133,3 +133,5 @@ def test_the_airbench_recipes_run_on_real_cifar10_images_with_every_method_on(tm
     assert params["train"]["mixed_precision"] == "auto"
     assert training["precision"] == ("mixed_bfloat16" if has_bf16_units() else "float32")
     assert json.loads((project / "metrics/evaluate.json").read_text())["test_images"] == 40
+    # its ONNX copy, in bfloat16 too: the export is the model's float32 copy (tf2onnx has no bfloat16)
+    assert (project / "models/model.onnx").is_file()

@@ -18,10 +18,15 @@ functions that XLA compiles into one loop each:
 Both compute in float32 whatever the input's type, and return the input's type. Keras' chain in
 bfloat16 rounds after every operation, so its result is a little less exact than this one.
 
-Everywhere else (inference, JAX and PyTorch, TensorFlow with a GPU, where the whole step is
-compiled by XLA already with ``jit_compile: auto``) it is Keras' ``gelu`` unchanged. Inference is
-left alone on purpose: the saved model's inference graph, which ``tf2onnx`` converts, is the one
-Keras' activation gives.
+Inference in bfloat16 or float16 (the validation of a mixed-precision run, its heatmaps in Keras,
+``imgclf predict --engine keras``) takes the compiled forward loop too: ``fast_cnn``'s forward pass
+over 64x64 images in bfloat16 runs about twice as fast with it (benchmarks/README.md, "GELU in two
+compiled loops").
+
+Everywhere else (inference in float32, JAX and PyTorch, TensorFlow with a GPU, where the whole step
+is compiled by XLA already with ``jit_compile: auto``) it is Keras' ``gelu`` unchanged. Inference in
+float32 is left alone on purpose: it is the graph that ``tf2onnx`` converts, for a model trained in
+mixed precision too (as its float32 copy, :func:`imgclf.serving.export.serving_copy`).
 """
 
 from __future__ import annotations
@@ -73,9 +78,10 @@ class GELU(keras.layers.Layer):
         self.supports_masking = True
 
     def _compiles(self, inputs: Any, training: Any) -> bool:
-        """Whether this call takes the compiled loops (the module's docstring says when)."""
-        return (tensorflow_on_a_cpu() and bool(training)
-                and keras.backend.standardize_dtype(inputs.dtype) in COMPILED_DTYPES)
+        """Whether this call takes the compiled loops: in training, and in half precision's inference
+        (the module's docstring says why)."""
+        dtype = keras.backend.standardize_dtype(inputs.dtype)
+        return tensorflow_on_a_cpu() and dtype in COMPILED_DTYPES and (bool(training) or dtype != "float32")
 
     def call(self, inputs: Any, training: Any = None) -> Any:
         if self._compiles(inputs, training):

@@ -76,15 +76,16 @@ def export_model(model: keras.Model, export_format: str, destination: Path, test
     """
     import keras
 
-    from imgclf.modeling.models import AUGMENTATION_LAYER
-
     if export_format not in FORMATS:
         raise ExportError(f"unknown export format {export_format!r}; choose one of {', '.join(FORMATS)}")
     serving_format = SERVING_FORMATS[export_format]
     if keras.backend.backend() != "tensorflow":
         raise ExportError(f"exporting needs the TensorFlow backend (this is {keras.backend.backend()}): "
                           "run it with KERAS_BACKEND=tensorflow.")
-    serving_model = without_layer(model, AUGMENTATION_LAYER)
+    serving_model = serving_copy(model)
+    if mixed_precision_of(model):
+        logger.info("the %s export computes in float32, where the model trained in %s", export_format,
+                    mixed_precision_of(model))
     # a rebuilt model must run once before Keras exports it
     serving_model.predict(np.zeros((1, *test_split.image_shape), np.float32), verbose=0)
     destination.mkdir(parents=True, exist_ok=True)
@@ -103,7 +104,7 @@ def export_model(model: keras.Model, export_format: str, destination: Path, test
         difference, agreeing = 0.0, 0
         for batch in test_split.blocks(batch_size):  # a batch at a time: the check's memory is one batch's
             inputs = batch.astype(np.float32)
-            expected = np.asarray(model.predict_on_batch(inputs))  # the trained model, as evaluate runs it
+            expected = np.asarray(serving_model.predict_on_batch(inputs))  # the trained model, as served
             actual = run_export(inputs)
             difference = max(difference, float(np.max(np.abs(actual - expected))))
             agreeing += int(np.sum(_top1(actual) == _top1(expected)))
@@ -209,6 +210,47 @@ def tflite_runner(path: Path) -> Runner:
         return interpreter.get_tensor(output_index).copy()
 
     return run
+
+
+def serving_copy(model: keras.Model) -> keras.Model:
+    """``model`` as the exports and the heatmap graphs serve it: without its random augmentation
+    (:func:`without_layer`), and computing in float32 where it trained in mixed precision.
+
+    A mixed-precision model keeps its weights in float32 and computes in bfloat16 or float16.
+    tf2onnx has no bfloat16 type (it stops with "unsupported numpy dtype 'bfloat16'"), so a model
+    trained with ``train.mixed_precision: bfloat16`` (or ``auto`` on a CPU with bf16 units) got no
+    ONNX copy and no heatmap graphs. The copy computes the same function with the same weights, in
+    float32. A float32 model without augmentation is returned as it is.
+    """
+    from imgclf.modeling.models import AUGMENTATION_LAYER
+
+    served = without_layer(model, AUGMENTATION_LAYER)
+    if mixed_precision_of(served) is None:
+        return served
+    import keras
+
+    in_float32 = keras.Model.from_config(_policies_in_float32(served.get_config()))
+    for layer in in_float32.layers:
+        layer.set_weights(served.get_layer(layer.name).get_weights())
+    return in_float32
+
+
+def mixed_precision_of(model: keras.Model) -> str | None:
+    """The mixed dtype policy some of ``model``'s layers compute in (``mixed_bfloat16``), or None."""
+    policies = {layer.dtype_policy.name for layer in model._flatten_layers()}
+    return next((name for name in sorted(policies) if name.startswith("mixed_")), None)
+
+
+def _policies_in_float32(node: Any) -> Any:
+    """A model's config with every layer's mixed dtype policy (``mixed_bfloat16``, ``mixed_float16``)
+    replaced by ``float32``."""
+    if isinstance(node, dict):
+        if node.get("class_name") == "DTypePolicy" and str(node["config"]["name"]).startswith("mixed_"):
+            return {**node, "config": {**node["config"], "name": "float32"}}
+        return {key: _policies_in_float32(value) for key, value in node.items()}
+    if isinstance(node, (list, tuple)):
+        return type(node)(_policies_in_float32(item) for item in node)
+    return node
 
 
 def without_layer(model: keras.Model, name: str) -> keras.Model:

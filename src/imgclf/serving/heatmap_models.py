@@ -93,14 +93,13 @@ def _write_checked(model: keras.Model, check_split: Path, staging: Path) -> None
     import onnx
 
     from imgclf.data.dataset import open_split
-    from imgclf.modeling.models import AUGMENTATION_LAYER
     from imgclf.reporting.explain import ExplainError, GradCam
-    from imgclf.serving.export import without_layer
+    from imgclf.serving.export import serving_copy
     from imgclf.serving.onnx_conversion import as_float64, convert_to_onnx
 
     with open_split(check_split) as split:  # the check compares heatmaps: its labels play no part
         images = split.read(np.arange(min(CHECK_IMAGES, len(split))))
-    serving_model = without_layer(model, AUGMENTATION_LAYER)
+    serving_model = serving_copy(model)  # in float32: tf2onnx has no bfloat16
     try:
         cut = GradCam.of(serving_model, images[:4])
     except ExplainError as error:
