@@ -83,9 +83,9 @@ def export_model(model: keras.Model, export_format: str, destination: Path, test
         raise ExportError(f"exporting needs the TensorFlow backend (this is {keras.backend.backend()}): "
                           "run it with KERAS_BACKEND=tensorflow.")
     serving_model = serving_copy(model)
-    if mixed_precision_of(model):
-        logger.info("the %s export computes in float32, where the model trained in %s", export_format,
-                    mixed_precision_of(model))
+    trained_in = mixed_precision_of(model)
+    if trained_in:
+        logger.info("the %s export computes in float32, where the model trained in %s", export_format, trained_in)
     # a rebuilt model must run once before Keras exports it
     serving_model.predict(np.zeros((1, *test_split.image_shape), np.float32), verbose=0)
     destination.mkdir(parents=True, exist_ok=True)
@@ -224,15 +224,16 @@ def serving_copy(model: keras.Model) -> keras.Model:
     """
     from imgclf.modeling.models import AUGMENTATION_LAYER
 
-    served = without_layer(model, AUGMENTATION_LAYER)
-    if mixed_precision_of(served) is None:
-        return served
-    import keras
-
-    in_float32 = keras.Model.from_config(_policies_in_float32(served.get_config()))
-    for layer in in_float32.layers:
-        layer.set_weights(served.get_layer(layer.name).get_weights())
-    return in_float32
+    augmented = AUGMENTATION_LAYER in {layer.name for layer in model.layers}
+    mixed = mixed_precision_of(model) is not None
+    if not augmented and not mixed:
+        return model
+    config = model.get_config()
+    if augmented:
+        config = _config_without(config, AUGMENTATION_LAYER)
+    if mixed:
+        config = _policies_in_float32(config)
+    return _rebuilt(model, config)
 
 
 def mixed_precision_of(model: keras.Model) -> str | None:
@@ -261,18 +262,26 @@ def without_layer(model: keras.Model, name: str) -> keras.Model:
     """
     if name not in {layer.name for layer in model.layers}:
         return model
-    config = model.get_config()
+    return _rebuilt(model, _config_without(model.get_config(), name))
+
+
+def _config_without(config: dict[str, Any], name: str) -> dict[str, Any]:
+    """A functional model's config with its one-input layer ``name`` taken out, its input passed on."""
     (removed,) = [layer for layer in config["layers"] if layer["name"] == name]
     (removed_input,) = removed["inbound_nodes"][0]["args"]
     source = removed_input["config"]["keras_history"]
-    config["layers"] = [layer for layer in config["layers"] if layer["name"] != name]
-    config = _replace_history(config, [name, 0, 0], source)
+    config = {**config, "layers": [layer for layer in config["layers"] if layer["name"] != name]}
+    return _replace_history(config, [name, 0, 0], source)
+
+
+def _rebuilt(model: keras.Model, config: dict[str, Any]) -> keras.Model:
+    """The model of ``config`` (``model``'s, edited), with ``model``'s weights layer by layer."""
     import keras
 
-    stripped = keras.Model.from_config(config)
-    for layer in stripped.layers:
+    rebuilt = keras.Model.from_config(config)
+    for layer in rebuilt.layers:
         layer.set_weights(model.get_layer(layer.name).get_weights())
-    return stripped
+    return rebuilt
 
 
 def _replace_history(node: Any, old: list[Any], new: list[Any]) -> Any:
