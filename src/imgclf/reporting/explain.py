@@ -126,7 +126,11 @@ class GradCam:
         classifier's weights, what :mod:`imgclf.serving.heatmap_models` converts to ONNX."""
         feature_map = keras.Input(shape=self.features.output_shape[1:])
         penultimate = self.head(feature_map, training=False)
-        return keras.Model(feature_map, keras.ops.matmul(penultimate, self.classifier.kernel) + self.classifier.bias)
+        scores = keras.Model(feature_map, keras.ops.matmul(penultimate, self.classifier.kernel) + self.classifier.bias)
+        # It reads the classifier's weights itself, so it must compute as the classifier does: built under
+        # the train stage's mixed global policy, it would read them in bfloat16 (3.5e-3 of a map's peak off)
+        scores.dtype_policy = self.classifier.dtype_policy
+        return scores
 
 
 def _last_spatial_layer(model: keras.Model) -> int:
