@@ -217,8 +217,9 @@ def test_the_onnx_graphs_give_keras_heatmaps_on_real_photos(name, photo_split, t
 @pytest.mark.slow
 def test_a_model_trained_in_bfloat16_gets_its_heatmap_graphs_in_float32(photo_split, tmp_path):
     """tf2onnx has no bfloat16 type: the graphs are made from the model's float32 copy, and they
-    compute in float32 although the train stage writes them under its mixed global policy (a model
-    built there read the classifier's weights in bfloat16: 3.5e-3 of a map's peak off on photos)."""
+    compute in float32 although the train stage writes them under its mixed global policy (the scores
+    graph's model, built there, read the classifier's weights in bfloat16: 3.5e-3 of a map's peak off
+    on photos)."""
     import keras
 
     from imgclf.serving.heatmap_models import add_heatmap_models, heatmap_graphs
