@@ -76,6 +76,20 @@ def skip_unless_ci(message: str) -> typing.NoReturn:
 
 
 @contextlib.contextmanager
+def global_dtype_policy(name: str) -> Iterator[None]:
+    """Keras' global dtype policy ``name`` (``mixed_bfloat16``) for the block, as the train stage sets
+    ``train.mixed_precision`` for its process; the one before it after."""
+    import keras
+
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy(name)
+    try:
+        yield
+    finally:
+        keras.config.set_dtype_policy(previous)
+
+
+@contextlib.contextmanager
 def read_only(folder: Path) -> Iterator[None]:
     """Make ``folder`` unwritable for the block: its mode, or, for root (whom modes do not stop),
     the immutable flag (``chattr +i``). Skips where neither can be set (fails under CI)."""

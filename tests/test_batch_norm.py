@@ -8,6 +8,7 @@ import pytest
 import tensorflow as tf
 
 from imgclf.modeling.batch_norm import BatchNormalization
+from tests.helpers import global_dtype_policy
 
 
 def twin_layers(shape: tuple[int, ...], **settings) -> tuple[keras.layers.Layer, keras.layers.Layer]:
@@ -82,15 +83,12 @@ def test_a_single_value_a_channel_leaves_a_variance_of_0_not_a_nan():
 
 def test_in_bfloat16_it_gives_keras_outputs_in_bfloat16():
     images = np.random.default_rng(0).normal(0.0, 1.0, (8, 4, 4, 16)).astype("float32")
-    keras.mixed_precision.set_global_policy("mixed_bfloat16")
-    try:
+    with global_dtype_policy("mixed_bfloat16"):
         keras_layer, fused_layer = twin_layers(images.shape)
         bfloat16_images = tf.cast(images, "bfloat16").numpy()
         fused_dtype = BatchNormalization()(bfloat16_images, training=True).dtype
         keras_outputs, _ = train_call(keras_layer, bfloat16_images)
         fused_outputs, _ = train_call(fused_layer, bfloat16_images)
-    finally:
-        keras.mixed_precision.set_global_policy("float32")
 
     assert keras.backend.standardize_dtype(fused_dtype) == "bfloat16"
     np.testing.assert_allclose(fused_outputs, keras_outputs, atol=2 ** -7 * 4)  # a bfloat16 step at 4

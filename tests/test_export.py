@@ -21,7 +21,7 @@ from imgclf.serving.export import (
     serving_copy,
     without_layer,
 )
-from tests.helpers import TINY_MODEL_CLASSES, tiny_model_images
+from tests.helpers import TINY_MODEL_CLASSES, global_dtype_policy, tiny_model_images
 
 pytestmark = pytest.mark.slow  # they train a small model first (a few seconds)
 
@@ -101,14 +101,8 @@ def test_a_model_trained_in_bfloat16_exports_to_onnx_as_its_float32_copy(tmp_pat
     """tf2onnx has no bfloat16 type: a model of train.mixed_precision bfloat16 (or auto on a CPU with
     bf16 units) got no ONNX copy. Its export is now its float32 copy: the same weights, the same
     function, computed in float32."""
-    import keras
-
-    previous = keras.config.dtype_policy()
-    keras.config.set_dtype_policy("mixed_bfloat16")
-    try:
+    with global_dtype_policy("mixed_bfloat16"):
         model = build_model("fast_cnn", (32, 32, 3), 5, augment=AugmentParams(horizontal_flip=True), seed=0)
-    finally:
-        keras.config.set_dtype_policy(previous)
     images = np.random.default_rng(1).integers(0, 256, size=(40, 32, 32, 3), dtype=np.uint8)
     check = export_model(model, "onnx", tmp_path, ImageSet(images, np.zeros(40, np.int32),
                                                            tuple(map(str, range(40))), tuple("abcde")))

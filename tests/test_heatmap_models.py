@@ -220,20 +220,15 @@ def test_a_model_trained_in_bfloat16_gets_its_heatmap_graphs_in_float32(photo_sp
     compute in float32 although the train stage writes them under its mixed global policy (the scores
     graph's model, built there, read the classifier's weights in bfloat16: 3.5e-3 of a map's peak off
     on photos)."""
-    import keras
-
     from imgclf.serving.heatmap_models import add_heatmap_models, heatmap_graphs
+    from tests.helpers import global_dtype_policy
 
     root, images, labels = photo_split
-    previous = keras.config.dtype_policy()
-    keras.config.set_dtype_policy("mixed_bfloat16")  # as the train stage sets it, until its process ends
-    try:
+    with global_dtype_policy("mixed_bfloat16"):  # as the train stage sets it, until its process ends
         model = trained("fast_cnn", images, labels)
         assert model.get_layer("classifier").dtype_policy.name == "float32"  # the output layer, as always
         assert any(layer.dtype_policy.name == "mixed_bfloat16" for layer in model.layers)
         assert add_heatmap_models(tmp_path, root / "val", model)
-    finally:
-        keras.config.set_dtype_policy(previous)
     assert heatmap_graphs(tmp_path) is not None
 
 

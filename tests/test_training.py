@@ -278,18 +278,15 @@ def test_jit_compile_reaches_the_model():
 
 @pytest.mark.parametrize("policy", ["mixed_bfloat16", "mixed_float16"])
 def test_mixed_precision_computes_in_half_precision_and_outputs_float32(policy):
-    previous = keras.config.dtype_policy()
-    keras.config.set_dtype_policy(policy)
-    try:
-        model = build_model("fast_cnn", (16, 16, 3), 3, seed=0)
-        from imgclf.training.loop import compile_model
+    from imgclf.training.loop import compile_model
+    from tests.helpers import global_dtype_policy
 
+    with global_dtype_policy(policy):
+        model = build_model("fast_cnn", (16, 16, 3), 3, seed=0)
         compile_model(model, TrainParams(learning_rate=0.01))
         images = colour_set(16, 0, side=16)
         loss = model.train_on_batch(images.images.astype("float32"), images.labels)
         outputs = model(images.images[:4].astype("float32"))
-    finally:
-        keras.config.set_dtype_policy(previous)
     assert np.isfinite(loss).all()
     assert model.get_layer("classifier").dtype_policy.name == "float32" and outputs.dtype == "float32"
     assert any(layer.compute_dtype == policy.removeprefix("mixed_") for layer in model.layers)
