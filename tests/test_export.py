@@ -86,9 +86,9 @@ def test_an_unknown_format_names_the_allowed_ones(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
-@pytest.mark.parametrize("network", ["fast_cnn", "resnet20"])
+@pytest.mark.parametrize("network", ["fast_cnn", "airbench", "resnet20"])
 def test_the_recipes_networks_export_to_onnx_within_tolerance(network, tmp_path):
-    """fast_cnn's exact GELU is an Erfc op in TensorFlow, which tf2onnx has no rule for: taught here."""
+    """airbench's exact GELU is an Erfc op in TensorFlow, which tf2onnx has no rule for: taught here."""
     model = build_model(network, (32, 32, 3), 5, seed=0)
     images = np.random.default_rng(1).integers(0, 256, size=(40, 32, 32, 3), dtype=np.uint8)
     check = export_model(model, "onnx", tmp_path, ImageSet(images, np.zeros(40, np.int32),
