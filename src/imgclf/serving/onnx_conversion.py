@@ -216,7 +216,7 @@ _ERFC_TAUGHT = False
 def _teach_tf2onnx_erfc() -> None:
     """Let tf2onnx convert TensorFlow's ``Erfc`` as ONNX's ``1 - Erf(x)``.
 
-    Keras' exact GELU (``fast_cnn``'s activation) is ``0.5 x erfc(-x / sqrt 2)`` in TensorFlow, and
+    Keras' exact GELU (the airbench networks' activation) is ``0.5 x erfc(-x / sqrt 2)`` in TensorFlow, and
     tf2onnx 1.17 has no rule for ``Erfc``: without this every GELU network failed to export. In
     float32, ``1 - erf`` loses only what lies below 1e-7 of the activation.
     """
