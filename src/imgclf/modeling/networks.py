@@ -158,9 +158,9 @@ def fast_cnn(features: keras.KerasTensor, dropout_rate: float) -> keras.KerasTen
 
     Its activations are ReLUs, where airbench has GELUs: in bfloat16 on a 2-core AMX Xeon a training
     step is 1.25x as fast (the stem's GELU alone, on its full-resolution maps, took an eighth of it).
-    At equal epochs that costs some accuracy (CIFAR-10 at 10 epochs 85.16% against 85.77%); in equal
-    time it gains, and the photos recipe spends the time on more epochs (benchmarks/README.md,
-    "ReLUs in fast_cnn").
+    At equal epochs that costs some accuracy (CIFAR-10 at 10 epochs 85.16% against 85.77%); on the
+    flower photos it gains in equal time, and the photos recipe spends the time on more epochs
+    (benchmarks/README.md, "ReLUs in fast_cnn").
     """
     from keras import layers
 
