@@ -106,9 +106,10 @@ def step_rates(network: str, size: int, precision: str, batch: int,
             model = build_model(network, (size, size, 3), 10, seed=0)
         finally:
             imgclf.modeling.gelu.GELU = compiled_layer  # type: ignore[misc]
-        if side == "keras" and not any(isinstance(layer, KerasChainGELU) for layer in model._flatten_layers()):
+        if not any(isinstance(layer, compiled_layer) for layer in model._flatten_layers()):
             sys.exit(f"--network {network} has no GELU layer (fast_cnn has ReLUs since 2026-12-06): nothing to "
                      "compare; choose airbench or airbench95")
+        assert any(isinstance(layer, KerasChainGELU) for layer in model._flatten_layers()) == (side == "keras")
         model.compile(optimizer=keras.optimizers.SGD(0.01, momentum=0.9), loss="categorical_crossentropy")
         for _ in range(2):  # tracing, and XLA's compilation for this batch
             model.train_on_batch(images, labels)
