@@ -3,6 +3,7 @@
     .venv/bin/python benchmarks/photo_recipe.py      # about 35 minutes on 2 cores; needs ../shared/datasets
     .venv/bin/python benchmarks/photo_recipe.py --skip-tutorial --variant "train.cutmix=1.0" \
         --variant "train.mixup=0.2 train.cutmix=1.0"  # the recipe against itself with other settings
+    .venv/bin/python benchmarks/photo_recipe.py --skip-tutorial --seeds 42 1 2 3 --variant "train.weight_decay=0.001"
 
 Each recipe (``recipes/<name>.yaml``) is selected by name as a user selects it
 (``imgclf recipe NAME --apply``) in a fresh project whose source is the photos as a ``folder``
@@ -19,6 +20,11 @@ the recipe again the same way, in a fresh project of its own with those settings
 ``dvc repro`` does exactly the work the recipe's did. Printed per variant: its validation accuracy
 against the recipe's in the same run, and its wall time over the recipe's. **Target (issue 31,
 point 4): at least 85% validation accuracy in no more wall time than the recipe.**
+
+One seed tells little on 500 validation photos: the recipe ``photos`` gave 82.8% to 85.6% over four
+seeds. ``--seeds 42 1 2 3`` runs the tutorial, the recipe and every variant once per ``train.seed``
+(42 is the project's own) and judges every target on the means; the recipe's mean is also held to
+85%.
 """
 
 from __future__ import annotations
@@ -64,28 +70,56 @@ def run_recipe(scratch: Path, photos: Path, recipe: str, settings: dict[str, obj
     return figures
 
 
+def run_over_seeds(scratch: Path, photos: Path, recipe: str, settings: dict[str, object], label: str,
+                   seeds: list[int]) -> dict[str, float]:
+    """:func:`run_recipe` once per ``train.seed`` of ``seeds`` (once with the project's seed when empty);
+    the mean of each figure, with the lowest and highest validation accuracy."""
+    if not seeds:
+        runs = [run_recipe(scratch, photos, recipe, settings, label)]
+    else:
+        runs = [run_recipe(scratch, photos, recipe, {**settings, "train.seed": seed}, f"{label} seed {seed}")
+                for seed in seeds]
+    means = {key: sum(figures[key] for figures in runs) / len(runs) for key in runs[0]}
+    means["lowest_val_accuracy"] = min(figures["val_accuracy"] for figures in runs)
+    means["highest_val_accuracy"] = max(figures["val_accuracy"] for figures in runs)
+    if seeds:
+        print(f"{label} over seeds {' '.join(map(str, seeds))}: validation accuracy "
+              f"{100 * means['val_accuracy']:.2f}% in the mean ({100 * means['lowest_val_accuracy']:.1f}-"
+              f"{100 * means['highest_val_accuracy']:.1f}%), test accuracy {100 * means['test_accuracy']:.2f}%, "
+              f"dvc repro {means['seconds'] / 60:.1f} min", flush=True)
+    return means
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--recipe", default="photos", help="the recipe to compare with the tutorial's")
     parser.add_argument("--variant", action="append", default=[], metavar="'KEY=VALUE ...'",
                         help="also run the recipe with these settings on top (repeatable)")
     parser.add_argument("--skip-tutorial", action="store_true", help="leave out the tutorial's recipe")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[], metavar="SEED",
+                        help="run everything once per train.seed and judge the targets on the means")
     args = parser.parse_args()
     if not ARCHIVE.exists():
         sys.exit(f"{ARCHIVE} is missing: this benchmark needs the real flower photos in ../shared/datasets.")
     targets = Targets()
+    over_seeds = " in the mean" if args.seeds else ""
     with tempfile.TemporaryDirectory(prefix="photo-recipe-") as scratch_name:
         scratch = Path(scratch_name)
         with tarfile.open(ARCHIVE) as tar:
             tar.extractall(scratch, filter="data")
-        tutorial = None if args.skip_tutorial else run_recipe(scratch, scratch / "flowers", "tutorial")
-        ours = run_recipe(scratch, scratch / "flowers", args.recipe)
+        photos = scratch / "flowers"
+        tutorial = None if args.skip_tutorial else run_over_seeds(scratch, photos, "tutorial", {}, "tutorial",
+                                                                  args.seeds)
+        ours = run_over_seeds(scratch, photos, args.recipe, {}, args.recipe, args.seeds)
+        if args.seeds:
+            print(f"{args.recipe}: validation accuracy {100 * ours['val_accuracy']:.2f}% in the mean (target >= 85%: "
+                  f"{targets.check(f'{args.recipe}: 85% in the mean', ours['val_accuracy'] >= 0.85)})", flush=True)
         for variant in args.variant:
-            figures = run_recipe(scratch, scratch / "flowers", args.recipe, parse_settings(variant.split()),
-                                 f"{args.recipe} + {variant}")
+            figures = run_over_seeds(scratch, photos, args.recipe, parse_settings(variant.split()),
+                                     f"{args.recipe} + {variant}", args.seeds)
             ratio = figures["seconds"] / ours["seconds"]
             print(f"{args.recipe} + {variant}: validation accuracy {100 * figures['val_accuracy']:.2f}% vs the "
-                  f"recipe's {100 * ours['val_accuracy']:.2f}% (target >= 85%: "
+                  f"recipe's {100 * ours['val_accuracy']:.2f}%{over_seeds} (target >= 85%: "
                   f"{targets.check(f'{variant}: 85%', figures['val_accuracy'] >= 0.85)}), wall time {ratio:.2f}x "
                   f"the recipe's (target <= 1.0x: {targets.check(f'{variant}: no more time', ratio <= 1.0)})",
                   flush=True)
@@ -94,7 +128,7 @@ def main() -> int:
     points = 100 * (ours["val_accuracy"] - tutorial["val_accuracy"])
     ratio = ours["seconds"] / tutorial["seconds"]
     print(f"{args.recipe} vs tutorial: validation accuracy {100 * ours['val_accuracy']:.2f}% vs "
-          f"{100 * tutorial['val_accuracy']:.2f}%, {points:+.2f} points (target >= +10): "
+          f"{100 * tutorial['val_accuracy']:.2f}%{over_seeds}, {points:+.2f} points (target >= +10): "
           f"{targets.check('at least 10 points more', points >= 10)}; wall time {ours['seconds'] / 60:.1f} vs "
           f"{tutorial['seconds'] / 60:.1f} min, {ratio:.2f}x (target <= 1.0x): "
           f"{targets.check('no more wall time', ratio <= 1.0)}")
