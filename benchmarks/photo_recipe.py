@@ -99,6 +99,8 @@ def main() -> int:
     parser.add_argument("--seeds", type=int, nargs="+", default=[], metavar="SEED",
                         help="run everything once per train.seed and judge the targets on the means")
     args = parser.parse_args()
+    if args.seeds and any(setting.startswith("train.seed=") for variant in args.variant for setting in variant.split()):
+        parser.error("a --variant sets train.seed while --seeds sets it for every run: leave one of the two out")
     if not ARCHIVE.exists():
         sys.exit(f"{ARCHIVE} is missing: this benchmark needs the real flower photos in ../shared/datasets.")
     targets = Targets()
