@@ -99,7 +99,8 @@ def main() -> int:
     parser.add_argument("--seeds", type=int, nargs="+", default=[], metavar="SEED",
                         help="run everything once per train.seed and judge the targets on the means")
     args = parser.parse_args()
-    if args.seeds and any(setting.startswith("train.seed=") for variant in args.variant for setting in variant.split()):
+    variants = [(variant, parse_settings(variant.split())) for variant in args.variant]
+    if args.seeds and any("train.seed" in settings for _, settings in variants):
         parser.error("a --variant sets train.seed while --seeds sets it for every run: leave one of the two out")
     if not ARCHIVE.exists():
         sys.exit(f"{ARCHIVE} is missing: this benchmark needs the real flower photos in ../shared/datasets.")
@@ -116,9 +117,8 @@ def main() -> int:
         if args.seeds:
             print(f"{args.recipe}: validation accuracy {100 * ours['val_accuracy']:.2f}% in the mean (target >= 85%: "
                   f"{targets.check(f'{args.recipe}: 85% in the mean', ours['val_accuracy'] >= 0.85)})", flush=True)
-        for variant in args.variant:
-            figures = run_over_seeds(scratch, photos, args.recipe, parse_settings(variant.split()),
-                                     f"{args.recipe} + {variant}", args.seeds)
+        for variant, settings in variants:
+            figures = run_over_seeds(scratch, photos, args.recipe, settings, f"{args.recipe} + {variant}", args.seeds)
             ratio = figures["seconds"] / ours["seconds"]
             print(f"{args.recipe} + {variant}: validation accuracy {100 * figures['val_accuracy']:.2f}% vs the "
                   f"recipe's {100 * ours['val_accuracy']:.2f}%{over_seeds} (target >= 85%: "
