@@ -16,7 +16,9 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
+import tempfile
 import time
 import warnings
 from pathlib import Path
@@ -66,13 +68,30 @@ def user_shell_env() -> dict[str, str]:
 
 
 def in_shell(shell: str, text: str, project: Path, activated: bool) -> str:
-    """Run one command line as written, in a real shell; fail with what it printed when it fails."""
+    """Run one command line as written, in a real shell; fail with what it printed when it fails.
+
+    What it prints goes to a file, as to a terminal, not to a pipe: `dvc queue start`'s workers
+    inherit the line's stderr and outlive it (until the queue has been empty a while, or for good
+    where DVC's two workers miss their shutdown), and a pipe would keep this test waiting for them."""
     script = f"source .venv/bin/activate\n{text}" if activated else text
-    result = subprocess.run([shell, "-c", script], cwd=project, env=user_shell_env(), text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, check=False)
+    with tempfile.TemporaryFile("w+") as printed:
+        result = subprocess.run([shell, "-c", script], cwd=project, env=user_shell_env(), text=True,
+                                stdout=printed, stderr=subprocess.STDOUT, check=False)
+        printed.seek(0)
+        output = printed.read()
     if result.returncode != 0:
-        pytest.fail(f"{shell} -c {text!r} exited {result.returncode}:\n{result.stdout[-6000:]}")
-    return result.stdout
+        pytest.fail(f"{shell} -c {text!r} exited {result.returncode}:\n{output[-6000:]}")
+    return output
+
+
+def stop_queue_workers(project: Path) -> None:
+    """End the `dvc queue start` workers still running in ``project`` (their pid files are DVC's):
+    the queue is done, and a worker that missed its shutdown would otherwise outlive the test."""
+    for pid_file in (project / ".dvc" / "tmp" / "exps" / "celery").glob("*.pid"):
+        pid = int(pid_file.read_text())
+        command_line = Path(f"/proc/{pid}/cmdline")
+        if command_line.is_file() and b"queue-worker" in command_line.read_bytes():
+            os.kill(pid, signal.SIGTERM)
 
 
 def code_and_params(lock_text: str) -> dict[str, Any]:
@@ -128,6 +147,14 @@ def test_every_readme_command_line_runs_in_a_real_shell_in_a_fresh_clone(tmp_pat
     shutil.copytree(my_photos / "dogs", clone / "my_folder")
     placeholders = {"/path/to/my_photos": str(my_photos)}
 
+    try:
+        run_the_readme(clone, placeholders)
+    finally:
+        stop_queue_workers(clone)
+
+
+def run_the_readme(clone: Path, placeholders: dict[str, str]) -> None:
+    """Each of the README's command lines in turn, as written, each checked after it ran."""
     lines = unlisted(doc_lines(README))
     activated = False
     experiments: list[str] = []
