@@ -8,27 +8,30 @@ import pytest
 
 from tests.helpers import train_tiny_model
 
-# The longest test files, longest first (seconds on 2 cores, `--durations=0` of the whole suite,
-# 2026-12-03): `make test` runs whole files in two processes (pytest-xdist, --dist loadfile, with
-# --no-loadscope-reorder, which keeps this order instead of xdist's own: files with the most tests
-# first, which started the two one-test runners last and left one process working alone for minutes).
+# The longest test files, longest first (seconds of the whole suite's `--durations=0` in two
+# processes, 2026-12-06, Intel Xeon, 2 cores; the manual's and the README's before they stopped
+# running the README's recipe line twice and waiting on `dvc queue start`'s workers): `make test` runs
+# whole files in two processes (pytest-xdist, --dist loadfile, with --no-loadscope-reorder, which
+# keeps this order instead of xdist's own: files with the most tests first, which started the two
+# one-test runners last and left one process working alone for minutes).
 LONGEST_FIRST = (
-    "test_manual_commands.py",  # 450
-    "test_tune.py",  # 270
-    "test_faults.py",  # 254
-    "test_readme_commands.py",  # 242
-    "test_pipeline_dvc.py",  # 217
-    "test_train_stage.py",  # 185
-    "test_models.py",  # 136
-    "test_memory_guard.py",  # 116
-    "test_export.py",  # 110
-    "test_team.py",  # 91
-    "test_quiet_run.py",  # 84
-    "test_recipes.py",  # 84
-    "test_predict.py",  # 81
-    "test_insight.py",  # 76
-    "test_real_data.py",  # 59
-    "test_training.py",  # 58
+    "test_manual_commands.py",  # 503
+    "test_tune.py",  # 404
+    "test_readme_commands.py",  # 289
+    "test_faults.py",  # 229
+    "test_models.py",  # 144
+    "test_train_stage.py",  # 139
+    "test_pipeline_dvc.py",  # 139
+    "test_recipes.py",  # 117
+    "test_memory_guard.py",  # 114
+    "test_heatmap_models.py",  # 99
+    "test_export.py",  # 93
+    "test_team.py",  # 66
+    "test_insight.py",  # 60
+    "test_training.py",  # 60
+    "test_quiet_run.py",  # 59
+    "test_real_data.py",  # 51
+    "test_predict.py",  # 47
 )
 
 

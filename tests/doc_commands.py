@@ -3,7 +3,8 @@ the few that no test can run on this machine, each with its reason.
 
 A command line is a line of a ```bash block (its continuation lines joined), or a line of another
 block that starts with the prompt `$ `. tests/test_readme_commands.py runs every line of the README,
-tests/test_manual_commands.py every line of docs/, each through `bash -c` in a project of its own;
+tests/test_manual_commands.py every other line of docs/ (a line the README has, in the reader's own
+project, runs once, in the README's test), each through `bash -c` in a project of its own;
 a line is left out only when `NOT_RUN` lists it. So a new line in the docs is run by the next test
 run, or fails it, until it runs or is listed here with a reason.
 """
