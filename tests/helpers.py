@@ -11,6 +11,7 @@ import re
 import shutil
 import subprocess
 import sys
+import tempfile
 import typing
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -44,6 +45,20 @@ def run(args: Sequence[str], cwd: Path, check: bool = True) -> subprocess.Comple
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, check=False)
     if check and result.returncode != 0:
         pytest.fail(f"{' '.join(args)} exited {result.returncode}:\n{result.stdout[-6000:]}")
+    return result
+
+
+def run_line(shell: str, script: str, cwd: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """A command line through ``shell -c``, as written; what it prints (stdout and stderr together)
+    is read from a file, as a terminal takes it, not from a pipe: a process that the line leaves
+    running and that inherits its stderr (`dvc queue start`'s workers, until the queue has been
+    empty a while, or for good where one misses its shutdown) would hold a pipe open, and the caller
+    waiting on it."""
+    with tempfile.TemporaryFile("w+") as printed:
+        result = subprocess.run([shell, "-c", script], cwd=cwd, env=env, text=True, stdout=printed,
+                                stderr=subprocess.STDOUT, check=False)
+        printed.seek(0)
+        result.stdout = printed.read()
     return result
 
 

@@ -26,7 +26,6 @@ from __future__ import annotations
 import csv
 import json
 import shutil
-import subprocess
 import tarfile
 import time
 from pathlib import Path
@@ -42,6 +41,7 @@ from tests.helpers import (
     make_project,
     require_shared_dataset,
     run,
+    run_line,
     set_params,
     write_dogs_vs_cats_zip,
     write_image_folder,
@@ -86,8 +86,7 @@ def csv_labelled_folder(root: Path) -> tuple[Path, Path]:
 
 def in_bash(text: str, cwd: Path, home: Path) -> str:
     """One command line as written, in bash; fail with what it printed when it fails."""
-    result = subprocess.run(["bash", "-c", text], cwd=cwd, env={**command_env(), "HOME": str(home)}, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, check=False)
+    result = run_line("bash", text, cwd, {**command_env(), "HOME": str(home)})
     if result.returncode != 0:
         pytest.fail(f"bash -c {text!r} (in {cwd.name}/) exited {result.returncode}:\n{result.stdout[-6000:]}")
     return result.stdout

@@ -18,7 +18,6 @@ import os
 import shutil
 import signal
 import subprocess
-import tempfile
 import time
 import warnings
 from pathlib import Path
@@ -29,7 +28,15 @@ from ruamel.yaml import YAML
 
 from imgclf.recipes import load_recipe
 from tests.doc_commands import README, DocLine, doc_lines, unlisted
-from tests.helpers import PROJECT_ROOT, alarming_lines, command_env, run, skip_unless_ci, write_image_folder
+from tests.helpers import (
+    PROJECT_ROOT,
+    alarming_lines,
+    command_env,
+    run,
+    run_line,
+    skip_unless_ci,
+    write_image_folder,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -68,20 +75,12 @@ def user_shell_env() -> dict[str, str]:
 
 
 def in_shell(shell: str, text: str, project: Path, activated: bool) -> str:
-    """Run one command line as written, in a real shell; fail with what it printed when it fails.
-
-    What it prints goes to a file, as to a terminal, not to a pipe: `dvc queue start`'s workers
-    inherit the line's stderr and outlive it (until the queue has been empty a while, or for good
-    where DVC's two workers miss their shutdown), and a pipe would keep this test waiting for them."""
+    """Run one command line as written, in a real shell; fail with what it printed when it fails."""
     script = f"source .venv/bin/activate\n{text}" if activated else text
-    with tempfile.TemporaryFile("w+") as printed:
-        result = subprocess.run([shell, "-c", script], cwd=project, env=user_shell_env(), text=True,
-                                stdout=printed, stderr=subprocess.STDOUT, check=False)
-        printed.seek(0)
-        output = printed.read()
+    result = run_line(shell, script, project, user_shell_env())
     if result.returncode != 0:
-        pytest.fail(f"{shell} -c {text!r} exited {result.returncode}:\n{output[-6000:]}")
-    return output
+        pytest.fail(f"{shell} -c {text!r} exited {result.returncode}:\n{result.stdout[-6000:]}")
+    return result.stdout
 
 
 def stop_queue_workers(project: Path) -> None:
