@@ -9,11 +9,11 @@ import pytest
 from tests.helpers import train_tiny_model
 
 # The longest test files, longest first (seconds of the whole suite's `--durations=0` in two
-# processes, 2026-12-06, Intel Xeon, 2 cores; the manual's and the README's before they stopped
-# running the README's recipe line twice and waiting on `dvc queue start`'s workers): `make test` runs
-# whole files in two processes (pytest-xdist, --dist loadfile, with --no-loadscope-reorder, which
-# keeps this order instead of xdist's own: files with the most tests first, which started the two
-# one-test runners last and left one process working alone for minutes).
+# processes, 2026-12-06, Intel Xeon, 2 cores; the manual's before it stopped running the README's
+# recipe line again, the README's before it stopped waiting on `dvc queue start`'s workers):
+# `make test` runs whole files in two processes (pytest-xdist, --dist loadfile, with
+# --no-loadscope-reorder, which keeps this order instead of xdist's own: files with the most tests
+# first, which started the two one-test runners last and left one process working alone for minutes).
 LONGEST_FIRST = (
     "test_manual_commands.py",  # 503
     "test_tune.py",  # 404

@@ -13,6 +13,7 @@ the lines left out (only `make test`: this suite).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -88,9 +89,9 @@ def stop_queue_workers(project: Path) -> None:
     the queue is done, and a worker that missed its shutdown would otherwise outlive the test."""
     for pid_file in (project / ".dvc" / "tmp" / "exps" / "celery").glob("*.pid"):
         pid = int(pid_file.read_text())
-        command_line = Path(f"/proc/{pid}/cmdline")
-        if command_line.is_file() and b"queue-worker" in command_line.read_bytes():
-            os.kill(pid, signal.SIGTERM)
+        with contextlib.suppress(FileNotFoundError, ProcessLookupError):  # it may end on its own meanwhile
+            if b"queue-worker" in Path(f"/proc/{pid}/cmdline").read_bytes():
+                os.kill(pid, signal.SIGTERM)
 
 
 def code_and_params(lock_text: str) -> dict[str, Any]:
