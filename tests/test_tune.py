@@ -234,9 +234,10 @@ def experiment_ref(project: Path, name: str) -> str:
 
 @pytest.mark.slow
 def test_one_at_a_time_and_resumed_the_same_seed_proposes_the_same_trials_with_the_same_results(project):
-    """The study "digits" again, one trial at a time and in two runs: its first two trials (--trials 2),
-    then a later run that resumes it up to the file's three: the same trials, params and results as
-    two at a time in one run (each round's sampler is seeded from the study's seed and its place)."""
+    """The search of the study "digits" again, as the study "again", one trial at a time and in two
+    runs: its first two trials (--trials 2), then a later run that resumes it up to the file's three.
+    The same trials, params and results as "digits" got two at a time in one run (each round's
+    sampler is seeded from the study's seed and the round's place in it)."""
     (project / "tune_again.yaml").write_text(SEARCH.format(study="again"))
     bash("imgclf tune tune_again.yaml --jobs 1 --trials 2", project)
     stopped = [(row["experiment"], row["state"]) for row in trials_table(project, "again")]
