@@ -66,7 +66,7 @@ def test_missing_keys_take_defaults(tmp_path):
         ("train:\n  epochs: 0\n", r"train\.epochs = 0 .*greater than 0"),
         ("train:\n  batch_size: -8\n", r"train\.batch_size = -8 .*greater than 0"),
         ("train:\n  learning_rate: '0.01'\n", r"train\.learning_rate = '0\.01' .*a number"),
-        ("train:\n  optimizer: adamx\n", r"train\.optimizer = 'adamx' .*sgd, adam, adamw, rmsprop, adadelta"),
+        ("train:\n  optimizer: adamx\n", r"train\.optimizer = 'adamx' .*sgd, muon, adam, adamw, rmsprop, adadelta"),
         ("train:\n  model: resnet\n",
          r"train\.model = 'resnet' .*vgg16, resnet20, resnet56, fast_cnn, airbench, airbench95, transfer"),
         ("train:\n  dropout_rate: 1.5\n", r"train\.dropout_rate = 1\.5"),

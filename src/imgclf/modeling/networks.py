@@ -38,6 +38,8 @@ class Network:
     # image to nothing.
     min_size: int
     whitening: bool = False  # its first convolution is WHITENING_LAYER, which train.whiten initialises
+    # each convolution without a bias is followed by a batch normalisation: train.optimizer muon moves them
+    batch_norm_convolutions: bool = False
 
 
 @dataclass(frozen=True)
@@ -242,11 +244,13 @@ NETWORKS: dict[str, Network] = {
     "small_convnet": Network(small_convnet, dropout_rate=0.5, min_size=16),
     "cifar_cnn": Network(cifar_cnn, dropout_rate=0.25, min_size=8),
     "vgg16": Network(vgg16, dropout_rate=0.5, min_size=32),  # the VGG-16 tutorial's head
-    "resnet20": Network(resnet20, dropout_rate=0.0, min_size=1),  # He et al. use no dropout
-    "resnet56": Network(resnet56, dropout_rate=0.0, min_size=1),
-    "fast_cnn": Network(fast_cnn, dropout_rate=0.0, min_size=9),
-    "airbench": Network(airbench, dropout_rate=0.0, min_size=25, whitening=True),  # Jordan's airbench94
-    "airbench95": Network(airbench95, dropout_rate=0.0, min_size=25, whitening=True),  # and airbench95
+    # He et al. use no dropout
+    "resnet20": Network(resnet20, dropout_rate=0.0, min_size=1, batch_norm_convolutions=True),
+    "resnet56": Network(resnet56, dropout_rate=0.0, min_size=1, batch_norm_convolutions=True),
+    "fast_cnn": Network(fast_cnn, dropout_rate=0.0, min_size=9, batch_norm_convolutions=True),
+    # Jordan's airbench94 and airbench95
+    "airbench": Network(airbench, dropout_rate=0.0, min_size=25, whitening=True, batch_norm_convolutions=True),
+    "airbench95": Network(airbench95, dropout_rate=0.0, min_size=25, whitening=True, batch_norm_convolutions=True),
     "transfer": Network(transfer_head, dropout_rate=0.3, min_size=1),  # on top of train.backbone
 }
 

@@ -22,10 +22,11 @@ else:
     ModelName = Literal[tuple(NETWORKS)]
     BackboneName = Literal[tuple(BACKBONES)]
     FillMode = Literal[FILL_MODES]
-OptimizerName = Literal["sgd", "adam", "adamw", "rmsprop", "adadelta"]
+OptimizerName = Literal["sgd", "muon", "adam", "adamw", "rmsprop", "adadelta"]
 ScheduleName = Literal["constant", "step", "cosine", "one_cycle"]
 PrecisionName = Literal["off", "float16", "bfloat16", "auto"]
 DistributionName = Literal["auto", "none", "mirrored", "multi_worker"]
+SGD_OPTIMIZERS = ("sgd", "muon")  # muon moves all but the hidden convolutions' kernels by sgd
 BackendName = Literal["tensorflow", "jax"]  # the Keras backends requirements.txt installs
 
 
@@ -102,8 +103,12 @@ class TrainParams(Section):
     batch_size: int = 32
     optimizer: OptimizerName = "adam"
     learning_rate: float = 0.001
-    momentum: float = 0.9  # sgd only
-    nesterov: bool = True  # sgd only
+    momentum: float = 0.9  # sgd and muon's sgd
+    nesterov: bool = True  # sgd and muon's sgd
+    # muon: the kernels of the convolutions without a bias by Muon at this peak rate (on train.schedule),
+    # every other weight by sgd at learning_rate (modeling/optim.py, MuonSGD)
+    muon_learning_rate: float = 0.05
+    muon_momentum: float = 0.9
     weight_decay: float = 0.0  # decoupled weight decay, every optimizer
     label_smoothing: float = 0.0
     schedule: ScheduleName = "constant"
@@ -120,10 +125,10 @@ class TrainParams(Section):
     # None keeps the architecture's published rate (its Network.dropout_rate in modeling/networks.py).
     dropout_rate: float | None = None
     whiten: bool = False  # the first convolution starts as the training patches' whitening (airbench, airbench95)
-    whiten_bias_epochs: int = 0  # sgd: the whitening layer's bias trains this many epochs, then freezes (airbench: 3)
+    whiten_bias_epochs: int = 0  # sgd, muon: the whitening layer's bias trains this many epochs (airbench: 3)
     identity_init: bool = False  # 3x3 convolutions start as the identity in their first filters
     lookahead: bool = False  # airbench's: a slow copy of the weights, moved every 5 steps (training/lookahead.py)
-    norm_shift_lr: float = 1.0  # sgd: the batch-norm shifts' learning rate over train.learning_rate (airbench: 64)
+    norm_shift_lr: float = 1.0  # sgd, muon: the batch-norm shifts' rate over train.learning_rate (airbench: 64)
     # Beta(alpha, alpha) of each batch's mixing share (0: off); both on: one or the other per batch
     mixup: float = 0.0  # blend pairs of training images (modeling/mixing.py)
     cutmix: float = 0.0  # paste a box of one training image into another
@@ -156,10 +161,17 @@ class TrainParams(Section):
         for key in ("one_cycle_start", "one_cycle_end"):
             if not 0.0 <= getattr(self, key) <= 1.0:
                 fail(f"{section}.{key}", getattr(self, key), "use a share of train.learning_rate from 0 to 1")
-        if self.norm_shift_lr != 1.0 and self.optimizer != "sgd":
+        if self.norm_shift_lr != 1.0 and self.optimizer not in SGD_OPTIMIZERS:
             fail(f"{section}.norm_shift_lr", self.norm_shift_lr,
                  f"1 with train.optimizer {self.optimizer!r}: an adaptive optimizer's steps do not grow with the "
-                 "gradients, so only sgd can give the batch-norm shifts a rate of their own")
+                 "gradients, so only sgd and muon can give the batch-norm shifts a rate of their own")
+        require_positive(f"{section}.muon_learning_rate", self.muon_learning_rate)
+        if not 0.0 <= self.muon_momentum < 1.0:
+            fail(f"{section}.muon_momentum", self.muon_momentum, "use a value from 0 up to, not including, 1")
+        if self.optimizer == "muon" and not NETWORKS[self.model].batch_norm_convolutions:
+            fail(f"{section}.optimizer", self.optimizer, "another optimizer unless train.model is one of "
+                 + ", ".join(name for name, network in NETWORKS.items() if network.batch_norm_convolutions)
+                 + " (Muon moves the kernels of convolutions that a batch normalisation follows)")
         if not 0.0 <= self.momentum < 1.0:
             fail(f"{section}.momentum", self.momentum, "use a value from 0 up to, not including, 1")
         if not 0.0 <= self.label_smoothing < 1.0:
@@ -194,9 +206,9 @@ class TrainParams(Section):
             fail(f"{section}.whiten", self.whiten, "false unless train.model is one of "
                  + ", ".join(name for name, network in NETWORKS.items() if network.whitening)
                  + " (a network whose first convolution is a whitening layer)")
-        if self.whiten_bias_epochs and not (self.whiten and self.optimizer == "sgd"):
+        if self.whiten_bias_epochs and not (self.whiten and self.optimizer in SGD_OPTIMIZERS):
             fail(f"{section}.whiten_bias_epochs", self.whiten_bias_epochs,
-                 "0 unless train.whiten is true and train.optimizer is sgd (the optimizer stops the bias)")
+                 "0 unless train.whiten is true and train.optimizer is sgd or muon (the optimizer stops the bias)")
         if self.identity_init and self.model == "transfer":
             fail(f"{section}.identity_init", self.identity_init,
                  "false with train.model transfer: a pretrained backbone keeps its weights")

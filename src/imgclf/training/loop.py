@@ -38,6 +38,7 @@ from imgclf.modeling.optim import (
     make_loss,
     make_metrics,
     make_optimizer,
+    muon_paths,
     norm_shift_paths,
     steps_per_epoch,
 )
@@ -77,7 +78,7 @@ def compile_model(model: keras.Model, params: TrainParams, steps: int = 1, learn
         learning_rate = learning_rate_schedule(params, steps)
     binary = model.output_shape[-1] == 1
     optimizer = make_optimizer(params, learning_rate, norm_shift_paths(model),
-                               whitening_stop_steps(model, params, steps))
+                               whitening_stop_steps(model, params, steps), muon_paths(model))
     model.compile(optimizer=optimizer, loss=make_loss(binary, params.label_smoothing, params.mixes),
                   metrics=make_metrics(params.mixes), jit_compile=params.jit_compile)
 
