@@ -126,6 +126,21 @@ def test_the_optimizer_is_chosen_by_the_param_and_a_checkpoint_keeps_its_momentu
     assert all(np.abs(buffer).max() > 0 for buffer in saved)
 
 
+@pytest.mark.parametrize("sgd_momentum", [0.9, 0.0])
+def test_each_muon_kernel_has_one_momentum_buffer(sgd_momentum):
+    """SGD's own slot holds a Muon kernel's momentum, so the optimizer keeps no more state than SGD;
+    SGD without momentum has no slots, and Muon then keeps its own."""
+    params = TrainParams(optimizer="muon", model="fast_cnn", momentum=sgd_momentum)
+    model = build_model("fast_cnn", (16, 16, 3), 3)
+    optimizer = make_optimizer(params, 0.05, muons=muon_paths(model))
+    optimizer.build(model.trainable_variables)
+    sgd = keras.optimizers.SGD(0.05, momentum=sgd_momentum)
+    sgd.build(model.trainable_variables)
+    kernels = len(muon_paths(model))
+    assert kernels == 6 == sum(buffer is not None for buffer in optimizer.muon_buffers)
+    assert len(optimizer.variables) == len(sgd.variables) + (0 if sgd_momentum else kernels)
+
+
 @pytest.mark.parametrize(("policy", "dtype"), [("float32", "float32"), ("mixed_bfloat16", "bfloat16"),
                                                ("mixed_float16", "float32")])
 def test_newton_schulz_runs_in_bfloat16_where_the_model_computes_in_it(policy, dtype):

@@ -181,9 +181,14 @@ class MuonSGD(ScaledRateSGD):
         if self.built:
             return
         super().build(variables)
+        # A Muon kernel's momentum lives in the slot SGD's build gave it (one buffer per kernel,
+        # not one read and one idle); only SGD without momentum gives no slots.
         muon = set(self.muon_paths)
-        self.muon_buffers = [self.add_variable_from_reference(variable, "muon_momentum")
-                             if variable.path in muon else None for variable in variables]
+        sgd_slots = self.momentums or [None] * len(variables)
+        self.muon_buffers = [None if variable.path not in muon
+                             else slot if slot is not None
+                             else self.add_variable_from_reference(variable, "muon_momentum")
+                             for variable, slot in zip(variables, sgd_slots, strict=True)]
 
     def update_step(self, gradient: Any, variable: Any, learning_rate: Any) -> None:
         buffer = self.muon_buffers[self._get_variable_index(variable)]
