@@ -127,6 +127,7 @@ def test_the_airbench_recipes_run_on_real_cifar10_images_with_every_method_on(tm
     assert params["train"]["model"] == recipe
     assert params["evaluate"]["tta"] == "flip_translate" and params["train"]["identity_init"] is True
     assert params["train"]["lookahead"] is True and params["train"]["norm_shift_lr"] == 64
+    assert params["train"]["optimizer"] == ("muon" if recipe == "airbench" else "sgd")
     training = json.loads((project / "metrics/train.json").read_text())
     assert training["epochs"] == 3
     # train.mixed_precision: auto, in bfloat16 where the CPU has the units for it (AVX-512 BF16, AMX)

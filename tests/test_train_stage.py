@@ -63,8 +63,14 @@ def model_weights(path: Path) -> list[np.ndarray]:
     return [keras.ops.convert_to_numpy(w) for w in load_model(path).weights]
 
 
+# The distributed runs train with Muon: a custom optimizer's own update must run on every replica
+# (TensorFlow) and give every worker the same weights (JAX). Tests after them set the default back.
+MUON = {"train.model": "fast_cnn", "train.optimizer": "muon", "train.learning_rate": 0.05}
+DEFAULT_OPTIMIZER = {"train.model": "simple_cnn", "train.optimizer": "adam", "train.learning_rate": 0.001}
+
+
 def test_mirrored_on_two_logical_cpu_devices(project):
-    set_params(project, **{"train.backend": "tensorflow", "train.distribution": "mirrored"})
+    set_params(project, **{"train.backend": "tensorflow", "train.distribution": "mirrored", **MUON})
     output = finish(start(train_command("out/mirrored"), project, IMGCLF_LOGICAL_CPUS="2"))
     metrics = json.loads((project / "out/mirrored/train.json").read_text())
     assert metrics["distribution"] == "mirrored" and metrics["replicas"] == 2, output[-3000:]
@@ -75,7 +81,7 @@ def test_mirrored_on_two_logical_cpu_devices(project):
 def test_multi_worker_with_two_worker_processes_on_this_machine(project):
     """Two JAX processes on 127.0.0.1 train one model, each feeding half of every batch; the cluster
     is described by TF_CONFIG, as for TensorFlow."""
-    set_params(project, **{"train.distribution": "multi_worker", "train.backend": "jax"})
+    set_params(project, **{"train.distribution": "multi_worker", "train.backend": "jax", **MUON})
     workers = [f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"]
     processes = []
     for index in range(2):
@@ -106,6 +112,7 @@ def test_multi_worker_with_tensorflow_says_to_use_jax(project):
 
 def test_a_run_killed_after_epoch_two_of_four_resumes_to_the_same_metrics(project):
     set_params(project, **{"train.backend": "tensorflow", "train.distribution": "none", "train.epochs": 4,
+                           **DEFAULT_OPTIMIZER,
                            "train.resume": True, "train.dropout_rate": 0.3, "train.augment.horizontal_flip": True,
                            "train.augment.rotation": 10.0, "train.schedule": "cosine"})
     finish(start(train_command("out/whole"), project))
@@ -164,6 +171,7 @@ def test_dvc_metrics_show_follows_a_running_training(project):
     """DVCLive rewrites metrics/history/metrics.json after every epoch: `dvc metrics show` of that
     file, run beside a training, shows the epoch it has reached (docs/training.md: "Watching a run")."""
     set_params(project, **{"train.backend": "tensorflow", "train.distribution": "none", "train.epochs": 500,
+                           **DEFAULT_OPTIMIZER,
                            "train.resume": False})
     summary = project / "metrics/history/metrics.json"
     summary.unlink(missing_ok=True)
