@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 import importlib.util
+import json
 
 import pytest
 
@@ -49,6 +50,24 @@ def test_the_gpu_benchmark_runs_every_stage_of_dvc_yaml_in_its_order_with_all_it
     train = dict(stages)["train"]
     assert [command.split()[:2] for command in train] == [["python", "stages/train.py"],
                                                          ["python", "stages/onnx_copy.py"]]
+
+
+def test_the_cifar_benchmark_counts_a_float32_ninety_percent_as_reached(tmp_path, monkeypatch, capsys):
+    """1,800 of 2,000 validation images right, as DVCLive writes Keras' float32 accuracy, is 90%."""
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    cifar = importlib.import_module("cifar_time_to_accuracy")
+    history = tmp_path / "metrics/history/plots/metrics/val"
+    history.mkdir(parents=True)
+    (history / "accuracy.tsv").write_text("step\taccuracy\n1\t0.8500000238418579\n2\t0.8999999761581421\n")
+    (tmp_path / "logs").mkdir()
+    timing = {"per_epoch": [{"epoch": 1, "seconds": 60.0}, {"epoch": 2, "seconds": 60.0}]}
+    (tmp_path / "logs/train_timing.json").write_text(json.dumps(timing))
+
+    cifar.print_time_to_accuracy(cifar.accuracy_by_time(tmp_path))
+
+    printed = capsys.readouterr().out
+    assert "validation accuracy 85%: after 1.0 minutes of training" in printed
+    assert "validation accuracy 90%: after 2.0 minutes of training" in printed
 
 
 # Lines of oneDNN's verbose log as TensorFlow 2.20 wrote them on an AMX Xeon (ONEDNN_VERBOSE=1).
