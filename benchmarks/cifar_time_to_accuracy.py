@@ -86,8 +86,8 @@ def accuracy_by_time(project: Path) -> list[tuple[int, float, float]]:
     (metrics/history/plots/metrics/val/accuracy.tsv) beside logs/train_timing.json's epoch seconds.
 
     DVCLive writes the accuracy as Keras computed it, in float32: 1,800 right of 2,000 is
-    0.8999999761581421, which is 90%. Rounded to 6 places (exact for any validation split of up to
-    a million images), it compares with a milestone as the count does."""
+    0.8999999761581421, which is 90%. Rounded to 6 places, it compares with a milestone as the count
+    does: for a validation split of up to a million images the rounding moves no accuracy across one."""
     rows = (project / "metrics/history/plots/metrics/val/accuracy.tsv").read_text().splitlines()[1:]
     accuracies = [round(float(row.split("\t")[-1]), 6) for row in rows]
     timing = json.loads((project / "logs" / "train_timing.json").read_text())["per_epoch"]
