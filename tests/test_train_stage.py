@@ -13,9 +13,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import yaml
 
 from imgclf.modeling.devices import describe_cpu
+from imgclf.modeling.params import TrainParams
+from imgclf.plumbing.params import load_section
 from tests.helpers import PROJECT_ROOT, command_env, make_project, run, set_params, stage_command, write_image_folder
 from tests.servers import free_port
 
@@ -68,8 +69,8 @@ def model_weights(path: Path) -> list[np.ndarray]:
 # (TensorFlow) and give every worker the same weights (JAX). Tests after them set the checkout's
 # params.yaml values of the same keys back.
 MUON = {"train.model": "fast_cnn", "train.optimizer": "muon", "train.learning_rate": 0.05}
-_TRAIN_DEFAULTS = yaml.safe_load((PROJECT_ROOT / "params.yaml").read_text())["train"]
-DEFAULT_OPTIMIZER = {key: _TRAIN_DEFAULTS[key.removeprefix("train.")] for key in MUON}
+_TRAIN_DEFAULTS = load_section(TrainParams, PROJECT_ROOT / "params.yaml")
+DEFAULT_OPTIMIZER = {key: getattr(_TRAIN_DEFAULTS, key.removeprefix("train.")) for key in MUON}
 
 
 def test_mirrored_on_two_logical_cpu_devices(project):
