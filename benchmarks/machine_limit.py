@@ -7,7 +7,8 @@
 In the same run, alternating so that a slower moment of the machine meets both:
 
 1. the matrix-multiply rate TensorFlow reaches here, 2048x2048 float32 and bfloat16 (the best of a
-   few seconds of repeats each, before and after the training);
+   few seconds of repeats each, before and after the training), with the kernels the train stage
+   uses (:func:`imgclf.modeling.backend.use_backend`: oneDNN's on every x86 CPU);
 2. ``dvc repro train`` on the first ``--per-class`` real CIFAR-10 training images of each class,
    with the ``airbench`` recipe (or ``--recipe``) and ``--model``, once per ``train.mixed_precision``
    of ``--precisions``: its images per second (``logs/train_timing.json``, the median of epochs 2 on);
@@ -30,15 +31,22 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import os
 import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # the project copy is made as the end-to-end tests make theirs
+
+from imgclf.modeling.backend import ONEDNN_VARIABLE, use_backend  # noqa: E402
+
+PERSON_ONEDNN = os.environ.get(ONEDNN_VARIABLE)  # as the person set it: the stages' runs get it so
+use_backend("tensorflow")  # before anything loads TensorFlow here: the multiplies with the stage's kernels
 
 from dvc_overhead import run, worktree  # noqa: E402  (the same command runner and worktree as there)
 from targets import Targets  # noqa: E402  (benchmarks/targets.py, beside this script)
@@ -186,14 +194,37 @@ def step_rates(params: dict, precision: str, epochs: int = 4) -> dict[str, float
     return rates
 
 
-def train_rate(project: Path, images: Path, params: dict, precision: str, checkout: Path = ROOT) -> dict:
+def set_environment_variable(name: str, value: str | None) -> None:
+    """Set ``name`` to ``value`` in this process's environment; ``None`` unsets it."""
+    if value is None:
+        os.environ.pop(name, None)
+    else:
+        os.environ[name] = value
+
+
+@contextlib.contextmanager
+def environment_variable(name: str, value: str | None) -> Iterator[None]:
+    """``name`` set to ``value`` (``None``: unset) while the block runs, as it was afterwards."""
+    before = os.environ.get(name)
+    set_environment_variable(name, value)
+    try:
+        yield
+    finally:
+        set_environment_variable(name, before)
+
+
+def train_rate(project: Path, images: Path, params: dict, precision: str, checkout: Path = ROOT,
+               onednn: str | None = None) -> dict:
     """``dvc repro train`` in a new ``project`` of ``checkout``'s pipeline with ``params`` and
     ``train.mixed_precision: precision``: metrics/train.json with logs/train_timing.json (its
-    ``train_images_per_second``, the median of epochs 2 on)."""
+    ``train_images_per_second``, the median of epochs 2 on). The stage runs with ``TF_ENABLE_ONEDNN_OPTS``
+    as the person set it (``onednn``), not as this process set it for its own TensorFlow: each
+    checkout's stage chooses its kernels itself."""
     make_project(project, checkout, heatmaps=False)
     set_params(project, **{"data.source": "folder", "data.path": str(images), **params,
                            "train.mixed_precision": precision})
-    wall, _ = run(["dvc", "repro", "train"], project)
+    with environment_variable(ONEDNN_VARIABLE, onednn):
+        wall, _ = run(["dvc", "repro", "train"], project)
     return {**json.loads((project / "metrics" / "train.json").read_text()),
             **json.loads((project / "logs" / "train_timing.json").read_text()), "wall": wall}
 
@@ -237,11 +268,12 @@ def main() -> int:
                 for dtype in rates:
                     rates[dtype].append(matmul_rate(dtype))
                 if not args.split_only:
-                    trained.setdefault(precision, []).append(
-                        train_rate(scratch / f"ours-{precision}-{repeat}", images, params, precision))
+                    trained.setdefault(precision, []).append(train_rate(
+                        scratch / f"ours-{precision}-{repeat}", images, params, precision, onednn=PERSON_ONEDNN))
                 if baseline_checkout:
                     baseline.setdefault(precision, []).append(train_rate(
-                        scratch / f"baseline-{precision}-{repeat}", images, params, precision, baseline_checkout))
+                        scratch / f"baseline-{precision}-{repeat}", images, params, precision, baseline_checkout,
+                        onednn=PERSON_ONEDNN))
                 if (args.split or args.split_only) and repeat == 0:
                     split[precision] = step_rates(params, precision)
         for dtype in rates:

@@ -113,7 +113,11 @@ def main() -> int:
         child(args.model, args.precision, args.batch_size, args.steps, args.inter_op)
         return targets.exit_status()
 
-    # imported here, not above: they load Keras, which the child loads with its own settings
+    # imported here, not above: they load Keras, which the child loads with its own settings; the
+    # train stage's TensorFlow (oneDNN's kernels on every x86 CPU) here and in the child
+    from imgclf.modeling.backend import use_backend
+
+    use_backend("tensorflow")
     from machine_limit import matmul_rate  # benchmarks/machine_limit.py, beside this script
 
     from imgclf.modeling.devices import describe_cpu

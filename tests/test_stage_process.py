@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import gc
 import json
+import platform
 import subprocess
 import sys
 
@@ -97,6 +98,31 @@ def test_keras_imports_without_scikit_learn_and_jax_which_import_as_usual_afterw
 def test_the_jax_backend_keeps_its_jax_and_a_library_imported_before_stays():
     assert _modules_after_import_keras("jax", first="import sklearn") == {
         "keras": True, "tensorflow": False, "sklearn": True, "jax": True, "import afterwards": True}
+
+
+def _onednn_on_after_use_backend(preset: str | None) -> bool:
+    """Whether TensorFlow runs its oneDNN kernels in a fresh process that called ``use_backend`` and
+    imported Keras, with ``TF_ENABLE_ONEDNN_OPTS`` at ``preset`` beforehand (``None``: unset)."""
+    script = ("from imgclf.modeling.backend import import_keras, use_backend\n"
+              "use_backend('tensorflow')\n"
+              "import_keras()\n"
+              "from tensorflow.python.util import _pywrap_util_port\n"
+              "print(_pywrap_util_port.IsMklEnabled())\n")
+    env = command_env()
+    env.pop("KERAS_BACKEND", None)
+    env.pop("TF_ENABLE_ONEDNN_OPTS", None)
+    if preset is not None:
+        env["TF_ENABLE_ONEDNN_OPTS"] = preset
+    result = subprocess.run([sys.executable, "-c", script], env=env, text=True, capture_output=True, check=False)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result.stdout.split()[-1] == "True"
+
+
+@pytest.mark.skipif(platform.machine().lower() not in ("x86_64", "amd64"), reason="oneDNN is turned on on x86 only")
+def test_tensorflow_trains_through_onednn_on_every_x86_cpu_unless_a_person_turned_it_off():
+    # TensorFlow alone leaves oneDNN off on a CPU without AVX-512 VNNI, BF16 or AMX (AVX2: 1.85x slower)
+    assert _onednn_on_after_use_backend(None) is True
+    assert _onednn_on_after_use_backend("0") is False  # a person's setting is kept
 
 
 HEAVY_LIBRARIES = ("sklearn", "scipy", "pandas", "keras", "tensorflow", "jax", "matplotlib", "onnxruntime", "cleanlab")

@@ -11,7 +11,7 @@ import pytest
 from dvclive import Live
 
 from imgclf.data.dataset import ImageSet
-from imgclf.modeling.devices import describe_cpu, has_bf16_units, resolve_precision
+from imgclf.modeling.devices import describe_cpu, emulated_bfloat16_warning, has_bf16_units, resolve_precision
 from imgclf.modeling.models import BACKBONE_LAYER, build_model
 from imgclf.modeling.optim import (
     OneCycle,
@@ -169,6 +169,16 @@ def test_auto_precision_is_bfloat16_on_a_cpu_with_bf16_units_and_float32_without
     assert resolve_precision("auto", 1, cpu_bf16_units=bf16_units) == "mixed_float16"  # a GPU: its tensor cores
     assert resolve_precision("off", 0, cpu_bf16_units=bf16_units) == "float32"  # a setting is kept as it is
     assert has_bf16_units("") is False  # unreadable: float32, never an emulated bfloat16
+
+
+def test_bfloat16_on_a_cpu_without_bf16_units_is_warned_about_and_auto_is_named():
+    device = "cpu (AMD EPYC, AVX2)"
+    warning = emulated_bfloat16_warning("mixed_bfloat16", 0, cpu_bf16_units=False, device=device)
+    assert warning is not None
+    assert "train.mixed_precision: auto" in warning and device in warning
+    assert emulated_bfloat16_warning("mixed_bfloat16", 0, cpu_bf16_units=True, device=device) is None  # the units
+    assert emulated_bfloat16_warning("mixed_bfloat16", 1, cpu_bf16_units=False, device=device) is None  # a GPU
+    assert emulated_bfloat16_warning("float32", 0, cpu_bf16_units=False, device=device) is None
 
 
 def test_a_diverging_run_says_to_lower_the_learning_rate():

@@ -112,8 +112,22 @@ CPU_INSTRUCTION_SETS = (("amx_tile", "AMX"), ("avx512_bf16", "AVX-512 BF16"), ("
 
 # The x86 flags of the bf16 units that oneDNN multiplies bfloat16 with: train.mixed_precision: auto
 # trains in bfloat16 on a CPU with either (1.26-1.31x float32's speed, benchmarks/README.md); without
-# them bfloat16 is emulated, several times slower than float32.
+# them TensorFlow emulates bfloat16: the airbench network trained at 10 images/s against float32's
+# 106 on a 2-core AMD EPYC with AVX2 (benchmarks/README.md, machine_limit.py, 2026-12-07).
 BF16_UNIT_FLAGS = ("amx_bf16", "avx512_bf16")
+
+
+def emulated_bfloat16_warning(precision: str, accelerators: int, cpu_bf16_units: bool, device: str) -> str | None:
+    """What to tell a person who asked for bfloat16 (``train.mixed_precision: bfloat16``) on a CPU
+    without bf16 units, where TensorFlow trains about ten times slower than in float32; ``None``
+    where the precision is not bfloat16, a GPU computes, or the CPU has the units."""
+    if precision != "mixed_bfloat16" or accelerators or cpu_bf16_units:
+        return None
+    return (f"train.mixed_precision: bfloat16 on a CPU without bf16 units ({device}; they are AVX-512 BF16 "
+            "and AMX): TensorFlow emulates bfloat16 here, and trained the airbench network about 10x slower "
+            "than in float32 on a 2-core AMD EPYC with AVX2 (benchmarks/README.md). Set "
+            "train.mixed_precision: auto, which trains in float32 on this CPU and in bfloat16 where the "
+            "units are, or off.")
 
 
 def _cpu_fields(cpuinfo: str | None) -> dict[str, str]:
@@ -158,7 +172,11 @@ def _setup_tensorflow(setting: str, mixed_precision: str) -> DeviceSetup:
     names = [tf.config.experimental.get_device_details(gpu).get("device_name", gpu.name) for gpu in gpus]
     device = f"{len(gpus)} x {names[0]}" if gpus else describe_cpu()
     distribution = resolve_distribution(setting, len(gpus), cluster)
-    precision = resolve_precision(mixed_precision, len(gpus), cpu_bf16_units=has_bf16_units())
+    bf16_units = has_bf16_units()
+    precision = resolve_precision(mixed_precision, len(gpus), cpu_bf16_units=bf16_units)
+    warning = emulated_bfloat16_warning(precision, len(gpus), bf16_units, device)
+    if warning:
+        logger.warning(warning)
     if distribution == "none":
         return DeviceSetup("tensorflow", device, len(gpus), distribution, 1, precision)
     if distribution == "mirrored":
