@@ -120,7 +120,7 @@ def _onednn_on_after_use_backend(preset: str | None) -> bool:
 
 @pytest.mark.skipif(platform.machine().lower() not in ("x86_64", "amd64"), reason="oneDNN is turned on on x86 only")
 def test_tensorflow_trains_through_onednn_on_every_x86_cpu_unless_a_person_turned_it_off():
-    # TensorFlow alone leaves oneDNN off on a CPU without AVX-512 VNNI, BF16 or AMX (AVX2: 1.85x slower)
+    # TensorFlow alone leaves oneDNN off on a CPU without AVX-512 VNNI, BF16 or AMX (AVX2: 1.77x slower)
     assert _onednn_on_after_use_backend(None) is True
     assert _onednn_on_after_use_backend("0") is False  # a person's setting is kept
 
