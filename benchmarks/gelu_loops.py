@@ -36,7 +36,7 @@ sys.path.insert(0, str(ROOT / "src"))
 
 from targets import Targets  # noqa: E402  (benchmarks/targets.py, beside this script)
 
-from imgclf.modeling.backend import import_keras  # noqa: E402
+from imgclf.modeling.backend import import_keras, use_backend  # noqa: E402
 
 log = logging.getLogger("gelu_loops")
 
@@ -146,6 +146,7 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=12, help="timed steps of each build")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    use_backend("tensorflow")  # the train stage's TensorFlow: oneDNN's kernels on every x86 CPU
     import_keras()
     from imgclf.modeling.devices import describe_cpu
 

@@ -37,6 +37,9 @@ import time
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+from imgclf.modeling.backend import use_backend  # noqa: E402
+
+use_backend("tensorflow")  # the train stage's TensorFlow: oneDNN's kernels on every x86 CPU
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
@@ -48,7 +51,7 @@ from imgclf.data.images import ResizeJob, resize_files  # noqa: E402
 from imgclf.modeling.models import augmentation, build_model  # noqa: E402
 from imgclf.modeling.params import AugmentParams, ModelName, TrainParams  # noqa: E402
 from imgclf.training.loop import compile_model, make_deterministic, train  # noqa: E402
-from imgclf.training.sinks import LiveSink
+from imgclf.training.sinks import LiveSink  # noqa: E402
 
 ARCHIVE = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "cifar10-jpg.tar.gz"
 SEEDS_AUGMENTATION = AugmentParams(horizontal_flip=True, rotation=10, width_shift=0.2, height_shift=0.2)
