@@ -6,7 +6,11 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import train_tiny_model
+from imgclf.modeling.backend import use_onednn_kernels
+
+use_onednn_kernels()  # before TensorFlow loads: the tests' own training takes the stages' kernels
+
+from tests.helpers import train_tiny_model  # noqa: E402
 
 # The longest test files, longest first (seconds of the whole suite's `--durations=0` in two
 # processes, 2026-12-06, Intel Xeon, 2 cores; the manual's before it stopped running the README's

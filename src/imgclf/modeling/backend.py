@@ -19,16 +19,23 @@ from imgclf.plumbing.stage import collector_paused
 
 # TensorFlow runs its CPU convolutions through oneDNN by default only on CPUs with units for neural
 # networks, such as AVX-512 VNNI, AVX-512 BF16 or AMX; on x86 CPUs without them (AVX2: most laptops)
-# it takes Eigen's kernels, which trained the airbench network at 109 images/s where oneDNN's gave 202
-# (2-core AMD EPYC with AVX2, benchmarks/README.md, "oneDNN on a CPU without AVX-512"). A value a
-# person set is kept.
+# it takes Eigen's kernels: the airbench recipe's train stage ran at 121 images/s there, at 214 through
+# oneDNN's (2-core AMD EPYC with AVX2, machine_limit.py; benchmarks/README.md, "oneDNN on a CPU without
+# AVX-512"). A value a person set is kept.
 ONEDNN_VARIABLE = "TF_ENABLE_ONEDNN_OPTS"
+
+
+def use_onednn_kernels() -> None:
+    """Turn TensorFlow's oneDNN kernels on in this process and the processes it starts, on an x86 CPU,
+    unless a person set :data:`ONEDNN_VARIABLE`; call it before TensorFlow loads."""
+    if platform.machine().lower() in ("x86_64", "amd64"):
+        os.environ.setdefault(ONEDNN_VARIABLE, "1")
 
 
 def use_backend(backend: str, key: str = "train.backend") -> None:
     """Make ``backend`` Keras' backend in this process and the processes it starts; call it before
-    anything imports Keras. With TensorFlow on an x86 CPU, its oneDNN kernels are turned on
-    (:data:`ONEDNN_VARIABLE`), where TensorFlow would not turn them on itself."""
+    anything imports Keras. With TensorFlow, its oneDNN kernels too (:func:`use_onednn_kernels`),
+    where TensorFlow would not turn them on itself."""
     asked = os.environ.get("KERAS_BACKEND")
     if asked and asked != backend:
         raise PipelineError(f"KERAS_BACKEND={asked} is set, but params.yaml has {key}: {backend}. The backend is "
@@ -37,8 +44,8 @@ def use_backend(backend: str, key: str = "train.backend") -> None:
         raise RuntimeError(f"Keras was imported on {sys.modules['keras'].backend.backend()} before {key} "
                            f"chose {backend}: call use_backend first")
     os.environ["KERAS_BACKEND"] = backend
-    if backend == "tensorflow" and platform.machine().lower() in ("x86_64", "amd64"):
-        os.environ.setdefault(ONEDNN_VARIABLE, "1")
+    if backend == "tensorflow":
+        use_onednn_kernels()
 
 
 # Installed libraries that Keras and TensorFlow import at their own import, each in a guarded

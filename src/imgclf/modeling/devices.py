@@ -113,7 +113,8 @@ CPU_INSTRUCTION_SETS = (("amx_tile", "AMX"), ("avx512_bf16", "AVX-512 BF16"), ("
 # The x86 flags of the bf16 units that oneDNN multiplies bfloat16 with: train.mixed_precision: auto
 # trains in bfloat16 on a CPU with either (1.26-1.31x float32's speed, benchmarks/README.md); without
 # them TensorFlow emulates bfloat16: the airbench network trained at 10 images/s against float32's
-# 106 on a 2-core AMD EPYC with AVX2 (benchmarks/README.md, machine_limit.py, 2026-12-07).
+# 106 on a 2-core AMD EPYC with AVX2, both through Eigen's kernels; float32 through oneDNN's, as the
+# stages run it now, 214 (benchmarks/README.md, machine_limit.py, 2026-12-07).
 BF16_UNIT_FLAGS = ("amx_bf16", "avx512_bf16")
 
 
