@@ -50,9 +50,9 @@ docs: setup
 
 # Two processes, each running whole test files (--dist loadfile keeps a module's shared fixtures and
 # its tests' order), the longest files first (tests/conftest.py; --no-loadscope-reorder keeps that
-# order): 596 tests in 16.0 minutes on 2 cores of an AMD EPYC (2026-12-07; 594 in 17.2 on an Intel
-# Xeon that day; 576 in 17.6 and 18.4 minutes on 2026-12-06, when 577 took 18.0 to 21.3: the host
-# moves it most, docs/development.md).
+# order): 599 tests in 15.6 minutes on 2 cores of an AMD EPYC with AVX-512 (2026-12-07 evening), 23.2
+# on an AMD EPYC with AVX2 only that day; 596 in 16.0 on an AMD EPYC, 594 in 17.2 on an Intel Xeon
+# that morning: the host moves it most (docs/development.md).
 test: setup system-packages lint docs
 	$(PYTHON) -m pytest -n 2 --dist loadfile --no-loadscope-reorder --durations=15
 

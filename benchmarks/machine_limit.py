@@ -3,6 +3,8 @@
     .venv/bin/python benchmarks/machine_limit.py                       # about 8 minutes on 2 cores
     .venv/bin/python benchmarks/machine_limit.py --model fast_cnn --precisions off
     .venv/bin/python benchmarks/machine_limit.py --recipe airbench95 --baseline <commit> --repeats 2
+    .venv/bin/python benchmarks/machine_limit.py --precisions bfloat16 --set train.optimizer=sgd \
+        --baseline <commit from before Muon> --repeats 2                   # a param over the recipe's
 
 In the same run, alternating so that a slower moment of the machine meets both:
 
@@ -17,7 +19,9 @@ In the same run, alternating so that a slower moment of the machine meets both:
    augmentation, its activations, its batch norms (:func:`step_rates`): what each part costs of a step.
 4. with ``--baseline COMMIT``: the same ``dvc repro train`` from a git worktree of that commit after
    each of ours, ``--repeats`` times each (the medians compared): how much a change of the train
-   stage's code moved its rate.
+   stage's code moved its rate. A param that the baseline's params.yaml does not have (one added
+   since) is left out of its runs, and named: with ``--set`` giving a setting both know (for
+   example ``train.optimizer=sgd`` against a commit from before Muon), both train the same way.
 
 The training's FLOP/s are its images per second times the model's FLOPs per training image (three
 times the forward pass's multiply-adds of its convolutions and dense layers, counted from the model
@@ -40,6 +44,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from ruamel.yaml import YAML
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # the project copy is made as the end-to-end tests make theirs
 
@@ -53,7 +59,7 @@ from targets import Targets  # noqa: E402  (benchmarks/targets.py, beside this s
 
 from imgclf.modeling.devices import describe_cpu  # noqa: E402
 from imgclf.recipes import load_recipe  # noqa: E402
-from tests.helpers import extract_cifar10_subset, make_project, set_params  # noqa: E402
+from tests.helpers import extract_cifar10_subset, make_project, parse_settings, set_params  # noqa: E402
 
 TARGET_SHARE = 0.8
 MATMUL_SIZE = 2048
@@ -213,6 +219,22 @@ def environment_variable(name: str, value: str | None) -> Iterator[None]:
         set_environment_variable(name, before)
 
 
+def known_params(params: dict, checkout: Path) -> tuple[dict, list[str]]:
+    """``params`` without the dotted keys that ``checkout``'s params.yaml does not have, and those keys."""
+    document = YAML(typ="safe").load((checkout / "params.yaml").read_text())
+
+    def known(dotted: str) -> bool:
+        section = document
+        for part in dotted.split("."):
+            if not isinstance(section, dict) or part not in section:
+                return False
+            section = section[part]
+        return True
+
+    return ({key: value for key, value in params.items() if known(key)},
+            [key for key in params if not known(key)])
+
+
 def train_rate(project: Path, images: Path, params: dict, precision: str, checkout: Path = ROOT,
                onednn: str | None = None) -> dict:
     """``dvc repro train`` in a new ``project`` of ``checkout``'s pipeline with ``params`` and
@@ -242,9 +264,11 @@ def main() -> int:
     parser.add_argument("--split-only", action="store_true", help="--split without the train stage's runs")
     parser.add_argument("--baseline", help="a commit whose train stage runs after each of ours, for the ratio")
     parser.add_argument("--repeats", type=int, default=1, help="train stage runs per precision (and side)")
+    parser.add_argument("--set", nargs="*", action="extend", default=[], metavar="KEY=VALUE",
+                        help="params over the recipe's, as YAML values (e.g. train.optimizer=sgd)")
     args = parser.parse_args()
     params = {**load_recipe(args.recipe, ROOT / "recipes").settings, "train.epochs": args.epochs,
-              "train.warmup_epochs": 1.0, "split.val": 0.1}
+              "train.warmup_epochs": 1.0, "split.val": 0.1, **parse_settings(args.set)}
     if args.model:
         params["train.model"] = args.model
     model_name = params["train.model"]
@@ -263,6 +287,9 @@ def main() -> int:
         images = extract_cifar10_subset(scratch / "cifar", args.per_class, 20)
         baseline_checkout = (stack.enter_context(worktree(args.baseline, scratch / "baseline"))
                              if args.baseline else None)
+        baseline_params, left_out = known_params(params, baseline_checkout) if baseline_checkout else ({}, [])
+        if left_out:
+            print(f"left out of {args.baseline}'s runs (its params.yaml has no such key): {', '.join(left_out)}")
         for repeat in range(args.repeats):
             for precision in args.precisions:
                 for dtype in rates:
@@ -272,8 +299,8 @@ def main() -> int:
                         scratch / f"ours-{precision}-{repeat}", images, params, precision, onednn=PERSON_ONEDNN))
                 if baseline_checkout:
                     baseline.setdefault(precision, []).append(train_rate(
-                        scratch / f"baseline-{precision}-{repeat}", images, params, precision, baseline_checkout,
-                        onednn=PERSON_ONEDNN))
+                        scratch / f"baseline-{precision}-{repeat}", images, baseline_params, precision,
+                        baseline_checkout, onednn=PERSON_ONEDNN))
                 if (args.split or args.split_only) and repeat == 0:
                     split[precision] = step_rates(params, precision)
         for dtype in rates:

@@ -95,3 +95,17 @@ def test_the_onednn_profile_reads_the_timed_steps_primitives_and_counts_a_convol
     assert profile.convolution_flops(grouped) == 2 * 2 * 8 * 8 * 32 * 3 * 3
     with pytest.raises(ValueError, match="not a 2-D convolution"):
         profile.convolution_flops(primitives[1].shape)
+
+
+def test_a_param_the_baseline_does_not_know_is_left_out_of_its_runs_and_named(tmp_path, monkeypatch):
+    """machine_limit.py --baseline: a commit from before a param (Muon's rate) trains without it."""
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    machine_limit = importlib.import_module("machine_limit")
+    (tmp_path / "params.yaml").write_text("train:\n  optimizer: adam\n  augment:\n    translate: 0\n")
+    params = {"train.optimizer": "sgd", "train.muon_momentum": 0.6, "train.augment.translate": 2,
+              "train.augment.cutout": 8, "evaluate.tta": "flip"}
+
+    known, left_out = machine_limit.known_params(params, tmp_path)
+
+    assert known == {"train.optimizer": "sgd", "train.augment.translate": 2}
+    assert left_out == ["train.muon_momentum", "train.augment.cutout", "evaluate.tta"]
