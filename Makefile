@@ -50,9 +50,9 @@ docs: setup
 
 # Two processes, each running whole test files (--dist loadfile keeps a module's shared fixtures and
 # its tests' order), the longest files first (tests/conftest.py; --no-loadscope-reorder keeps that
-# order): 599 tests in 15.6 minutes on 2 cores of an AMD EPYC with AVX-512 (2026-12-07 evening), 23.2
-# on an AMD EPYC with AVX2 only that day; 596 in 16.0 on an AMD EPYC, 594 in 17.2 on an Intel Xeon
-# that morning: the host moves it most (docs/development.md).
+# order): 600 tests in 19.2 minutes on 2 cores of an AMD EPYC with AVX-512 BF16 (2026-12-07, late), 15.6
+# on such a host that evening, 23.2 on an AMD EPYC with AVX2 only that day: the host moves it most
+# (docs/development.md). Two processes keep both cores busy; three took 19.6 minutes the same hour.
 test: setup system-packages lint docs
 	$(PYTHON) -m pytest -n 2 --dist loadfile --no-loadscope-reorder --durations=15
 

@@ -52,7 +52,6 @@ sys.path.insert(0, str(ROOT))  # the project copy is made as the end-to-end test
 from dvc_overhead import run, training_seconds  # noqa: E402  (the same timing as the DVC benchmark's)
 from targets import Targets  # noqa: E402  (benchmarks/targets.py, beside this script)
 
-from imgclf.modeling.devices import describe_cpu  # noqa: E402
 from imgclf.recipes import load_recipe  # noqa: E402
 from tests.helpers import make_project, parse_settings, set_params  # noqa: E402
 
@@ -196,6 +195,8 @@ def main() -> int:
         project = make_project(Path(scratch) / "project")
         recipe = {"split.val": 0.04, **load_recipe(args.recipe, ROOT / "recipes").settings}
         recipe.update(parse_settings(args.set))
+        from imgclf.modeling.devices import describe_cpu  # imports Keras: not at the top, so that --help is quick
+
         print(f"CPU: {describe_cpu()}; recipe {args.recipe}: {recipe}")
         set_params(project, **{"data.source": "folder", "data.path": str(Path(scratch) / "cifar10"), **recipe})
         run(["git", "commit", "-qam", "CIFAR-10, the recipe"], project)

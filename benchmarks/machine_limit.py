@@ -57,7 +57,6 @@ use_backend("tensorflow")  # before anything loads TensorFlow here: the multipli
 from dvc_overhead import run, worktree  # noqa: E402  (the same command runner and worktree as there)
 from targets import Targets  # noqa: E402  (benchmarks/targets.py, beside this script)
 
-from imgclf.modeling.devices import describe_cpu  # noqa: E402
 from imgclf.recipes import load_recipe  # noqa: E402
 from tests.helpers import extract_cifar10_subset, make_project, parse_settings, set_params  # noqa: E402
 
@@ -274,6 +273,8 @@ def main() -> int:
     model_name = params["train.model"]
     size = int(params.get("resize.size", [32, 32])[0])
     flops = 3 * forward_flops(model_name, size, 10)
+    from imgclf.modeling.devices import describe_cpu  # imports Keras: not at the top, so that --help is quick
+
     print(f"CPU: {describe_cpu()}")
     print(f"{model_name} at {size}x{size}: {flops / 1e9:.3f} GFLOPs per training image "
           f"({flops / 3e6:.0f} MFLOPs forward, times 3)")

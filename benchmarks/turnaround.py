@@ -44,7 +44,6 @@ sys.path.insert(0, str(ROOT))  # the project copy is made as the end-to-end test
 from dvc_overhead import worktree  # noqa: E402  (the same git worktree of a baseline as there)
 from targets import Targets  # noqa: E402  (benchmarks/targets.py, beside this script)
 
-from imgclf.modeling.devices import describe_cpu  # noqa: E402
 from imgclf.plumbing.timeline import TIMELINE_VARIABLE  # noqa: E402
 from tests.helpers import command_env, make_project  # noqa: E402
 
@@ -113,6 +112,8 @@ def main() -> int:
                              "ones, for a change of requirements.txt: pip install --no-deps --target FOLDER "
                              "NAME==VERSION")
     args = parser.parse_args()
+    from imgclf.modeling.devices import describe_cpu  # imports Keras: not at the top, so that --help is quick
+
     targets = Targets()
     print(f"machine: {describe_cpu()}")
     with tempfile.TemporaryDirectory(prefix="turnaround-") as scratch_name, contextlib.ExitStack() as stack:
